@@ -1,0 +1,63 @@
+import argparse
+import importlib
+import logging
+import sys
+
+# subcommand -> module providing add_arguments(parser) and run(args) -> int.
+# Imported lazily so `llmbench agent` never loads coordinator code and vice versa.
+COMMANDS = {
+    "agent": ("llmbench.agent.cli", "serve a model over gRPC (a mesh node)"),
+    "generate": ("llmbench.agent.generate_cli", "generate from JSONL prompts, in-process or via an agent"),
+    "bench": ("llmbench.agent.bench", "engine-only throughput benchmark (no gRPC)"),
+    "coordinator": ("llmbench.coordinator.cli", "run MLPerf LoadGen against agents"),
+    "run": ("llmbench.coordinator.run_local", "start local agents and run the coordinator (the demo)"),
+    "accuracy": ("llmbench.coordinator.accuracy_cli", "score an mlperf_log_accuracy.json with ROUGE"),
+    "compliance": ("llmbench.coordinator.compliance_cli", "MLPerf compliance checks (TEST06)"),
+    "tui": ("llmbench.tui.cli", "watch a running coordinator"),
+}
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmbench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("llmbench"):
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("llmbench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line unless asked for the traceback
+        if args.verbose:
+            raise
+        print(f"llmbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def agent_main() -> int:
+    return main(["agent", *sys.argv[1:]])
+
+
+def coordinator_main() -> int:
+    return main(["coordinator", *sys.argv[1:]])
