@@ -1,0 +1,113 @@
+"""`llmbench agent`: serve one model over gRPC until SIGTERM/SIGINT.
+
+Binds to 127.0.0.1 unless --host says otherwise: an agent answers anyone who can reach its port,
+so exposing it to the network is an explicit choice (--host 0.0.0.0 in a pod, behind a NetworkPolicy).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import socket
+from pathlib import Path
+
+from llmbench.agent.config import PRESETS, load_model_config
+from llmbench.agent.factory import create_engine
+from llmbench.agent.server import AgentServer
+from llmbench.agent.types import EngineConfig
+
+LISTENING_LINE = "llmbench-agent: listening on {address}"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that builds an engine (agent, generate)."""
+    d = EngineConfig()
+    p.add_argument("--model", help=f"HF model folder or preset ({', '.join(PRESETS)}); "
+                                   "not needed with --engine simulated")
+    p.add_argument("--engine", choices=["paged", "simulated"], default=d.engine,
+                   help="paged: the real engine; simulated: fake tokens at --tokens-per-s, no model")
+    p.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s,
+                   help="simulated engine: output tokens per second of the whole engine")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=d.dtype,
+                   help="auto: float32 on CPU, bfloat16 on GPU")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--memory-fraction", type=float, default=d.memory_fraction,
+                   help="share of device memory for weights + KV cache")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most queries running at once")
+    p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens, help="most tokens in one engine step")
+    p.add_argument("--num-kv-blocks", type=int, default=d.num_kv_blocks, help="KV cache blocks (0: size from memory)")
+    p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV block")
+    p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"], default=d.attention)
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    """An EngineConfig from the flags, with the model checked before anything starts."""
+    if not _DEVICE.fullmatch(args.device):
+        raise ValueError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
+    for flag in ("max_batch", "max_step_tokens", "block_size"):
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be > 0")
+    if args.num_kv_blocks < 0 or not 0 < args.memory_fraction <= 1 or args.tokens_per_s <= 0:
+        raise ValueError("--num-kv-blocks must be >= 0, --memory-fraction in (0, 1], --tokens-per-s > 0")
+    if args.engine == "simulated":
+        model = "simulated"
+    else:
+        model = args.model
+        check_model(model)
+    return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, device=args.device,
+                        memory_fraction=args.memory_fraction, num_kv_blocks=args.num_kv_blocks,
+                        block_size=args.block_size, max_batch=args.max_batch, max_step_tokens=args.max_step_tokens,
+                        attention=args.attention, tokens_per_s=args.tokens_per_s)
+
+
+def check_model(model: str | None) -> None:
+    if not model:
+        raise ValueError(f"--model is required: an HF model folder or a preset ({', '.join(PRESETS)})")
+    if model in PRESETS:
+        return
+    if not Path(model).is_dir():
+        raise ValueError(f"model {model!r}: no such folder, and not a preset ({', '.join(PRESETS)})")
+    load_model_config(model)  # raises a one-line ConfigError for a missing or malformed config.json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_engine_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one")
+    p.add_argument("--agent-id", default="", help="identity in status reports (default HOST:PORT)")
+    p.add_argument("--node-name", default="", help="node in status reports (default $NODE_NAME or the hostname)")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds running queries may take to finish after SIGTERM")
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = engine_config(args)
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port}: not a port number")
+    node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
+    asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace))
+    return 0
+
+
+async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float) -> None:
+    server = AgentServer(create_engine(cfg), agent_id, node_name)
+    bound = await server.start(host, port)
+    print(LISTENING_LINE.format(address=f"{host}:{bound}"), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    load = asyncio.ensure_future(server.load())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if load.done():
+            load.result()  # a failed load ends the agent with its error
+            await stopped
+    finally:
+        load.cancel()
+        stopped.cancel()
+        await server.stop(grace_s)
