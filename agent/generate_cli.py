@@ -1,0 +1,224 @@
+"""`llmbench generate`: JSONL prompts in, JSONL outputs out (in input order), in-process or via an agent.
+
+Input lines: {"id": ..., "tokens": [...]} or {"id": ..., "text": "..."}.
+Output lines: {"id": ..., "tokens": [...], "text": ... (with a tokenizer), "finish_reason": "length"},
+or {"id": ..., "error": "..."} for a prompt the engine refused (the command then exits non-zero).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmbench.agent.cli import add_engine_arguments, engine_config
+from llmbench.agent.factory import create_engine
+from llmbench.agent.tokenizer import decode, encode, load_tokenizer
+from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput
+from llmbench.proto import pb, rpc
+
+SUBMIT_CHUNK = 256  # queries per Serve message, to stay far below the message size limit
+READY_TIMEOUT_S = 600.0  # an agent that answers but is still loading its model
+
+
+@dataclass
+class Prompt:
+    line: int
+    id: Any
+    tokens: list[int] | None
+    text: str | None
+
+
+@dataclass
+class Result:
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    text: str | None = None
+    error: str | None = None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_engine_arguments(p)
+    p.add_argument("--agent", metavar="HOST:PORT", help="generate on a running agent instead of in-process")
+    p.add_argument("--input", metavar="FILE", help="JSONL prompts (default stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --agent to answer")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    if args.agent and args.model:
+        raise ValueError("give --model (in-process) or --agent (remote), not both")
+    cfg = None if args.agent else engine_config(args)
+    prompts = _read_input(args.input)
+    if args.agent:
+        results = asyncio.run(generate_remote(args.agent, prompts, args.max_new_tokens, args.ignore_eos,
+                                              args.connect_timeout))
+    else:
+        results = generate_local(cfg, prompts, args.max_new_tokens, args.ignore_eos)
+    for p, r in zip(prompts, results):
+        row = {"id": p.id, "error": r.error} if r.error else \
+            {"id": p.id, "tokens": r.tokens, **({"text": r.text} if r.text is not None else {}),
+             "finish_reason": r.finish_reason}
+        sys.stdout.write(json.dumps(row) + "\n")
+    sys.stdout.flush()
+    failed = [(p, r) for p, r in zip(prompts, results) if r.error]
+    if failed:
+        p, r = failed[0]
+        raise ValueError(f"{len(failed)} of {len(prompts)} prompts failed; first: line {p.line}: {r.error}")
+    return 0
+
+
+def _read_input(path: str | None) -> list[Prompt]:
+    if path is None:
+        return read_prompts(sys.stdin)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return read_prompts(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read --input {path}: {exc.strerror}") from None
+
+
+def read_prompts(stream: IO[str]) -> list[Prompt]:
+    prompts = []
+    for n, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"line {n}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f'line {n}: expected an object like {{"id": 1, "tokens": [...]}}')
+        tokens, text = obj.get("tokens"), obj.get("text")
+        if (tokens is None) == (text is None):
+            raise ValueError(f'line {n}: needs exactly one of "tokens" (a list of ids) or "text"')
+        if tokens is not None and not (isinstance(tokens, list) and
+                                       all(isinstance(t, int) and not isinstance(t, bool) for t in tokens)):
+            raise ValueError(f'line {n}: "tokens" must be a list of integers')
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f'line {n}: "text" must be a string')
+        prompts.append(Prompt(n, obj.get("id", n), tokens, text))
+    if not prompts:
+        raise ValueError("no prompts in the input (expected JSONL lines)")
+    return prompts
+
+
+def _apply(out: StepOutput, results: list[Result]) -> int:
+    """Fold one step into the results; returns how many queries ended in it."""
+    pos = 0
+    for qid, count in zip(out.ids, out.counts):
+        results[qid].tokens.extend(out.tokens[pos:pos + count])
+        pos += count
+    for qid, reason in out.finished:
+        results[qid].finish_reason = FinishReason(reason).name.lower()
+    for qid, _, message in out.errors:
+        results[qid].error = message
+    return len(out.finished) + len(out.errors)
+
+
+def generate_local(cfg: EngineConfig, prompts: list[Prompt], max_new_tokens: int, ignore_eos: bool) -> list[Result]:
+    engine = create_engine(cfg)
+    engine.start()
+    try:
+        tokenizer = load_tokenizer(engine.info.model_path)
+        requests = []
+        for i, p in enumerate(prompts):
+            if p.text is not None and tokenizer is None:
+                raise ValueError(f"line {p.line}: a text prompt, but model {engine.info.name} has no tokenizer; "
+                                 "send token ids")
+            tokens = p.tokens if p.text is None else encode(tokenizer, p.text)
+            requests.append(Request(i, tokens, max_new_tokens, ignore_eos=ignore_eos))
+        results = [Result() for _ in prompts]
+        steps: queue.Queue[StepOutput] = queue.Queue()
+        engine.submit(requests, steps.put)
+        left = len(requests)
+        while left:
+            left -= _apply(steps.get(), results)
+    finally:
+        engine.stop()
+    if tokenizer is not None:
+        for r in results:
+            r.text = None if r.error else decode(tokenizer, r.tokens)
+    return results
+
+
+async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: int, ignore_eos: bool,
+                          connect_timeout: float) -> list[Result]:
+    results = [Result() for _ in prompts]
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), connect_timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"agent {address} does not answer (no connection within {connect_timeout:g} s)") \
+                from None
+        stub = rpc.AgentStub(channel)
+        try:
+            await _wait_serving(channel, address)
+            by_tokens = [i for i, p in enumerate(prompts) if p.tokens is not None]
+            texts = [_generate_text(stub, i, prompts[i].text, max_new_tokens, ignore_eos, results)
+                     for i, p in enumerate(prompts) if p.text is not None]
+            await asyncio.gather(_serve_tokens(stub, prompts, by_tokens, max_new_tokens, ignore_eos, results), *texts)
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectionError(f"agent {address}: {exc.code().name}: {exc.details()}") from None
+    return results
+
+
+async def _wait_serving(channel: grpc.aio.Channel, address: str) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = asyncio.get_running_loop().time() + READY_TIMEOUT_S
+    told = False
+    while True:
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise ConnectionError(f"agent {address} is not serving after {READY_TIMEOUT_S:g} s")
+        if not told:
+            print(f"llmbench generate: waiting for agent {address} to load its model", file=sys.stderr)
+            told = True
+        await asyncio.sleep(0.2)
+
+
+async def _serve_tokens(stub: rpc.AgentStub, prompts: list[Prompt], indices: list[int], max_new_tokens: int,
+                        ignore_eos: bool, results: list[Result]) -> None:
+    """All token prompts on one Serve stream, so the agent batches them."""
+    if not indices:
+        return
+    call = stub.Serve()
+    for start in range(0, len(indices), SUBMIT_CHUNK):
+        batch = [pb.Query(id=i, prompt_tokens=prompts[i].tokens, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
+                 for i in indices[start:start + SUBMIT_CHUNK]]
+        await call.write(pb.ServeRequest(submit=pb.QueryBatch(queries=batch)))
+    left = len(indices)
+    while left:
+        msg = await call.read()
+        if msg is grpc.aio.EOF:
+            raise ConnectionError("the agent ended the stream before every query finished")
+        left -= _apply(StepOutput(msg.step, list(msg.ids), list(msg.counts), list(msg.tokens),
+                                  list(zip(msg.finished_ids, msg.finish_reasons)),
+                                  [(e.id, e.code, e.message) for e in msg.errors]), results)
+    await call.done_writing()
+
+
+async def _generate_text(stub: rpc.AgentStub, i: int, text: str, max_new_tokens: int, ignore_eos: bool,
+                         results: list[Result]) -> None:
+    request = pb.GenerateRequest(text=text, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
+    try:
+        async for msg in stub.Generate(request):
+            results[i].tokens.extend(msg.tokens)
+            if msg.finish_reason:
+                results[i].finish_reason = FinishReason(msg.finish_reason).name.lower()
+                results[i].text = msg.text
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+            raise
+        results[i].error = exc.details()
