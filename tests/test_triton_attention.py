@@ -1,0 +1,172 @@
+"""Triton paged attention vs a float64 dense reference (CPU: Triton interpreter; GPU when present)."""
+import importlib
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first `import triton`
+pytest.importorskip("triton")
+from triton.runtime import interpreter  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+from llmbench.agent import triton_attention as ta  # noqa: E402
+
+if not torch.cuda.is_available():
+    if not isinstance(ta._prefill_kernel, InterpretedFunction):
+        ta = importlib.reload(ta)  # another test imported it before TRITON_INTERPRET was set
+    # triton 3.6's interpreter does int() on 1-element arrays, which numpy >= 2.4 refuses, so a loop
+    # over tensor bounds fails (triton-lang/triton#9171); index through squeeze() as the fix does.
+    _patch_lang_tensor = interpreter._patch_lang_tensor
+
+    def _patch_with_index_fix(tensor, scope):
+        _patch_lang_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    interpreter._patch_lang_tensor = _patch_with_index_fix
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+POISON = float("nan")
+
+
+def make_cache(seq_lens, kv_heads, head_dim, page, dtype, gen):
+    """Random K/V in shuffled, non-contiguous blocks, with spare blocks and unused table slots."""
+    need = [-(-n // page) for n in seq_lens]
+    num_blocks = sum(need) + 3
+    perm = torch.randperm(num_blocks, generator=gen).to(torch.int32)
+    width = max(need + [1]) + 1
+    tables = torch.full((len(seq_lens), width), num_blocks + 100, dtype=torch.int32)  # junk past the end
+    used = 0
+    for b, n in enumerate(need):
+        tables[b, :n] = perm[used:used + n]
+        used += n
+    k = torch.randn(num_blocks, page, kv_heads, head_dim, generator=gen, dtype=torch.float64)
+    v = torch.randn(num_blocks, page, kv_heads, head_dim, generator=gen, dtype=torch.float64)
+    return k, v, tables
+
+
+def dense_kv(cache, table, length):
+    """[length, Hkv, D] K or V of one sequence, gathered position by position."""
+    page = cache.shape[1]
+    return torch.stack([cache[table[p // page], p % page] for p in range(length)]) if length else \
+        cache.new_zeros(0, *cache.shape[2:])
+
+
+def reference(q, k, v, positions, scale):
+    """q [n, Hq, D] at absolute positions; k, v [L, Hkv, D]; causal softmax in float64."""
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+    visible = torch.arange(k.shape[0])[None, :] <= positions[:, None]
+    scores = scores.masked_fill(~visible[None], float("-inf"))
+    return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+# The interpreter multiplies bf16 bit patterns in tl.dot, so bf16 is checked on CUDA only.
+HALF = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    DEVICE == "cpu", reason="Triton interpreter has no bf16 tl.dot"))]
+TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 3e-2}
+
+
+def run_decode(context_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0, **kw):
+    gen = torch.Generator().manual_seed(seed)
+    k, v, tables = make_cache(context_lens, kv_heads, head_dim, page, dtype, gen)
+    q = torch.randn(len(context_lens), q_heads, head_dim, generator=gen, dtype=torch.float64)
+    scale = head_dim ** -0.5
+    out = torch.full(q.shape, POISON, dtype=dtype, device=DEVICE)
+    ta.paged_decode(q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+                    torch.tensor(context_lens, dtype=torch.int32, device=DEVICE), scale, out=out, **kw)
+    out = out.cpu()
+    assert not out.isnan().any(), "some outputs were never written"
+    for b, n in enumerate(context_lens):
+        if n == 0:
+            assert (out[b] == 0).all()
+            continue
+        ref = reference(q[b:b + 1], dense_kv(k, tables[b], n), dense_kv(v, tables[b], n),
+                        torch.tensor([n - 1]), scale)
+        assert rel_err(out[b:b + 1], ref) < TOL[dtype], f"sequence {b} (context {n})"
+
+
+@pytest.mark.parametrize("q_heads,kv_heads", [(4, 4), (8, 2), (4, 1), (12, 1)])
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_decode_matches_reference(q_heads, kv_heads, num_splits):
+    run_decode([1, 15, 16, 17, 50, 130], q_heads, kv_heads, num_splits=num_splits, seed=q_heads + num_splits)
+
+
+def test_decode_auto_splits_page_sizes_and_empty_context():
+    run_decode([0, 7, 8, 9, 100], 8, 2, head_dim=16, page=8, seed=1)
+    run_decode([33, 64, 200], 4, 4, head_dim=64, page=32, seed=2, max_context=256)
+    run_decode([5, 300], 2, 1, head_dim=16, page=16, seed=3, num_splits=8)  # more splits than tiles
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_decode_half_precision(dtype):
+    run_decode([3, 40, 97], 8, 2, dtype=dtype, num_splits=2, seed=4)
+
+
+def test_decode_split_choice_is_host_only_and_bounded():
+    cpu = torch.device("cpu")
+    assert ta.decode_splits(1, 1, 1, cpu) == 1
+    assert ta.decode_splits(1, 1, 100_000, cpu) == 4  # four programs per "SM" (1 on CPU)
+    assert ta.decode_splits(512, 8, 1024, cpu) == 1
+
+
+def run_prefill(seq_lens, q_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0, **kw):
+    gen = torch.Generator().manual_seed(seed)
+    k, v, tables = make_cache(seq_lens, kv_heads, head_dim, page, dtype, gen)
+    total = sum(q_lens)
+    q = torch.randn(total, q_heads, head_dim, generator=gen, dtype=torch.float64)
+    cu = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32)
+    scale = 0.3
+    out = torch.full(q.shape, POISON, dtype=dtype, device=DEVICE)
+    ta.paged_prefill(q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+                     cu.to(DEVICE), torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), max(q_lens),
+                     scale, out=out, **kw)
+    out = out.cpu()
+    assert not out.isnan().any(), "some outputs were never written"
+    for b, (n, m) in enumerate(zip(seq_lens, q_lens)):
+        if m == 0:
+            continue
+        rows = slice(cu[b], cu[b + 1])
+        ref = reference(q[rows], dense_kv(k, tables[b], n), dense_kv(v, tables[b], n),
+                        torch.arange(n - m, n), scale)
+        assert rel_err(out[rows], ref) < TOL[dtype], f"sequence {b} (kv {n}, q {m})"
+
+
+@pytest.mark.parametrize("q_heads,kv_heads", [(4, 4), (8, 2), (4, 1)])
+def test_prefill_full_and_chunked(q_heads, kv_heads):
+    # full prefills (q_len == seq_len) and chunks continuing a cached prefix, several tiles long
+    run_prefill([1, 15, 16, 70, 90, 57, 40], [1, 15, 16, 70, 33, 1, 17], q_heads, kv_heads, seed=q_heads)
+
+
+def test_prefill_page_sizes_head_dims_and_empty_chunk():
+    run_prefill([9, 64, 31], [9, 0, 31], 2, 1, head_dim=64, page=8, seed=5)
+    run_prefill([100, 48], [37, 48], 4, 2, head_dim=16, page=32, seed=6)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_prefill_half_precision(dtype):
+    run_prefill([50, 20], [30, 20], 4, 2, dtype=dtype, seed=7)
+
+
+def test_bad_inputs_name_the_problem():
+    q = torch.zeros(2, 4, 24)
+    cache = torch.zeros(3, 16, 2, 24)
+    tables = torch.zeros(2, 1, dtype=torch.int32)
+    lens = torch.ones(2, dtype=torch.int32)
+    with pytest.raises(ValueError, match="power of two"):
+        ta.paged_decode(q, cache, cache, tables, lens, 1.0)
+    cache = torch.zeros(3, 16, 3, 32)
+    with pytest.raises(ValueError, match="kv heads"):
+        ta.paged_decode(torch.zeros(2, 4, 32), cache, cache, tables, lens, 1.0)
+    with pytest.raises(ValueError, match="int32"):
+        ta.paged_decode(torch.zeros(2, 3, 32), cache, cache, tables.long(), lens, 1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        ta.paged_prefill(torch.zeros(2, 3, 32, dtype=torch.float16), cache, cache, tables,
+                         torch.tensor([0, 1, 2], dtype=torch.int32), lens, 1, 1.0)
