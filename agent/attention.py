@@ -1,0 +1,157 @@
+"""Paged attention: the step's metadata, the backends, and the choice between them.
+
+Tokens of a step are laid out [prefill-chunk tokens..., decode tokens...]. Every layer first writes
+the step's K/V into the paged cache through `slot_mapping`, then the prefill part and the decode
+part each attend over the cache. Cache layout per layer: [num_blocks, block_size, kv_heads, head_dim].
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor  # int64 [T]: block * block_size + row of each new token
+    num_prefill_tokens: int
+    num_decode_tokens: int
+    # prefill part (P sequences)
+    cu_seqlens_q: torch.Tensor | None = None  # int32 [P+1]
+    cu_seqlens_k: torch.Tensor | None = None  # int32 [P+1]
+    seq_lens: torch.Tensor | None = None  # int32 [P]: cached tokens incl. this chunk
+    prefill_block_tables: torch.Tensor | None = None  # int32 [P, max_blocks]
+    max_seqlen_q: int = 0
+    max_seqlen_k: int = 0
+    # decode part (D sequences, one token each)
+    context_lens: torch.Tensor | None = None  # int32 [D], incl. the current token
+    decode_block_tables: torch.Tensor | None = None  # int32 [D, max_blocks]
+
+
+class AttentionBackend(Protocol):
+    name: str
+
+    def prefill(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                meta: AttentionMetadata, out: torch.Tensor) -> None: ...
+
+    def decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+               meta: AttentionMetadata, out: torch.Tensor) -> None: ...
+
+
+def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    meta: AttentionMetadata) -> torch.Tensor:
+    """q [T,Hq,D], k/v [T,Hkv,D] -> [T,Hq,D]."""
+    kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    k_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
+    v_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
+    out = torch.empty_like(q)
+    p = meta.num_prefill_tokens
+    if p:
+        backend.prefill(q[:p], k_cache, v_cache, meta, out[:p])
+    if meta.num_decode_tokens:
+        backend.decode(q[p:], k_cache, v_cache, meta, out[p:])
+    return out
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    block_size = cache.shape[1]
+    blocks = block_table[: (length + block_size - 1) // block_size]
+    return cache[blocks].flatten(0, 1)[:length]
+
+
+class TorchAttention:
+    """Reference: one SDPA call per sequence over K/V gathered from the cache. Exact, slow, syncs."""
+    name = "torch"
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        q_len, k_len = q.shape[0], k.shape[0]
+        mask = None
+        if 1 < q_len < k_len:  # a later prefill chunk: causal, aligned to the end of the keys
+            mask = torch.ones(q_len, k_len, dtype=torch.bool, device=q.device).tril(k_len - q_len)
+        o = F.scaled_dot_product_attention(
+            q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
+            is_causal=mask is None and q_len > 1, scale=self.scale, enable_gqa=True)
+        return o.transpose(0, 1)
+
+    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
+        cu = meta.cu_seqlens_q.tolist()
+        for i, seq_len in enumerate(meta.seq_lens.tolist()):
+            table = meta.prefill_block_tables[i]
+            out[cu[i]:cu[i + 1]] = self._attend(q[cu[i]:cu[i + 1]], _gather(k_cache, table, seq_len),
+                                                _gather(v_cache, table, seq_len))
+
+    def decode(self, q, k_cache, v_cache, meta, out) -> None:
+        for i, ctx_len in enumerate(meta.context_lens.tolist()):
+            table = meta.decode_block_tables[i]
+            out[i:i + 1] = self._attend(q[i:i + 1], _gather(k_cache, table, ctx_len),
+                                        _gather(v_cache, table, ctx_len))
+
+
+class TritonAttention:
+    """Triton paged kernels (agent/triton_attention.py) for both parts."""
+    name = "triton"
+
+    def __init__(self, scale: float):
+        from llmbench.agent import triton_attention
+        self.kernels = triton_attention
+        self.scale = scale
+
+    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
+        self.kernels.paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, meta.cu_seqlens_q,
+                                   meta.seq_lens, meta.max_seqlen_q, self.scale, out=out)
+
+    def decode(self, q, k_cache, v_cache, meta, out) -> None:
+        self.kernels.paged_decode(q, k_cache, v_cache, meta.decode_block_tables, meta.context_lens,
+                                  self.scale, out=out)
+
+
+class FlashAttention:
+    """flash-attn 2 with a block table (it needs block_size to be a multiple of 256)."""
+    name = "flash"
+
+    def __init__(self, scale: float):
+        from flash_attn import flash_attn_varlen_func, flash_attn_with_kvcache
+        self.varlen, self.with_kvcache = flash_attn_varlen_func, flash_attn_with_kvcache
+        self.scale = scale
+
+    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
+        out.copy_(self.varlen(q, k_cache, v_cache, meta.cu_seqlens_q, meta.cu_seqlens_k,
+                              meta.max_seqlen_q, meta.max_seqlen_k, softmax_scale=self.scale,
+                              causal=True, block_table=meta.prefill_block_tables))
+
+    def decode(self, q, k_cache, v_cache, meta, out) -> None:
+        o = self.with_kvcache(q.unsqueeze(1), k_cache, v_cache, cache_seqlens=meta.context_lens,
+                              block_table=meta.decode_block_tables, softmax_scale=self.scale, causal=True)
+        out.copy_(o.squeeze(1))
+
+
+def _flash_importable() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def select_backend(name: str, device: torch.device, block_size: int, scale: float) -> AttentionBackend:
+    """auto: torch on CPU; on CUDA flash-attn when installed and block_size fits it, else Triton."""
+    if name not in ("auto", "torch", "triton", "flash"):
+        raise ValueError(f"unknown attention backend {name!r}: use auto, torch, triton or flash")
+    if device.type != "cuda":
+        if name not in ("auto", "torch"):
+            raise ValueError(f"attention backend {name!r} needs a CUDA device (device is {device})")
+        return TorchAttention(scale)
+    if name == "auto":
+        name = "flash" if _flash_importable() and block_size % 256 == 0 else "triton"
+    if name == "flash" and block_size % 256:
+        raise ValueError(f"attention 'flash' needs block_size a multiple of 256, got {block_size}")
+    return {"torch": TorchAttention, "triton": TritonAttention, "flash": FlashAttention}[name](scale)
