@@ -1,0 +1,134 @@
+"""Owns the model and its paged KV cache; turns a scheduled Batch into one forward and greedy tokens."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import psutil
+import torch
+
+from llmbench.agent.attention import AttentionMetadata
+from llmbench.agent.config import ModelConfig
+from llmbench.agent.model import LlamaForCausalLM
+from llmbench.agent.scheduler import Batch, Sequence
+from llmbench.agent.types import EngineConfig
+
+log = logging.getLogger(__name__)
+
+
+def kv_block_bytes(mc: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    return 2 * mc.num_layers * block_size * mc.kv_size * dtype.itemsize
+
+
+def workspace_bytes(mc: ModelConfig, cfg: EngineConfig, dtype: torch.dtype) -> int:
+    """Generous bound on the activations of one step of max_step_tokens tokens."""
+    per_token = 4 * mc.hidden_size + 3 * (mc.q_size + 2 * mc.kv_size) + 4 * mc.intermediate_size
+    logits = cfg.max_batch * mc.vocab_size * (dtype.itemsize + 8)
+    return int(1.2 * (cfg.max_step_tokens * per_token * dtype.itemsize + logits)) + (256 << 20)
+
+
+def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dtype: torch.dtype,
+                   max_context: int) -> int:
+    block_bytes = kv_block_bytes(mc, cfg.block_size, dtype)
+    if cfg.num_kv_blocks > 0:
+        log.info("KV cache: %d blocks of %d tokens (%d tokens), as configured",
+                 cfg.num_kv_blocks, cfg.block_size, cfg.num_kv_blocks * cfg.block_size)
+        return cfg.num_kv_blocks
+    workspace = workspace_bytes(mc, cfg, dtype)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        budget = min(int(total * cfg.memory_fraction) - (total - free), free) - workspace
+        why = (f"{cfg.memory_fraction:.2f} of {total / 2**30:.1f} GiB minus {(total - free) / 2**30:.1f} "
+               f"GiB in use minus {workspace / 2**30:.2f} GiB workspace")
+        blocks = max(budget, 0) // block_bytes
+    else:
+        available = psutil.virtual_memory().available
+        budget = int(available * cfg.memory_fraction) - workspace
+        cap = cfg.max_batch * -(-max_context // cfg.block_size)
+        blocks = min(max(budget, 0) // block_bytes, cap)
+        why = (f"{cfg.memory_fraction:.2f} of {available / 2**30:.1f} GiB available host memory, "
+               f"capped at max_batch {cfg.max_batch} x max_context {max_context}")
+    if blocks <= 0:
+        raise RuntimeError(f"no memory left for the KV cache ({why}); lower max_step_tokens/max_batch "
+                           f"or raise memory_fraction")
+    log.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB): %s", blocks, cfg.block_size,
+             blocks * cfg.block_size, blocks * block_bytes / 2**30, why)
+    return blocks
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int):
+        self.model = model
+        self.block_size = block_size
+        mc = model.cfg
+        weight = model.embed_tokens.weight
+        self.device, self.dtype = weight.device, weight.dtype
+        self.pin = self.device.type == "cuda"
+        shape = (num_blocks, block_size, mc.num_kv_heads, mc.head_dim)
+        for layer in model.layers:
+            layer.self_attn.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            layer.self_attn.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        if self.pin:
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def _block_tables(self, seqs: list[Sequence]) -> np.ndarray:
+        tables = np.zeros((len(seqs), max(len(s.block_table) for s in seqs)), dtype=np.int32)
+        for i, s in enumerate(seqs):
+            tables[i, :len(s.block_table)] = s.block_table
+        return tables
+
+    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+        bs = self.block_size
+        ids, positions, slots = [], [], []
+        for seq, n in batch.prefill:
+            start = seq.num_cached
+            ids.extend(seq.tokens[start:start + n])
+            pos = np.arange(start, start + n, dtype=np.int64)
+            positions.append(pos)
+            slots.append(np.asarray(seq.block_table, dtype=np.int64)[pos // bs] * bs + pos % bs)
+        if batch.decode:
+            pos = np.array([len(s.tokens) - 1 for s in batch.decode], dtype=np.int64)
+            ids.extend(s.tokens[-1] for s in batch.decode)
+            positions.append(pos)
+            slots.append(np.array([s.block_table[p // bs] for s, p in zip(batch.decode, pos)],
+                                  dtype=np.int64) * bs + pos % bs)
+        positions_np = np.concatenate(positions)
+        num_prefill = sum(n for _, n in batch.prefill)
+        meta = AttentionMetadata(slot_mapping=self._to_device(np.concatenate(slots)),
+                                 num_prefill_tokens=num_prefill, num_decode_tokens=len(batch.decode))
+        rows = []
+        if batch.prefill:
+            seqs = [s for s, _ in batch.prefill]
+            q_lens = np.array([n for _, n in batch.prefill], dtype=np.int32)
+            seq_lens = np.array([s.num_cached + n for s, n in batch.prefill], dtype=np.int32)
+            cu_q = np.concatenate([[0], np.cumsum(q_lens)]).astype(np.int32)
+            meta.cu_seqlens_q = self._to_device(cu_q)
+            meta.cu_seqlens_k = self._to_device(np.concatenate([[0], np.cumsum(seq_lens)]).astype(np.int32))
+            meta.seq_lens = self._to_device(seq_lens)
+            meta.prefill_block_tables = self._to_device(self._block_tables(seqs))
+            meta.max_seqlen_q, meta.max_seqlen_k = int(q_lens.max()), int(seq_lens.max())
+            rows = [int(cu_q[i + 1]) - 1 for i, (s, n) in enumerate(batch.prefill)
+                    if s.num_cached + n == s.prompt_len]
+        if batch.decode:
+            meta.context_lens = self._to_device(np.array([len(s.tokens) for s in batch.decode],
+                                                         dtype=np.int32))
+            meta.decode_block_tables = self._to_device(self._block_tables(batch.decode))
+            rows.extend(range(num_prefill, num_prefill + len(batch.decode)))
+        return (self._to_device(np.array(ids, dtype=np.int64)), self._to_device(positions_np), meta,
+                self._to_device(np.array(rows, dtype=np.int64)))
+
+    def run(self, batch: Batch) -> list[int]:
+        """One forward; returns the greedy next token of every sequence in batch.sampling()."""
+        input_ids, positions, meta, rows = self.prepare(batch)
+        logits = self.model(input_ids, positions, meta, rows)
+        banned = [(i, t) for i, s in enumerate(batch.sampling()) for t in s.banned_ids()]
+        if banned:
+            r, c = zip(*banned)
+            logits[list(r), list(c)] = float("-inf")
+        if logits.shape[0] == 0:
+            return []
+        return logits.argmax(dim=-1).tolist()
