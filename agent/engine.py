@@ -1,0 +1,246 @@
+"""PagedEngine: the step loop on its own thread, fed through a thread-safe inbox."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Sequence as Seq
+
+import torch
+
+from llmbench.agent.attention import select_backend
+from llmbench.agent.block_manager import BlockManager
+from llmbench.agent.loader import build_model, resolve_device, resolve_dtype, resolve_source
+from llmbench.agent.runner import ModelRunner, plan_kv_blocks
+from llmbench.agent.scheduler import Batch, Scheduler, Sequence
+from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
+                                  Request, Sink, StepOutput)
+
+log = logging.getLogger(__name__)
+
+
+class PagedEngine:
+    def __init__(self, cfg: EngineConfig):
+        if cfg.block_size <= 0 or cfg.max_batch <= 0 or cfg.max_step_tokens <= 0:
+            raise ValueError("block_size, max_batch and max_step_tokens must be positive")
+        if not 0.0 < cfg.memory_fraction <= 1.0:
+            raise ValueError(f"memory_fraction must be in (0, 1], got {cfg.memory_fraction}")
+        self.cfg = cfg
+        self.source = resolve_source(cfg.model)
+        mc = self.source.config
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        if cfg.max_context > mc.max_position:
+            raise ValueError(f"max_context {cfg.max_context} exceeds the model's "
+                             f"max_position_embeddings {mc.max_position}")
+        self.max_context = cfg.max_context or mc.max_position
+        self.info = EngineInfo(
+            name=self.source.name, dtype=str(self.dtype).removeprefix("torch."), device=str(self.device),
+            vocab_size=mc.vocab_size, max_context=self.max_context, eos_ids=mc.eos_token_ids,
+            parameters=mc.num_parameters(), engine="paged", max_batch=cfg.max_batch,
+            max_step_tokens=cfg.max_step_tokens, kv_block_size=cfg.block_size,
+            model_path=str(self.source.path) if self.source.path else None)
+        self.blocks = BlockManager(1, cfg.block_size)  # replaced at start()
+        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
+        self.runner: ModelRunner | None = None
+        self._cond = threading.Condition()
+        self._inbox: list[tuple] = []
+        self._inbox_queries = 0
+        self._inbox_blocks = 0
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._seqs: dict[tuple[Sink, int], Sequence] = {}
+        self._step = 0
+        self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("engine already started")
+        mc, cfg = self.source.config, self.cfg
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim ** -0.5)
+        model = build_model(self.source, backend, self.device, self.dtype, cfg.seed)
+        num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.max_context)
+        self.runner = ModelRunner(model, num_blocks, cfg.block_size)
+        self.blocks = BlockManager(num_blocks, cfg.block_size)
+        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
+        log.info("model %s on %s (%s), attention %s, max_context %d", self.info.name, self.device,
+                 self.info.dtype, backend.name, self.max_context)
+        self._warm_up()
+        self._thread = threading.Thread(target=self._loop, name="llmbench-engine", daemon=True)
+        self._thread.start()
+
+    def _warm_up(self) -> None:
+        """One prefill and one decode step, so kernels are compiled before the first query."""
+        seq = Sequence(Request(id=-1, prompt=[0], max_new_tokens=2, ignore_eos=True), None, (),
+                       self.blocks.blocks_for(2))
+        self.scheduler.add(seq)
+        while self.scheduler.has_work():
+            batch = self.scheduler.schedule()
+            self.scheduler.update(batch, self.runner.run(batch))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    # ---- thread-safe entry points ----------------------------------------------------------------
+    def submit(self, requests: Seq[Request], sink: Sink) -> None:
+        blocks = sum(self.blocks_for(r) for r in requests)
+        with self._cond:
+            self._inbox.append(("submit", list(requests), sink))
+            self._received += len(requests)
+            self._inbox_queries += len(requests)
+            self._inbox_blocks += blocks
+            self._cond.notify()
+
+    def cancel(self, ids: Seq[int], sink: Sink) -> None:
+        with self._cond:
+            self._inbox.append(("cancel", list(ids), sink))
+            self._cond.notify()
+
+    def drop_sink(self, sink: Sink) -> None:
+        with self._cond:
+            self._inbox.append(("drop", None, sink))
+            self._cond.notify()
+
+    def stats(self) -> EngineStats:
+        s = self.scheduler
+        reserved = s.waiting_blocks + self._inbox_blocks
+        return EngineStats(
+            kv_blocks_total=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
+            kv_tokens_available=max(0, self.blocks.num_free - reserved) * self.cfg.block_size,
+            running=len(s.running), waiting=len(s.waiting) + self._inbox_queries,
+            steps_total=self._step, prompt_tokens_total=self._prompt_tokens,
+            output_tokens_total=self._output_tokens, queries_received_total=self._received,
+            queries_finished_total=self._finished)
+
+    def blocks_for(self, req: Request) -> int:
+        # The last sampled token is never fed back, so its K/V never needs a slot.
+        return -(-(len(req.prompt) + max(req.max_new_tokens, 1) - 1) // self.cfg.block_size)
+
+    # ---- engine thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._inbox or self._stopping or self.scheduler.has_work()):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                inbox, self._inbox = self._inbox, []
+            out: dict[Sink, StepOutput] = {}
+            try:
+                for kind, payload, sink in inbox:
+                    if kind == "submit":
+                        self._admit(payload, sink, out)
+                    elif kind == "cancel":
+                        self._cancel(payload, sink, out)
+                    else:
+                        self._drop(sink, out)
+                if self.scheduler.has_work():
+                    self._run_step(out)
+            except Exception as e:  # a bug outside the forward: fail everything rather than hang
+                log.exception("engine loop failed; failing all queries")
+                self._fail(list(self._seqs.values()), e, out)
+            self._emit(out)
+
+    def _output(self, out: dict[Sink, StepOutput], sink: Sink) -> StepOutput:
+        if sink not in out:
+            out[sink] = StepOutput(step=0)
+        return out[sink]
+
+    def _fail(self, seqs: list[Sequence], error: Exception, out: dict[Sink, StepOutput]) -> None:
+        for seq in seqs:
+            if self._seqs.pop(seq.key, None) is not None:
+                self.scheduler.release(seq)
+                self._output(out, seq.sink).errors.append((seq.id, ErrorCode.INTERNAL, str(error)))
+                self._finished += 1
+
+    def _validate(self, req: Request, sink: Sink) -> tuple[ErrorCode, str] | None:
+        vocab = self.info.vocab_size
+        if len(req.prompt) == 0:
+            return ErrorCode.INVALID_QUERY, "empty prompt"
+        if min(req.prompt) < 0 or max(req.prompt) >= vocab:
+            bad = next(t for t in req.prompt if not 0 <= t < vocab)
+            return ErrorCode.INVALID_QUERY, f"prompt token id {bad} outside the vocabulary [0, {vocab})"
+        if any(not 0 <= t < vocab for t in req.stop_ids):
+            return ErrorCode.INVALID_QUERY, f"stop ids {list(req.stop_ids)} outside [0, {vocab})"
+        if req.max_new_tokens <= 0:
+            return ErrorCode.INVALID_QUERY, f"max_new_tokens must be > 0, got {req.max_new_tokens}"
+        if req.min_new_tokens < 0:
+            return ErrorCode.INVALID_QUERY, f"min_new_tokens must be >= 0, got {req.min_new_tokens}"
+        total = len(req.prompt) + req.max_new_tokens
+        if total > self.max_context:
+            return ErrorCode.TOO_LONG, (f"prompt {len(req.prompt)} + max_new_tokens {req.max_new_tokens} "
+                                        f"exceeds max_context {self.max_context}")
+        if self.blocks_for(req) > self.blocks.num_blocks:
+            return ErrorCode.TOO_LONG, (f"prompt + max_new_tokens = {total} tokens exceeds the whole "
+                                        f"KV cache ({self.blocks.num_blocks * self.cfg.block_size} tokens)")
+        if (sink, req.id) in self._seqs:
+            return ErrorCode.DUPLICATE_ID, f"query id {req.id} is already running"
+        return None
+
+    def _admit(self, requests: list[Request], sink: Sink, out: dict[Sink, StepOutput]) -> None:
+        for req in requests:
+            with self._cond:
+                self._inbox_queries -= 1
+                self._inbox_blocks -= self.blocks_for(req)
+            error = self._validate(req, sink)
+            if error is not None:
+                self._output(out, sink).errors.append((req.id, *error))
+                self._finished += 1
+                continue
+            seq = Sequence(req, sink, self.info.eos_ids, self.blocks_for(req))
+            self._seqs[seq.key] = seq
+            self.scheduler.add(seq)
+
+    def _cancel(self, ids: list[int], sink: Sink, out: dict[Sink, StepOutput]) -> None:
+        for qid in ids:
+            seq = self._seqs.pop((sink, qid), None)
+            if seq is not None:
+                self.scheduler.release(seq)
+                self._output(out, sink).finished.append((qid, FinishReason.CANCELLED))
+                self._finished += 1
+
+    def _drop(self, sink: Sink, out: dict[Sink, StepOutput]) -> None:
+        for key in [k for k in self._seqs if k[0] == sink]:
+            self.scheduler.release(self._seqs.pop(key))
+            self._finished += 1
+        out.pop(sink, None)
+
+    def _run_step(self, out: dict[Sink, StepOutput]) -> None:
+        batch = Batch()
+        try:
+            batch = self.scheduler.schedule()
+            tokens = self.runner.run(batch)
+            results = self.scheduler.update(batch, tokens)
+        except Exception as e:
+            log.exception("engine step %d failed", self._step)
+            self._fail([s for s, _ in batch.prefill] + batch.decode or list(self.scheduler.running), e, out)
+            return
+        self._step += 1
+        self._prompt_tokens += sum(n for _, n in batch.prefill)
+        self._output_tokens += len(results)
+        for seq, token, reason in results:
+            o = self._output(out, seq.sink)
+            o.ids.append(seq.id)
+            o.counts.append(1)
+            o.tokens.append(token)
+            if reason is not None:
+                o.finished.append((seq.id, reason))
+                del self._seqs[seq.key]
+                self._finished += 1
+
+    def _emit(self, out: dict[Sink, StepOutput]) -> None:
+        for sink, step_output in out.items():
+            step_output.step = self._step
+            try:
+                sink(step_output)
+            except Exception:
+                log.exception("sink failed; dropping its queries")
+                self._drop(sink, {})
