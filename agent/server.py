@@ -73,11 +73,27 @@ class AgentServicer(rpc.AgentServicer):
         self.tokenizer: Any | None = None
         self.closing = asyncio.Event()
         self._serve_queues: set[asyncio.Queue] = set()
+        self._calls = 0  # Serve and Generate calls in progress
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def close(self) -> None:
         self.closing.set()
         for queue in self._serve_queues:
             queue.put_nowait(_CLOSING)
+
+    async def wait_idle(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+    def _begin_call(self) -> None:
+        self._calls += 1
+        self._idle.clear()
+
+    def _end_call(self) -> None:
+        self._calls -= 1
+        if not self._calls:
+            self._idle.set()
 
     async def _check_ready(self, context: grpc.aio.ServicerContext) -> None:
         if not self.reporter.ready:
@@ -91,6 +107,7 @@ class AgentServicer(rpc.AgentServicer):
         sink = _queue_sink(queue)
         open_ids: set[int] = set()
         self._serve_queues.add(queue)
+        self._begin_call()
         reader = asyncio.create_task(self._read_requests(request_iterator, sink, queue, open_ids))
         closing = False
         try:
@@ -111,6 +128,7 @@ class AgentServicer(rpc.AgentServicer):
                 else:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, item.message)
         finally:
+            self._end_call()
             reader.cancel()
             self.engine.drop_sink(sink)
             self._serve_queues.discard(queue)
@@ -161,6 +179,7 @@ class AgentServicer(rpc.AgentServicer):
         self.engine.submit([Request(0, prompt, request.max_new_tokens or DEFAULT_GENERATE_TOKENS,
                                     request.min_new_tokens, tuple(request.stop_token_ids), request.ignore_eos)], sink)
         output: list[int] = []
+        self._begin_call()
         try:
             while True:
                 out: StepOutput = await queue.get()
@@ -175,6 +194,7 @@ class AgentServicer(rpc.AgentServicer):
                 if out.tokens:
                     yield pb.GenerateResponse(tokens=out.tokens)
         finally:
+            self._end_call()
             self.engine.drop_sink(sink)
 
 
@@ -245,8 +265,9 @@ class AgentServer:
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, stop accepting calls, let running queries finish within grace_s, stop the engine."""
         await self.health.enter_graceful_shutdown()
-        self.servicer.close()
-        await self.server.stop(grace_s)
+        self.servicer.close()  # new Serve/Generate calls get UNAVAILABLE, status streams end
+        await self.servicer.wait_idle(grace_s)
+        await self.server.stop(0.1)  # what is left: health watches and queries past the grace period
         if self._engine_started:
             await _in_thread(self.engine.stop, "engine-stop")
 

@@ -132,7 +132,7 @@ class SimulatedEngine:
                     self._steps = step
                 for sink, out in outs.items():
                     sink(out)
-            if self._running:
+            if self._running or self._waiting:
                 # Pace whole steps so the engine's total output is about tokens_per_s.
                 due = max(due + emitted / self.cfg.tokens_per_s, time.monotonic() - 0.05)
                 self._stopping.wait(max(0.0, due - time.monotonic()))
