@@ -38,7 +38,8 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
         raise ValueError(f"--max-samples must be at least 1, got {max_samples}")
     if spec == "synthetic":
         from llmbench.coordinator.synthetic import make_synthetic
-        return make_synthetic(max_samples or SYNTHETIC_SAMPLES, vocab_size or LLAMA3_VOCAB, seed)
+        limits = {"max_len": max_prompt_tokens} if max_prompt_tokens else {}
+        return make_synthetic(max_samples or SYNTHETIC_SAMPLES, vocab_size or LLAMA3_VOCAB, seed, **limits)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"dataset {path} does not exist (give a file, a folder, or 'synthetic')")

@@ -1,0 +1,163 @@
+"""MLPerf llama3.1-8b accuracy: ROUGE of the outputs in mlperf_log_accuracy.json.
+
+Follows MLPerf's evaluation.py: entries de-duplicated by qsl_idx (first kept), data decoded as
+little-endian int32 token ids with special tokens skipped, predictions and references stripped,
+sentence-split and newline-joined, rouge_score's RougeScorer (rouge1, rouge2, rougeL, rougeLsum,
+Porter stemmer) per sample, F-measures averaged and ×100; gen_len is the total characters of the
+processed predictions, gen_num their count.
+
+Targets are 99% of the reference model's scores on all 13,368 samples. For fewer samples the
+gen_len window is scaled by n/13,368 (the reference's 611 characters per sample); both that and the
+ROUGE targets are then only indicative, since a subset's summaries differ from the full set's.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmbench.coordinator import prompt, sentences
+from llmbench.coordinator.samples import Dataset
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+TARGETS = {"rouge1": 38.7792, "rouge2": 15.9075, "rougeL": 24.4957, "rougeLsum": 35.793}
+GEN_LEN_TARGET = 8_167_644
+FULL_SAMPLES = 13_368
+GEN_LEN_TOLERANCE = 0.10
+
+
+@dataclass
+class AccuracyResult:
+    rouge1: float
+    rouge2: float
+    rougeL: float
+    rougeLsum: float
+    gen_len: int
+    gen_num: int
+    splitter: str  # which sentence splitter was used
+
+    def gen_len_window(self) -> tuple[float, float]:
+        expected = GEN_LEN_TARGET * self.gen_num / FULL_SAMPLES
+        return expected * (1 - GEN_LEN_TOLERANCE), expected * (1 + GEN_LEN_TOLERANCE)
+
+    def checks(self) -> dict[str, bool]:
+        low, high = self.gen_len_window()
+        passed = {key: getattr(self, key) >= target for key, target in TARGETS.items()}
+        passed["gen_len"] = low <= self.gen_len <= high
+        return passed
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks().values())
+
+    def to_json(self) -> dict:
+        return {"rouge1": self.rouge1, "rouge2": self.rouge2, "rougeL": self.rougeL,
+                "rougeLsum": self.rougeLsum, "gen_len": self.gen_len, "gen_num": self.gen_num}
+
+    def table(self) -> str:
+        checks = self.checks()
+        low, high = self.gen_len_window()
+        verdict = lambda ok: "PASS" if ok else "FAIL"  # noqa: E731
+        rows = [f"{'metric':<10} {'value':>12}  {'target (99%)':<30} result"]
+        rows += [f"{key:<10} {getattr(self, key):>12.4f}  {'>= ' + str(TARGETS[key]):<30} {verdict(checks[key])}"
+                 for key in ROUGE_KEYS]
+        window = f"{low:,.0f} .. {high:,.0f}"
+        rows.append(f"{'gen_len':<10} {self.gen_len:>12,}  {window:<30} {verdict(checks['gen_len'])}")
+        rows.append(f"{'gen_num':<10} {self.gen_num:>12,}")
+        scope = ("all MLPerf samples" if self.gen_num == FULL_SAMPLES else
+                 f"{self.gen_num:,} of {FULL_SAMPLES:,} samples: gen_len window is {GEN_LEN_TARGET:,} ±10% "
+                 f"scaled by {self.gen_num:,}/{FULL_SAMPLES:,}; targets only indicative on a subset")
+        return "\n".join([f"MLPerf accuracy, llama3.1-8b on CNN/DailyMail ({scope})",
+                          f"sentence splitter: {self.splitter}", *rows,
+                          f"accuracy: {verdict(self.passed)}"])
+
+
+def score(predictions: list[str], references: list[str], splitter: sentences.Splitter | None = None) -> AccuracyResult:
+    """ROUGE of decoded predictions against references, with MLPerf's postprocessing."""
+    from rouge_score import rouge_scorer
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("nothing to score: no predictions")
+    splitter = splitter or sentences.get_splitter()
+    preds = [sentences.split_lines(p, splitter) for p in predictions]
+    refs = [sentences.split_lines(r, splitter) for r in references]
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in zip(preds, refs):
+        scores = scorer.score(ref, pred)
+        for key in ROUGE_KEYS:
+            totals[key] += scores[key].fmeasure
+    means = {key: round(totals[key] / len(preds) * 100, 4) for key in ROUGE_KEYS}
+    return AccuracyResult(**means, gen_len=sum(len(p) for p in preds), gen_num=len(preds), splitter=splitter.name)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Entries of an mlperf_log_accuracy.json, each checked for seq_id, qsl_idx and hex data."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"accuracy log {path} does not exist")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"accuracy log {path} is not JSON ({exc.msg} at line {exc.lineno}); "
+                         f"a run that died before LoadGen finished leaves it truncated") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"accuracy log {path}: expected a JSON list of entries, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"accuracy log {path} entry {i} is not an object")
+        for field in ("qsl_idx", "data"):
+            if field not in entry:
+                raise ValueError(f"accuracy log {path} entry {i} has no field '{field}'")
+        if not isinstance(entry["qsl_idx"], int) or entry["qsl_idx"] < 0:
+            raise ValueError(f"accuracy log {path} entry {i} field 'qsl_idx' is not a sample index")
+    return entries
+
+
+def decode_tokens(path: Path | str, index: int, entry: dict, field: str = "data") -> np.ndarray:
+    """A hex field of a log entry as little-endian int32 token ids."""
+    try:
+        raw = bytes.fromhex(entry[field])
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy log {path} entry {index} field '{field}' is not a hex string") from None
+    if len(raw) % 4:
+        raise ValueError(f"accuracy log {path} entry {index} field '{field}' has {len(raw)} bytes, "
+                         f"not a whole number of int32 tokens")
+    return np.frombuffer(raw, dtype="<i4")
+
+
+def unique_by_sample(entries: list[dict]) -> list[tuple[int, dict]]:
+    """(position, entry) pairs, the first entry of each qsl_idx, in log order (as MLPerf keeps them)."""
+    seen: set[int] = set()
+    kept = []
+    for i, entry in enumerate(entries):
+        if entry["qsl_idx"] not in seen:
+            seen.add(entry["qsl_idx"])
+            kept.append((i, entry))
+    return kept
+
+
+def evaluate(log_path: str | Path, dataset: Dataset, tokenizer: prompt.Tokenizer | str | Path,
+             splitter: sentences.Splitter | None = None) -> AccuracyResult:
+    """Score LoadGen's mlperf_log_accuracy.json against `dataset`'s references.
+
+    `dataset` must be loaded as for the run (same file, --max-samples and limits) so qsl_idx
+    means the same sample; `tokenizer` is a loaded tokenizer or a path for prompt.load_tokenizer."""
+    if dataset.references is None:
+        raise ValueError(f"dataset {dataset.name} has no reference summaries: accuracy needs a real dataset")
+    tok = prompt.load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    entries = read_log(log_path)
+    if not entries:
+        raise ValueError(f"accuracy log {log_path} has no entries (was the run in accuracy mode?)")
+    predictions, references = [], []
+    for i, entry in unique_by_sample(entries):
+        idx = entry["qsl_idx"]
+        if idx >= len(dataset.references):
+            raise ValueError(f"accuracy log {log_path} entry {i} has qsl_idx {idx} but dataset {dataset.name} has "
+                             f"{len(dataset.references)} samples: not the dataset (or --max-samples) of the run")
+        predictions.append(tok.decode(decode_tokens(log_path, i, entry).tolist()))
+        references.append(dataset.references[idx])
+    return score(predictions, references, splitter)
