@@ -1,0 +1,159 @@
+"""One agent's connection: health wait, WatchStatus stream, and the long-lived Serve stream.
+
+All of it lives on the coordinator's asyncio loop. The link reports to its Pool: `on_ready` with the
+first status (nothing is sent before, so the capacity estimate has a clean baseline), `on_status`,
+`on_step` per StepResult, and `on_lost` once if either stream fails, ends, or the status reports stop
+(a hung agent). Before it is ready it keeps retrying quietly; `reached`/`last_error` tell the pool
+why it is not ready yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from llmbench.proto import pb, rpc
+
+MAX_MESSAGE_BYTES = 64 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),  # notice a vanished host, not only a closed socket
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+STATUS_INTERVAL_MS = 100
+STALE_STATUS_S = 10.0  # no status report for this long: the agent is hung
+HEALTH_POLL_S = 0.2
+CLOSE_GRACE_S = 1.0  # after hanging up, how long the agent may take to end the stream
+
+log = logging.getLogger("llmbench.coordinator")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc) or type(exc).__name__
+
+
+class AgentLink:
+    def __init__(self, address: str, pool, *, status_interval_ms: int = STATUS_INTERVAL_MS,
+                 stale_status_s: float = STALE_STATUS_S) -> None:
+        self.address = address
+        self.pool = pool
+        self.status_interval_ms = status_interval_ms
+        self.stale_status_s = stale_status_s
+        self.reached = False
+        self.last_error = "connecting"
+        self._outbox: asyncio.Queue[pb.ServeRequest | None] = asyncio.Queue()
+        self._closing = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"agent {address}")
+
+    def send(self, queries: list[pb.Query]) -> None:
+        self._outbox.put_nowait(pb.ServeRequest(submit=pb.QueryBatch(queries=queries)))
+
+    def close(self) -> None:
+        """Hang up: closing the request side cancels whatever still runs on the agent."""
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(None)
+            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, self._task.cancel)
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        ready = False
+        reason = ""
+        channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        try:
+            stub = rpc.AgentStub(channel)
+            if not await self._wait_serving(channel):
+                return
+            status_call = stub.WatchStatus(pb.StatusRequest(interval_ms=self.status_interval_ms))
+            first = await status_call.read()
+            if first is grpc.aio.EOF:
+                raise ConnectionError("status stream ended at once")
+            serve_call = stub.Serve(self._requests())
+            if self._closing:
+                return
+            ready = True
+            self.pool.on_ready(self, first)
+            reason = await self._serve(serve_call, status_call)
+        except asyncio.CancelledError:
+            reason = "closed"
+            if not self._closing:
+                raise
+        except grpc.aio.AioRpcError as exc:  # any failure of a ready link is a loss
+            reason = describe(exc)
+        except Exception as exc:
+            reason = describe(exc)
+            log.warning("agent %s: link failed", self.address, exc_info=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close(grace=None)
+            if ready and not self._closing:
+                self.pool.on_lost(self, reason)
+
+    async def _wait_serving(self, channel: grpc.aio.Channel) -> bool:
+        """True once health says SERVING; False if the link was closed first."""
+        health = health_pb2_grpc.HealthStub(channel)
+        while not self._closing:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+                self.reached = True
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+                self.last_error = f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.reached = True
+                self.last_error = describe(exc)
+            await asyncio.sleep(HEALTH_POLL_S)
+        return False
+
+    async def _requests(self) -> AsyncIterator[pb.ServeRequest]:
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            yield item
+
+    async def _serve(self, serve_call, status_call) -> str:
+        """Run both streams until one fails or ends; returns why."""
+        last_status = [time.monotonic()]
+
+        async def read_steps() -> str:
+            async for step in serve_call:
+                self.pool.on_step(self, step)
+            return "the agent ended the query stream"
+
+        async def read_status() -> str:
+            while (status := await status_call.read()) is not grpc.aio.EOF:
+                last_status[0] = time.monotonic()
+                self.pool.on_status(self, status)
+            return "the agent ended the status stream"
+
+        async def watch_stale() -> str:
+            while True:
+                await asyncio.sleep(self.stale_status_s / 4)
+                if time.monotonic() - last_status[0] > self.stale_status_s:
+                    return f"no status report for {self.stale_status_s:.0f} s (agent hung?)"
+
+        tasks = [asyncio.ensure_future(c) for c in (read_steps(), read_status(), watch_stale())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            return done.pop().result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            serve_call.cancel()
+            status_call.cancel()

@@ -1,0 +1,59 @@
+"""What the coordinator believes about one agent's free KV capacity between its status reports.
+
+A status report is a snapshot: `kv_tokens_available` at the moment the agent had counted
+`queries_received_total` queries and `queries_finished_total` finishes (errors included). Queries we
+sent after that count are not in the snapshot yet (they will take KV), and finishes we received after
+it are not either (they gave KV back). Both totals are agent-wide counters, so they are taken
+relative to the first report we saw (nothing was sent on this link before it).
+
+    free = kv_tokens_available - demand(sent, unseen) + demand(finished, unseen)
+"""
+from __future__ import annotations
+
+from collections import deque
+
+from llmbench.proto import pb
+
+
+class Capacity:
+    def __init__(self, first: pb.AgentStatus) -> None:
+        self.status = first
+        self._base_received = first.queries_received_total
+        self._base_finished = first.queries_finished_total
+        self._sent = 0  # queries sent on this link
+        self._finished = 0  # finishes and errors received on this link
+        self._unseen_sent: deque[tuple[int, int]] = deque()  # (sequence number, KV demand)
+        self._unseen_sent_demand = 0
+        self._unseen_finished: deque[tuple[int, int]] = deque()
+        self._unseen_finished_demand = 0
+
+    @property
+    def kv_tokens_total(self) -> int:
+        return int(self.status.kv_blocks_total) * int(self.status.kv_block_size)
+
+    def on_sent(self, demand: int) -> None:
+        self._sent += 1
+        self._unseen_sent.append((self._sent, demand))
+        self._unseen_sent_demand += demand
+
+    def on_finished(self, demand: int) -> None:
+        """demand: what the query had reserved (0 for a query the agent refused)."""
+        self._finished += 1
+        self._unseen_finished.append((self._finished, demand))
+        self._unseen_finished_demand += demand
+
+    def on_status(self, status: pb.AgentStatus) -> None:
+        self.status = status
+        seen_sent = status.queries_received_total - self._base_received
+        while self._unseen_sent and self._unseen_sent[0][0] <= seen_sent:
+            self._unseen_sent_demand -= self._unseen_sent.popleft()[1]
+        seen_finished = status.queries_finished_total - self._base_finished
+        while self._unseen_finished and self._unseen_finished[0][0] <= seen_finished:
+            self._unseen_finished_demand -= self._unseen_finished.popleft()[1]
+
+    def free_tokens(self) -> int:
+        return int(self.status.kv_tokens_available) - self._unseen_sent_demand + self._unseen_finished_demand
+
+    def waiting(self) -> int:
+        """Queries received (or on their way) but not admitted, as far as we can tell."""
+        return max(int(self.status.waiting) + len(self._unseen_sent) - len(self._unseen_finished), 0)

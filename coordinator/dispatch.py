@@ -1,0 +1,362 @@
+"""The agent pool: routes each query to the agent with the most free capacity, re-dispatches on loss.
+
+Everything here runs on the coordinator's asyncio loop. Agents come and go at run time
+(`add_agent`/`remove_agent`); a lost agent's address is reconnected in the background unless removed.
+
+Routing: queries wait in one central FIFO. Each loop turn (`_pump`) takes queries from its head and
+gives each to the ready agent with the most estimated free KV tokens (see capacity.py) that can take
+it: its free tokens minus the query's demand (prompt + max_new_tokens) stay above -slack (a bounded
+overcommit, `overcommit` x its KV size, so its waiting queue is not empty while there is work) and
+fewer than `max_waiting` queries wait there. An agent with nothing in flight always takes one, so a
+query bigger than every estimate still runs (or gets the agent's TOO_LONG). What each agent got in
+one turn goes out as one QueryBatch.
+
+Re-dispatch: every attempt has a fresh wire id, so results of an abandoned attempt are never
+mistaken for another. When an agent is lost, its in-flight queries go back to the head of the queue
+and continue elsewhere from where they stopped: the new prompt is the original prompt plus the
+tokens already received, asking for the remaining tokens. Greedy decoding makes this the same output
+as an uninterrupted run, the first token (already reported to LoadGen) stays the first token of the
+data, and each query is completed once, with its whole output.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from llmbench.coordinator.capacity import Capacity
+from llmbench.coordinator.metrics import AgentCounters, RunMetrics
+from llmbench.proto import pb
+
+log = logging.getLogger("llmbench.coordinator")
+
+
+@dataclass
+class Job:
+    """One LoadGen sample from issue to completion, across attempts on different agents."""
+    sample_id: int  # LoadGen's response id
+    index: int  # QSL index
+    prompt: np.ndarray  # int32 token ids
+    max_new_tokens: int
+    min_new_tokens: int = 1
+    issued_at: float = field(default_factory=time.monotonic)
+    tokens: list[int] = field(default_factory=list)  # output so far; kept across re-dispatch
+    first_token_at: float | None = None
+    done_at: float | None = None
+    attempts: int = 0
+    agent: str = ""  # agent of the current (last) attempt
+    error: str = ""  # set when the query could not be served
+
+    @property
+    def kv_demand(self) -> int:
+        return len(self.prompt) + self.max_new_tokens
+
+    def wire_query(self, wire_id: int) -> pb.Query:
+        have = len(self.tokens)
+        prompt = self.prompt.tolist() + self.tokens if have else self.prompt.tolist()
+        return pb.Query(id=wire_id, prompt_tokens=prompt, max_new_tokens=self.max_new_tokens - have,
+                        min_new_tokens=max(self.min_new_tokens - have, 0))
+
+
+class Listener(Protocol):
+    def first_tokens(self, jobs: list[Job]) -> None: ...
+    def completed(self, jobs: list[Job]) -> None: ...
+
+
+class Link(Protocol):
+    address: str
+    last_error: str
+    reached: bool  # the address answered at least once
+
+    def send(self, queries: list[pb.Query]) -> None: ...
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
+
+
+LinkFactory = Callable[[str, "Pool"], Link]
+
+
+@dataclass
+class DispatchConfig:
+    overcommit: float = 0.05  # share of an agent's KV that may be promised beyond its free KV
+    max_waiting: int = 0  # most queries waiting at one agent; 0: max(4, its max_batch // 8)
+    max_attempts: int = 4  # attempts per query (agent losses, internal errors) before it fails
+    reconnect_s: float = 1.0  # delay before reconnecting a lost agent
+
+
+@dataclass
+class AgentSlot:
+    address: str
+    counters: AgentCounters
+    link: Link | None = None
+    capacity: Capacity | None = None  # set once the link is ready (first status)
+    inflight: dict[int, Job] = field(default_factory=dict)  # wire id -> job
+    outbox: list[pb.Query] = field(default_factory=list)
+    draining: bool = False  # removed: takes nothing new, closes when empty
+    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def accepts(self, job: Job, cfg: DispatchConfig) -> bool:
+        if self.capacity is None or self.draining:
+            return False
+        if not self.inflight:
+            return True
+        cap = self.capacity
+        max_waiting = cfg.max_waiting or max(4, cap.status.max_batch // 8)
+        slack = int(cfg.overcommit * cap.kv_tokens_total)
+        return cap.free_tokens() - job.kv_demand >= -slack and cap.waiting() < max_waiting
+
+
+class Pool:
+    def __init__(self, link_factory: LinkFactory, metrics: RunMetrics, cfg: DispatchConfig | None = None) -> None:
+        self.link_factory = link_factory
+        self.metrics = metrics
+        self.cfg = cfg or DispatchConfig()
+        self.listener: Listener | None = None
+        self.slots: dict[str, AgentSlot] = {}
+        self.queue: deque[Job] = deque()
+        self._next_wire_id = 0
+        self._pump_scheduled = False
+        self._closed = False
+        self.failed = ""  # set by fail_all
+
+    # --- membership ----------------------------------------------------------------------------
+    def add_agent(self, address: str) -> None:
+        slot = self.slots.get(address)
+        if slot is not None:
+            slot.draining = False  # re-added while draining: keep it
+            return
+        slot = self.slots[address] = AgentSlot(address, self.metrics.agent(address))
+        slot.counters.state = "connecting"
+        slot.link = self.link_factory(address, self)
+
+    def remove_agent(self, address: str, drain: bool = True) -> None:
+        """drain: let in-flight queries finish there; otherwise move them to other agents now."""
+        slot = self.slots.get(address)
+        if slot is None:
+            return
+        slot.draining = True
+        slot.counters.state = "draining"
+        if not drain or not slot.inflight or slot.link is None:
+            self._drop(slot, "removed", forget=True)
+
+    def ready_agents(self) -> list[AgentSlot]:
+        return [s for s in self.slots.values() if s.capacity is not None and not s.draining]
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def submit(self, jobs: list[Job]) -> None:
+        if self.failed:
+            for job in jobs:
+                job.error = self.failed
+            self._complete(jobs)
+            return
+        self.queue.extend(jobs)
+        self.metrics.queued = len(self.queue)
+        self._schedule_pump()
+
+    def fail_all(self, reason: str) -> None:
+        """Answer every queued and in-flight query, and all later ones, as failed (the run cannot go on)."""
+        self.failed = reason
+        jobs = list(self.queue)
+        self.queue.clear()
+        for slot in self.slots.values():
+            jobs.extend(slot.inflight.values())
+            slot.inflight.clear()
+            slot.counters.inflight = 0
+        for job in jobs:
+            job.error = job.error or reason
+        self._complete(jobs)
+
+    # --- link callbacks -------------------------------------------------------------------------
+    def on_ready(self, link: Link, status: pb.AgentStatus) -> None:
+        slot = self._slot(link)
+        if slot is None:
+            return
+        slot.capacity = Capacity(status)
+        slot.counters.status = status
+        slot.counters.state = "draining" if slot.draining else "ready"
+        slot.ready_event.set()
+        log.info("agent %s ready: %s (%s engine) on %s, %d KV tokens", link.address, status.model.name,
+                 status.model.engine, status.model.device, slot.capacity.kv_tokens_total)
+        self._schedule_pump()
+
+    def on_status(self, link: Link, status: pb.AgentStatus) -> None:
+        slot = self._slot(link)
+        if slot is None or slot.capacity is None:
+            return
+        slot.capacity.on_status(status)
+        slot.counters.status = status
+        slot.counters.est_free_tokens = slot.capacity.free_tokens()
+        self._schedule_pump()
+
+    def on_step(self, link: Link, step: pb.StepResult) -> None:
+        slot = self._slot(link)
+        if slot is None:
+            return
+        now = time.monotonic()
+        firsts: list[Job] = []
+        tokens = step.tokens
+        pos = 0
+        for wire_id, n in zip(step.ids, step.counts):
+            job = slot.inflight.get(wire_id)
+            if job is not None and n > 0:
+                if job.first_token_at is None:
+                    job.first_token_at = now
+                    firsts.append(job)
+                job.tokens.extend(tokens[pos:pos + n])
+            pos += n
+        self.metrics.record_tokens(slot.counters, pos)
+        done: list[Job] = []
+        retry: list[Job] = []
+        for wire_id, reason in zip(step.finished_ids, step.finish_reasons):
+            job = slot.inflight.pop(wire_id, None)
+            if job is None:
+                continue
+            slot.capacity.on_finished(job.kv_demand)
+            if reason == pb.FINISH_REASON_CANCELLED:  # we never cancel: the agent dropped it
+                retry.append(job)
+            else:
+                done.append(job)
+        for err in step.errors:
+            job = slot.inflight.pop(err.id, None)
+            if job is None:
+                continue
+            slot.capacity.on_finished(0)
+            problem = f"agent {slot.address}: {pb.ErrorCode.Name(err.code)}: {err.message}"
+            if err.code == pb.ERROR_CODE_INTERNAL:
+                retry.append(job)
+                job.error = problem  # kept only if it runs out of attempts
+            else:
+                job.error = problem
+                done.append(job)
+        slot.counters.inflight = len(slot.inflight)
+        if firsts and self.listener is not None:
+            self.listener.first_tokens(firsts)
+        if retry:
+            self._requeue(retry)
+        if done:
+            self._complete(done)
+        if slot.draining and not slot.inflight:
+            self._drop(slot, "removed", forget=True)
+        self._schedule_pump()
+
+    def on_lost(self, link: Link, reason: str) -> None:
+        slot = self._slot(link)
+        if slot is None:
+            return
+        log.warning("agent %s lost: %s; re-dispatching its %d in-flight queries", slot.address, reason,
+                    len(slot.inflight))
+        slot.counters.losses += 1
+        slot.counters.last_error = reason
+        self._drop(slot, "lost", forget=slot.draining)
+        if not slot.draining:
+            asyncio.get_running_loop().call_later(self.cfg.reconnect_s, self._reconnect, slot)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _slot(self, link: Link) -> AgentSlot | None:
+        slot = self.slots.get(link.address)
+        return slot if slot is not None and slot.link is link else None
+
+    def _reconnect(self, slot: AgentSlot) -> None:
+        if self._closed or self.slots.get(slot.address) is not slot or slot.link is not None:
+            return
+        slot.counters.state = "connecting"
+        slot.link = self.link_factory(slot.address, self)
+
+    def _drop(self, slot: AgentSlot, state: str, forget: bool) -> None:
+        """Close the slot's link and move its in-flight queries to other agents."""
+        link, slot.link, slot.capacity = slot.link, None, None
+        slot.ready_event.clear()
+        if link is not None:
+            link.close()
+        jobs = list(slot.inflight.values())
+        slot.inflight.clear()
+        slot.outbox.clear()
+        slot.counters.inflight = 0
+        slot.counters.state = state
+        if jobs:
+            self.metrics.record_redispatched(slot.counters, len(jobs))
+            self._requeue(jobs)
+        if forget:
+            self.slots.pop(slot.address, None)
+        self._schedule_pump()
+
+    def _requeue(self, jobs: list[Job]) -> None:
+        give_up = [j for j in jobs if j.attempts >= self.cfg.max_attempts]
+        for job in give_up:
+            job.error = job.error or f"gave up after {job.attempts} attempts"
+        self.queue.extendleft(reversed([j for j in jobs if j.attempts < self.cfg.max_attempts]))
+        self.metrics.queued = len(self.queue)
+        if give_up:
+            self._complete(give_up)
+
+    def _complete(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        for job in jobs:
+            job.done_at = now
+            counters = self.metrics.agents.get(job.agent)
+            ttft = job.first_token_at - job.issued_at if job.first_token_at is not None else None
+            tpot = (now - job.first_token_at) / (len(job.tokens) - 1) if ttft is not None and len(job.tokens) > 1 else None
+            self.metrics.record_completed(counters, ttft, tpot, ok=not job.error)
+            if job.error:
+                log.error("query %d (sample %d) failed: %s", job.sample_id, job.index, job.error)
+        if self.listener is not None:
+            self.listener.completed(jobs)
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and not self._closed:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        slots = self.ready_agents()
+        while self.queue and slots:
+            job = self.queue[0]
+            takers = [s for s in slots if s.accepts(job, self.cfg)]
+            if not takers:
+                break
+            slot = max(takers, key=lambda s: s.capacity.free_tokens())
+            self.queue.popleft()
+            self._next_wire_id += 1
+            slot.inflight[self._next_wire_id] = job
+            slot.outbox.append(job.wire_query(self._next_wire_id))
+            slot.capacity.on_sent(job.kv_demand)
+            job.attempts += 1
+            job.agent = slot.address
+            slot.counters.queries_sent += 1
+        self.metrics.queued = len(self.queue)
+        for slot in slots:
+            if slot.outbox:
+                slot.link.send(slot.outbox)
+                slot.outbox = []
+                slot.counters.inflight = len(slot.inflight)
+                slot.counters.est_free_tokens = slot.capacity.free_tokens()
+
+    async def wait_ready(self, connect_timeout_s: float, ready_timeout_s: float) -> None:
+        """Wait until every agent added so far is ready; raise naming the ones that are not."""
+        start = time.monotonic()
+        while True:
+            pending = [s for s in self.slots.values() if not s.ready_event.is_set()]
+            if not pending:
+                return
+            waited = time.monotonic() - start
+            for s in pending:
+                reached = s.link is not None and s.link.reached
+                if waited > (ready_timeout_s if reached else connect_timeout_s):
+                    why = s.link.last_error if s.link is not None else "lost"
+                    if reached:
+                        raise TimeoutError(f"agent {s.address} answers but was not ready after {waited:.0f} s ({why})")
+                    raise ConnectionError(f"agent {s.address} did not answer within {waited:.0f} s ({why})")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        self._closed = True
+        links = [s.link for s in self.slots.values() if s.link is not None]
+        for link in links:
+            link.close()
+        await asyncio.gather(*(link.wait_closed() for link in links))

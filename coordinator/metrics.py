@@ -1,0 +1,152 @@
+"""Run counters the progress line and the TUI read: tokens/s, samples/s, TTFT/TPOT, per-agent share.
+
+Writers are the dispatcher and the SUT on the coordinator's asyncio loop, once per message (never per
+token); readers (progress printer, TUI) call `snapshot()` from any thread at their own rate.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from llmbench.proto import pb
+
+RATE_WINDOW_S = 5.0
+
+
+@dataclass
+class AgentCounters:
+    address: str
+    state: str = "connecting"  # connecting | ready | draining | lost | removed
+    queries_sent: int = 0
+    queries_done: int = 0
+    output_tokens: int = 0
+    inflight: int = 0
+    redispatched: int = 0  # queries moved away from this agent after it was lost
+    losses: int = 0
+    last_error: str = ""
+    est_free_tokens: int = 0  # the dispatcher's capacity estimate at the last decision
+    status: pb.AgentStatus | None = None  # the agent's last report
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @staticmethod
+    def of(values: list[float]) -> "Percentiles":
+        if not values:
+            return Percentiles(0, 0.0, 0.0, 0.0, 0.0)
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return Percentiles(len(values), float(p50), float(p90), float(p99), float(max(values)))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    elapsed_s: float
+    expected: int  # queries LoadGen is expected to issue (estimate; 0 if unknown)
+    issued: int
+    completed: int
+    failed: int  # answered without a full output (agent error); the run is not clean
+    queued: int  # waiting in the coordinator for an agent with room
+    inflight: int  # sent to agents and not finished
+    redispatched: int
+    output_tokens: int
+    tokens_per_s: float  # over the last few seconds
+    samples_per_s: float
+    ttft_s: Percentiles  # measured by the coordinator from issue to first token
+    tpot_s: Percentiles  # (completion - first token) / (tokens - 1)
+    agents: tuple[AgentCounters, ...]  # copies; status is the last pb.AgentStatus
+
+    @property
+    def eta_s(self) -> float | None:
+        if not self.expected or self.samples_per_s <= 0:
+            return None
+        return max(self.expected - self.completed, 0) / self.samples_per_s
+
+
+@dataclass
+class RunMetrics:
+    expected: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    issued: int = 0
+    completed: int = 0
+    failed: int = 0
+    queued: int = 0
+    redispatched: int = 0
+    output_tokens: int = 0
+    agents: dict[str, AgentCounters] = field(default_factory=dict)
+    ttft: list[float] = field(default_factory=list)
+    tpot: list[float] = field(default_factory=list)
+    _history: deque = field(default_factory=deque)  # (t, completed, output_tokens)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def agent(self, address: str) -> AgentCounters:
+        with self._lock:
+            if address not in self.agents:
+                self.agents[address] = AgentCounters(address)
+            return self.agents[address]
+
+    def record_issued(self, n: int) -> None:
+        with self._lock:
+            self.issued += n
+
+    def record_tokens(self, counters: AgentCounters, n: int) -> None:
+        with self._lock:
+            self.output_tokens += n
+            counters.output_tokens += n
+
+    def record_completed(self, counters: AgentCounters | None, ttft_s: float | None, tpot_s: float | None,
+                         ok: bool = True) -> None:
+        with self._lock:
+            self.completed += 1
+            if counters is not None:
+                counters.queries_done += 1
+            if not ok:
+                self.failed += 1
+            if ttft_s is not None:
+                self.ttft.append(ttft_s)
+            if tpot_s is not None:
+                self.tpot.append(tpot_s)
+
+    def record_redispatched(self, counters: AgentCounters, n: int) -> None:
+        with self._lock:
+            self.redispatched += n
+            counters.redispatched += n
+
+    def snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        with self._lock:
+            self._history.append((now, self.completed, self.output_tokens))
+            while len(self._history) > 2 and now - self._history[1][0] >= RATE_WINDOW_S:
+                self._history.popleft()
+            t0, done0, tok0 = self._history[0]
+            span = now - t0
+            agents = tuple(replace(a) for a in self.agents.values())
+            inflight = sum(a.inflight for a in agents)
+            ttft, tpot = list(self.ttft), list(self.tpot)
+            return Snapshot(
+                elapsed_s=now - self.started_at, expected=self.expected, issued=self.issued,
+                completed=self.completed, failed=self.failed, queued=self.queued, inflight=inflight,
+                redispatched=self.redispatched, output_tokens=self.output_tokens,
+                tokens_per_s=(self.output_tokens - tok0) / span if span > 0 else 0.0,
+                samples_per_s=(self.completed - done0) / span if span > 0 else 0.0,
+                ttft_s=Percentiles.of(ttft), tpot_s=Percentiles.of(tpot), agents=agents)
+
+
+def progress_line(s: Snapshot) -> str:
+    """One line for logs and non-TTY output."""
+    total = f"/{s.expected}" if s.expected else ""
+    eta = f", ETA {s.eta_s:.0f} s" if s.eta_s is not None else ""
+    agents = sum(1 for a in s.agents if a.state == "ready")
+    extra = f", {s.redispatched} re-dispatched" if s.redispatched else ""
+    extra += f", {s.failed} FAILED" if s.failed else ""
+    return (f"[{s.elapsed_s:6.1f} s] {s.completed}{total} samples done, {s.inflight} in flight, {s.queued} queued; "
+            f"{s.samples_per_s:.1f} samples/s, {s.tokens_per_s:.0f} tokens/s; {agents} agents{extra}{eta}")

@@ -1,0 +1,208 @@
+"""One benchmark run: agents ready, dataset, LoadGen settings, the LoadGen test, summary, accuracy.
+
+`run_benchmark` is what `llmbench coordinator` and `llmbench run` call (and the TUI, which reads
+the RunMetrics it is given). LoadGen's StartTest blocks, so it runs on its own thread while the
+asyncio loop keeps the agent streams going.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from llmbench.coordinator import datasets, settings as lgsettings
+from llmbench.coordinator.agent_link import AgentLink
+from llmbench.coordinator.discovery import AgentWatcher
+from llmbench.coordinator.dispatch import DispatchConfig, Pool
+from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line
+from llmbench.coordinator.samples import Dataset
+from llmbench.coordinator.summary import Summary, read_summary
+from llmbench.coordinator.sut import LoadGenSut
+
+log = logging.getLogger("llmbench.coordinator")
+
+
+@dataclass
+class CoordinatorConfig:
+    agents: str  # --agents: HOST:PORT[,...] or dns:///NAME:PORT
+    output: Path
+    scenario: str = "Server"
+    mode: str = "performance"
+    dataset: str = "synthetic"
+    tokenizer: str | None = None
+    user_conf: str | None = None
+    max_samples: int | None = None
+    target_qps: float | None = None
+    duration_s: float | None = None
+    demo: lgsettings.DemoScale | None = None
+    seed: int = 0
+    connect_timeout_s: float = 10.0  # an agent that never answers
+    ready_timeout_s: float = 900.0  # an agent that answers but is still loading its model
+    no_agent_timeout_s: float = 60.0  # queries waiting and no agent ready: give up
+    progress_s: float = 5.0  # 0: no progress lines
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+
+
+@dataclass
+class RunResult:
+    output: Path
+    settings: lgsettings.BenchSettings
+    dataset: Dataset
+    summary: Summary
+    snapshot: Snapshot
+    duplicates: int  # answers the SUT ledger refused (must be 0)
+    error: str  # why queries failed, "" on a clean run
+    accuracy_lines: list[str]
+    timings_s: dict[str, float]  # wall-clock per phase
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and not self.duplicates and not self.snapshot.failed
+
+
+def check_choices(scenario: str, mode: str) -> None:
+    if scenario not in lgsettings.SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(lgsettings.SCENARIOS)}")
+    if mode not in lgsettings.MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(lgsettings.MODES)}")
+
+
+async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = None,
+                        say: Callable[[str], None] = print) -> RunResult:
+    check_choices(cfg.scenario, cfg.mode)
+    metrics = metrics or RunMetrics()
+    loop = asyncio.get_running_loop()
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    pool = Pool(lambda address, p: AgentLink(address, p), metrics, cfg.dispatch)
+    watcher = AgentWatcher(cfg.agents, pool.add_agent, pool.remove_agent)
+    tasks: list[asyncio.Task] = []
+    try:
+        if not await watcher.start():
+            await watcher.wait_for(1, cfg.connect_timeout_s)
+        await pool.wait_ready(cfg.connect_timeout_s, cfg.ready_timeout_s)
+        timings["agents ready"] = time.monotonic() - t0
+        for slot in pool.ready_agents():
+            m = slot.capacity.status.model
+            say(f"agent {slot.address}: {m.name} ({m.engine} engine, {m.device}, {m.dtype}), "
+                f"{slot.capacity.kv_tokens_total} KV tokens")
+
+        t1 = time.monotonic()
+        dataset = await asyncio.to_thread(load_dataset, cfg, pool)
+        timings["dataset"] = time.monotonic() - t1
+        say(f"dataset {dataset.name}: {len(dataset)} samples")
+        for note in dataset.notes:
+            say(f"  note: {note}")
+
+        bench = lgsettings.build(
+            cfg.scenario, cfg.mode, sample_count=len(dataset), user_conf=cfg.user_conf,
+            target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
+            min_query_count=len(dataset) if offline_sized_to_dataset(cfg, len(dataset)) else None)
+        for line in bench.describe():
+            say(line)
+        if bench.changes:
+            say("Differs from MLPerf's settings (this run is not a compliant submission):")
+            for line in bench.changes:
+                say(f"  {line}")
+        metrics.expected = bench.expected_queries(len(dataset))
+        sut = LoadGenSut(loop, pool, dataset, bench, metrics)
+        tasks.append(asyncio.create_task(watch_agents(pool, cfg.no_agent_timeout_s)))
+        if cfg.progress_s > 0:
+            tasks.append(asyncio.create_task(print_progress(metrics, cfg.progress_s, say)))
+
+        t2 = time.monotonic()
+        await run_in_daemon_thread(sut.run, cfg.output)
+        timings["loadgen"] = time.monotonic() - t2
+        snapshot = metrics.snapshot()
+        if cfg.progress_s > 0:
+            say(progress_line(snapshot))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await watcher.stop()
+        await pool.close()
+
+    summary = read_summary(cfg.output)
+    t3 = time.monotonic()
+    accuracy_lines = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
+    if accuracy_lines:
+        timings["accuracy"] = time.monotonic() - t3
+    return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,
+                     duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines, timings_s=timings)
+
+
+def offline_sized_to_dataset(cfg: CoordinatorConfig, n: int) -> bool:
+    """With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries."""
+    return cfg.scenario == "Offline" and cfg.max_samples is not None and cfg.demo is None
+
+
+def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
+    agents = [s.capacity.status for s in pool.ready_agents()]
+    vocab = min(s.model.vocab_size for s in agents)
+    max_context = min(s.model.max_context for s in agents)
+    if len({(s.model.name, s.model.vocab_size) for s in agents}) > 1:
+        log.warning("agents serve different models: %s", sorted({s.model.name for s in agents}))
+    dataset = datasets.load(cfg.dataset, tokenizer=cfg.tokenizer, max_samples=cfg.max_samples, vocab_size=vocab,
+                            seed=cfg.seed, max_prompt_tokens=None)
+    limit = max_context - dataset.max_new_tokens
+    too_long = [i for i, p in enumerate(dataset.prompts) if len(p) > limit]
+    if too_long:
+        raise ValueError(f"{len(too_long)} prompts of {dataset.name} (e.g. #{too_long[0]}, "
+                         f"{len(dataset.prompts[too_long[0]])} tokens) do not fit the agents' context of "
+                         f"{max_context} tokens with {dataset.max_new_tokens} new tokens")
+    return dataset
+
+
+def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> list[str]:
+    """ROUGE over the accuracy log when the dataset has references (llmbench.coordinator.accuracy)."""
+    if cfg.mode != "accuracy" or dataset.references is None:
+        return []
+    try:
+        accuracy = importlib.import_module("llmbench.coordinator.accuracy")
+    except ModuleNotFoundError:
+        return ["accuracy: evaluation module not available; the accuracy log is in the output folder"]
+    return accuracy.evaluate_run(cfg.output, dataset, tokenizer=cfg.tokenizer)
+
+
+async def watch_agents(pool: Pool, timeout_s: float) -> None:
+    """Fail the run if queries wait while no agent has been ready for timeout_s."""
+    since: float | None = None
+    while True:
+        await asyncio.sleep(0.5)
+        busy = pool.queue or any(s.inflight for s in pool.slots.values())
+        if pool.ready_agents() or not busy:
+            since = None
+            continue
+        since = since or time.monotonic()
+        if time.monotonic() - since > timeout_s:
+            errors = "; ".join(f"{s.address}: {s.counters.last_error}" for s in pool.slots.values()) or "none left"
+            pool.fail_all(f"no agent ready for {timeout_s:g} s ({errors})")
+            return
+
+
+async def print_progress(metrics: RunMetrics, every_s: float, say: Callable[[str], None]) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        say(progress_line(metrics.snapshot()))
+
+
+async def run_in_daemon_thread(fn: Callable, *args) -> None:
+    """Run a blocking call on a daemon thread: an interrupted run must not wait on LoadGen to exit."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def work() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+        else:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=work, name="loadgen", daemon=True).start()
+    await done

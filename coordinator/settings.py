@@ -1,0 +1,152 @@
+"""LoadGen TestSettings: MLPerf's own mlperf.conf for llama3_1-8b, then user.conf, then our overrides.
+
+mlperf.conf is embedded in LoadGen 6.x: `FromConfig(path, model, scenario, 0)` ignores the path and
+loads the embedded copy; `FromConfig(user_conf, model, scenario, 1)` reads a user.conf file.
+Every value that ends up different from mlperf.conf is listed in `BenchSettings.changes` with the
+reason, so a scaled-down run is always shown as such.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlperf_loadgen as lg
+
+MODEL = "llama3_1-8b"
+SCENARIOS = {"Offline": lg.TestScenario.Offline, "Server": lg.TestScenario.Server}
+MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
+OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * min_duration * 1.1
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    """Settings small enough for a few-minute run on CPU that can still be VALID.
+
+    Server: LoadGen's early stopping at p99 needs ~460 queries with none over the limits, so
+    target_qps * min_duration must stay well above that (600+). Offline: one query of
+    expected_qps * min_duration * 1.1 samples; expected_qps above the real rate keeps the run
+    longer than min_duration."""
+    server_target_qps: float = 8.0
+    offline_expected_qps: float = 16.0
+    min_duration_s: float = 80.0
+    offline_min_duration_s: float = 30.0
+    min_query_count: int = 100
+    reason: str = "demo scale: finish in a few minutes on CPU"
+
+
+DEMO = DemoScale()
+
+# (TestSettings attribute, label, shown for scenario or None for both)
+_TRACKED = (
+    ("min_duration_ms", "min_duration (ms)", None),
+    ("min_query_count", "min_query_count", None),
+    ("max_duration_ms", "max_duration (ms)", None),
+    ("max_query_count", "max_query_count", None),
+    ("server_target_qps", "target_qps", "Server"),
+    ("offline_expected_qps", "expected_qps", "Offline"),
+    ("ttft_latency", "ttft_latency (ns)", "Server"),
+    ("tpot_latency", "tpot_latency (ns)", "Server"),
+    ("performance_sample_count_override", "performance_sample_count", None),
+    ("use_token_latencies", "use_token_latencies", None),
+)
+
+
+@dataclass
+class BenchSettings:
+    test: lg.TestSettings
+    scenario: str
+    mode: str
+    model: str
+    changes: list[str] = field(default_factory=list)  # "label: value (mlperf.conf: base) - why"
+
+    @property
+    def performance_sample_count(self) -> int:
+        return int(self.test.performance_sample_count_override)
+
+    def expected_queries(self, sample_count: int) -> int:
+        """About how many queries LoadGen will issue (for progress and ETA)."""
+        t = self.test
+        if self.mode == "accuracy":
+            return sample_count
+        if self.scenario == "Offline":
+            return max(int(t.min_query_count), int(t.offline_expected_qps * t.min_duration_ms / 1000 * OFFLINE_QUERY_SLACK))
+        return max(int(t.min_query_count), int(t.server_target_qps * t.min_duration_ms / 1000))
+
+    def describe(self) -> list[str]:
+        t = self.test
+        lines = [f"LoadGen settings: model {self.model}, scenario {self.scenario}, mode {self.mode}"]
+        for attr, label, only in _TRACKED:
+            if only in (None, self.scenario):
+                lines.append(f"  {label}: {_value(getattr(t, attr))}")
+        return lines
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _snapshot(t: lg.TestSettings) -> dict:
+    return {attr: getattr(t, attr) for attr, _, _ in _TRACKED}
+
+
+def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None = None,
+          target_qps: float | None = None, duration_s: float | None = None,
+          min_query_count: int | None = None, demo: DemoScale | None = None,
+          model: str = MODEL) -> BenchSettings:
+    """TestSettings for one run. sample_count is the dataset size (the QSL's total)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    if sample_count < 1:
+        raise ValueError("the dataset has no samples")
+    t = lg.TestSettings()
+    t.scenario = SCENARIOS[scenario]
+    t.FromConfig("", model, scenario, 0)  # LoadGen's embedded mlperf.conf
+    base = _snapshot(t)
+    reasons: dict[str, str] = {}
+
+    def set_(attr: str, value, why: str) -> None:
+        setattr(t, attr, value)
+        reasons[attr] = why
+
+    if user_conf is not None:
+        if not Path(user_conf).is_file():
+            raise FileNotFoundError(f"user.conf {user_conf} does not exist")
+        before = _snapshot(t)
+        if t.FromConfig(str(user_conf), model, scenario, 1) != 0:
+            raise ValueError(f"LoadGen could not read user.conf {user_conf}")
+        reasons.update({a: f"from {user_conf}" for a, v in _snapshot(t).items() if v != before[a]})
+    if demo is not None:
+        if scenario == "Server":
+            set_("server_target_qps", demo.server_target_qps, demo.reason)
+            set_("min_duration_ms", int(demo.min_duration_s * 1000), demo.reason)
+        else:
+            set_("offline_expected_qps", demo.offline_expected_qps, demo.reason)
+            set_("min_duration_ms", int(demo.offline_min_duration_s * 1000), demo.reason)
+        set_("min_query_count", demo.min_query_count, demo.reason)
+    if target_qps is not None:
+        if target_qps <= 0:
+            raise ValueError(f"--target-qps must be positive, got {target_qps}")
+        attr = "server_target_qps" if scenario == "Server" else "offline_expected_qps"
+        set_(attr, float(target_qps), "--target-qps")
+    if duration_s is not None:
+        if duration_s <= 0:
+            raise ValueError(f"--duration must be positive, got {duration_s}")
+        set_("min_duration_ms", int(duration_s * 1000), "--duration")
+    if min_query_count is not None:
+        set_("min_query_count", int(min_query_count), "sized to the dataset (--max-samples)")
+    if t.performance_sample_count_override == 0 or t.performance_sample_count_override > sample_count:
+        set_("performance_sample_count_override", sample_count, f"the dataset has {sample_count} samples")
+    t.mode = MODES[mode]
+    settings = BenchSettings(test=t, scenario=scenario, mode=mode, model=model)
+    for attr, label, only in _TRACKED:
+        now = getattr(t, attr)
+        if now != base[attr] and only in (None, scenario):
+            settings.changes.append(f"{label}: {_value(now)} (mlperf.conf: {_value(base[attr])}) - "
+                                    f"{reasons.get(attr, 'changed')}")
+    return settings

@@ -1,0 +1,234 @@
+"""Dispatch logic against fake links: capacity estimate, no over-commit, re-dispatch on agent loss."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from llmbench.coordinator.capacity import Capacity
+from llmbench.coordinator.dispatch import DispatchConfig, Job, Pool
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.proto import pb
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def status(kv_free: int, received: int = 0, finished: int = 0, waiting: int = 0, blocks: int = 1000,
+           max_batch: int = 64) -> pb.AgentStatus:
+    return pb.AgentStatus(kv_tokens_available=kv_free, queries_received_total=received,
+                          queries_finished_total=finished, waiting=waiting, kv_block_size=16,
+                          kv_blocks_total=blocks, max_batch=max_batch, ready=True,
+                          model=pb.ModelInfo(name="fake", vocab_size=1000, max_context=4096))
+
+
+class FakeLink:
+    def __init__(self, address: str, pool: Pool) -> None:
+        self.address = address
+        self.pool = pool
+        self.reached = False
+        self.last_error = "not started"
+        self.sent: list[list[pb.Query]] = []
+        self.closed = False
+
+    def send(self, queries):
+        self.sent.append(list(queries))
+
+    def close(self):
+        self.closed = True
+
+    async def wait_closed(self):
+        pass
+
+    @property
+    def queries(self) -> list[pb.Query]:
+        return [q for batch in self.sent for q in batch]
+
+    def step(self, ids_tokens: dict[int, list[int]], finished: tuple[int, ...] = (),
+             errors: tuple[pb.QueryError, ...] = ()) -> None:
+        tokens = [t for toks in ids_tokens.values() for t in toks]
+        self.pool.on_step(self, pb.StepResult(ids=list(ids_tokens), counts=[len(t) for t in ids_tokens.values()],
+                                              tokens=tokens, finished_ids=list(finished),
+                                              finish_reasons=[pb.FINISH_REASON_LENGTH] * len(finished),
+                                              errors=list(errors)))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.done: dict[int, Job] = {}
+        self.completions = 0
+
+    def first_tokens(self, jobs):
+        self.firsts += [j.sample_id for j in jobs]
+
+    def completed(self, jobs):
+        self.completions += len(jobs)
+        for j in jobs:
+            assert j.sample_id not in self.done, "completed twice"
+            self.done[j.sample_id] = j
+
+
+def make_pool(cfg: DispatchConfig | None = None) -> tuple[Pool, dict[str, FakeLink], Recorder]:
+    links: dict[str, FakeLink] = {}
+
+    def factory(address, pool):
+        links[address] = FakeLink(address, pool)
+        return links[address]
+    pool = Pool(factory, RunMetrics(), cfg or DispatchConfig(reconnect_s=3600))
+    rec = Recorder()
+    pool.listener = rec
+    return pool, links, rec
+
+
+def jobs(n: int, prompt_len: int = 100, max_new: int = 28, start: int = 0) -> list[Job]:
+    return [Job(sample_id=start + i, index=start + i, prompt=np.arange(1, prompt_len + 1, dtype=np.int32),
+                max_new_tokens=max_new) for i in range(n)]
+
+
+async def turn() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_capacity_counts_unseen_sends_and_finishes():
+    cap = Capacity(status(10_000, received=50, finished=40))
+    cap.on_sent(1000)
+    cap.on_sent(2000)
+    assert cap.free_tokens() == 7000 and cap.waiting() == 2
+    cap.on_status(status(9000, received=51, finished=40))  # the agent has seen the first one only
+    assert cap.free_tokens() == 7000 and cap.waiting() == 1
+    cap.on_finished(1000)  # finished after that report: its KV is back before the agent says so
+    assert cap.free_tokens() == 8000
+    cap.on_status(status(8000, received=52, finished=41))  # now both are counted by the agent
+    assert cap.free_tokens() == 8000 and cap.waiting() == 0
+
+
+async def test_routes_to_most_free_and_batches_per_turn():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")
+    pool.add_agent("b:1")
+    pool.on_ready(links["a:1"], status(5_000))
+    pool.on_ready(links["b:1"], status(20_000))
+    pool.submit(jobs(4))  # 128 tokens each: b has the most room for every one of them
+    await turn()
+    assert links["a:1"].sent == [] and len(links["b:1"].sent) == 1 and len(links["b:1"].queries) == 4
+    assert pool.slots["b:1"].capacity.free_tokens() == 20_000 - 4 * 128
+
+
+async def test_never_overcommits_and_queues_centrally():
+    pool, links, rec = make_pool(DispatchConfig(overcommit=0.0, max_waiting=100, reconnect_s=3600))
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(1000))
+    pool.submit(jobs(20))  # 128 tokens each: 7 fit in 1000
+    await turn()
+    link = links["a:1"]
+    assert len(link.queries) == 7 and len(pool.queue) == 13
+    pool.on_status(link, status(1000 - 7 * 128, received=7))  # nothing new: still no room
+    await turn()
+    assert len(link.queries) == 7
+    first = link.queries[0]
+    link.step({first.id: [5]}, finished=(first.id,))  # one finished: exactly one more fits
+    await turn()
+    assert len(link.queries) == 8 and len(pool.queue) == 12
+    assert rec.done[0].tokens == [5]
+
+
+async def test_bounded_overcommit_keeps_a_waiting_queue():
+    pool, links, _ = make_pool(DispatchConfig(overcommit=0.1, max_waiting=3, reconnect_s=3600))
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(0, blocks=100))  # full cache of 1600 tokens; slack 160
+    pool.submit(jobs(10, prompt_len=50, max_new=10))  # 60 tokens each
+    await turn()
+    # The first always goes (nothing in flight); then the overcommit allows 160 tokens in all.
+    assert len(links["a:1"].queries) == 2
+
+
+async def test_lost_agent_queries_continue_elsewhere_once():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(10_000))
+    pool.submit(jobs(3))
+    await turn()
+    a = links["a:1"]
+    q0, q1, q2 = a.queries
+    a.step({q0.id: [7], q1.id: [8]})  # first tokens of two queries
+    a.step({q0.id: [9]}, finished=(q0.id,))
+    assert rec.firsts == [0, 1] and list(rec.done) == [0]
+    pool.add_agent("b:1")
+    pool.on_ready(links["b:1"], status(10_000))
+    pool.on_lost(a, "killed")
+    await turn()
+    assert a.closed and "a:1" in pool.slots and pool.slots["a:1"].capacity is None
+    b = links["b:1"]
+    moved = {q.id: q for q in b.queries}
+    assert len(moved) == 2
+    resumed = [q for q in moved.values() if len(q.prompt_tokens) == 101]
+    assert len(resumed) == 1 and resumed[0].prompt_tokens[-1] == 8 and resumed[0].max_new_tokens == 27
+    a.step({q1.id: [99]}, finished=(q1.id,))  # a late message from the lost link is ignored
+    assert 1 not in rec.done
+    b.step({q.id: [1, 2] for q in moved.values()}, finished=tuple(moved))
+    assert sorted(rec.done) == [0, 1, 2] and rec.completions == 3
+    assert rec.firsts == [0, 1, 2]  # sample 2 got its first token from b, no repeat for sample 1
+    assert rec.done[1].tokens == [8, 1, 2] and rec.done[2].tokens == [1, 2]
+    assert pool.metrics.snapshot().redispatched == 2
+
+
+async def test_internal_error_retries_and_invalid_fails():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(10_000))
+    pool.submit(jobs(2))
+    await turn()
+    a = links["a:1"]
+    q0, q1 = a.queries
+    a.step({}, errors=(pb.QueryError(id=q0.id, code=pb.ERROR_CODE_INTERNAL, message="oops"),
+                       pb.QueryError(id=q1.id, code=pb.ERROR_CODE_TOO_LONG, message="too long")))
+    await turn()
+    assert list(rec.done) == [1] and "TOO_LONG" in rec.done[1].error
+    assert len(a.queries) == 3 and a.queries[2].prompt_tokens == q0.prompt_tokens
+    assert pool.metrics.snapshot().failed == 1
+
+
+async def test_remove_agent_drains_then_closes():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")
+    pool.add_agent("b:1")
+    pool.on_ready(links["a:1"], status(10_000))
+    pool.submit(jobs(1))
+    await turn()
+    pool.on_ready(links["b:1"], status(10_000))
+    a = links["a:1"]
+    pool.remove_agent("a:1")
+    assert not a.closed  # still has a query in flight
+    pool.submit(jobs(1, start=1))
+    await turn()
+    assert len(a.queries) == 1 and len(links["b:1"].queries) == 1  # the draining agent got nothing new
+    a.step({a.queries[0].id: [3]}, finished=(a.queries[0].id,))
+    assert a.closed and "a:1" not in pool.slots and 0 in rec.done
+
+
+async def test_fail_all_answers_everything_once():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(200))
+    pool.submit(jobs(3))
+    await turn()
+    pool.fail_all("no agents")
+    pool.submit(jobs(1, start=3))
+    assert sorted(rec.done) == [0, 1, 2, 3] and all(j.error for j in rec.done.values())
+
+
+async def test_wait_ready_names_the_missing_agent():
+    pool, links, _ = make_pool()
+    pool.add_agent("a:1")
+    pool.add_agent("b:2")
+    pool.on_ready(links["a:1"], status(100))
+    links["b:2"].last_error = "UNAVAILABLE: connection refused"
+    with pytest.raises(ConnectionError, match=r"agent b:2 did not answer .*connection refused"):
+        await pool.wait_ready(0.1, 10)
