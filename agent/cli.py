@@ -11,9 +11,8 @@ import os
 import re
 import signal
 import socket
-from pathlib import Path
 
-from llmbench.agent.config import PRESETS, load_model_config
+from llmbench.agent.config import PRESETS
 from llmbench.agent.factory import create_engine
 from llmbench.agent.server import AgentServer
 from llmbench.agent.types import EngineConfig
@@ -52,25 +51,13 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
             raise ValueError(f"--{flag.replace('_', '-')} must be > 0")
     if args.num_kv_blocks < 0 or not 0 < args.memory_fraction <= 1 or args.tokens_per_s <= 0:
         raise ValueError("--num-kv-blocks must be >= 0, --memory-fraction in (0, 1], --tokens-per-s > 0")
-    if args.engine == "simulated":
-        model = "simulated"
-    else:
-        model = args.model
-        check_model(model)
+    if args.engine == "paged" and not args.model:
+        raise ValueError(f"--model is required: an HF model folder or a preset ({', '.join(PRESETS)})")
+    model = "simulated" if args.engine == "simulated" else args.model
     return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, device=args.device,
                         memory_fraction=args.memory_fraction, num_kv_blocks=args.num_kv_blocks,
                         block_size=args.block_size, max_batch=args.max_batch, max_step_tokens=args.max_step_tokens,
                         attention=args.attention, tokens_per_s=args.tokens_per_s)
-
-
-def check_model(model: str | None) -> None:
-    if not model:
-        raise ValueError(f"--model is required: an HF model folder or a preset ({', '.join(PRESETS)})")
-    if model in PRESETS:
-        return
-    if not Path(model).is_dir():
-        raise ValueError(f"model {model!r}: no such folder, and not a preset ({', '.join(PRESETS)})")
-    load_model_config(model)  # raises a one-line ConfigError for a missing or malformed config.json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float) -> None:
+    # Building the engine only reads the model's config: bad paths and configs fail before we bind.
     server = AgentServer(create_engine(cfg), agent_id, node_name)
     bound = await server.start(host, port)
     print(LISTENING_LINE.format(address=f"{host}:{bound}"), flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -239,6 +240,7 @@ class AgentServer:
             [AGENT_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
             self.server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        _check_port_free(host, port)
         try:
             self.port = self.server.add_insecure_port(f"{_host_for_grpc(host)}:{port}")
         except RuntimeError:
@@ -274,6 +276,18 @@ class AgentServer:
     async def _set_health(self, status: int) -> None:
         for service in (OVERALL_HEALTH, AGENT_SERVICE):
             await self.health.set(service, status)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 def _host_for_grpc(host: str) -> str:

@@ -1,0 +1,165 @@
+"""`llmbench agent` and `llmbench generate` as real subprocesses (simulated engine: no model needed)."""
+import json
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+LLMBENCH = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
+LISTENING = re.compile(r"llmbench-agent: listening on (127\.0\.0\.1):(\d+)")
+
+
+def llmbench(*args: str, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*LLMBENCH, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+class AgentProcess:
+    """`llmbench agent --port 0 ...` in a subprocess; address parsed from its listening line."""
+
+    def __init__(self, *args: str, port: int = 0):
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([*LLMBENCH, "agent", "--port", str(port), "--grace", "2", *args],
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
+        try:
+            self.first_line = lines.get(timeout=60)
+        except queue.Empty:
+            self.kill()
+            raise AssertionError("the agent printed no listening line within 60 s")
+        m = LISTENING.fullmatch(self.first_line.rstrip("\n"))
+        assert m, f"unexpected first line {self.first_line!r}; stderr: {self.stderr()}"
+        self.address = f"{m[1]}:{m[2]}"
+
+    def wait_serving(self, timeout: float = 120) -> None:
+        with grpc.insecure_channel(self.address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                status = health.Check(health_pb2.HealthCheckRequest(service="llmbench.v1.Agent"), timeout=5).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                assert self.proc.poll() is None, self.stderr()
+                time.sleep(0.1)
+        raise AssertionError(f"agent not SERVING after {timeout} s: {self.stderr()}")
+
+    def terminate(self, timeout: float = 20) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+
+@pytest.fixture
+def agents():
+    started: list[AgentProcess] = []
+
+    def start(*args: str, port: int = 0) -> AgentProcess:
+        a = AgentProcess(*args, port=port)
+        started.append(a)
+        return a
+    yield start
+    for a in started:
+        a.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"llmbench {command}: error: "), result.stderr
+    return lines[0]
+
+
+def prompts_jsonl(n: int) -> str:
+    return "".join(json.dumps({"id": f"p{i}", "tokens": [1, 2 + i, 3]}) + "\n" for i in range(n))
+
+
+@pytest.mark.slow
+def test_agent_subprocess_generate_and_sigterm(agents):
+    agent = agents("--engine", "simulated", "--tokens-per-s", "5000", "--agent-id", "sim-1")
+    agent.wait_serving()
+    out = llmbench("generate", "--agent", agent.address, "--max-new-tokens", "7", "--ignore-eos",
+                   stdin=prompts_jsonl(30))
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["id"] for r in rows] == [f"p{i}" for i in range(30)]
+    assert all(len(r["tokens"]) == 7 and r["finish_reason"] == "length" and "text" not in r for r in rows)
+
+    text = llmbench("generate", "--agent", agent.address, stdin='{"id": 1, "text": "hi"}\n')
+    assert '"error": "model simulated has no tokenizer; send token ids"' in text.stdout
+    one_error_line(text, "generate")
+
+    assert agent.terminate() == 0
+    log = agent.stderr()
+    assert "ready: model simulated (simulated engine" in log and "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_generate_in_process_matches_agent(agents, tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(prompts_jsonl(5) + "\n")  # a blank line is skipped
+    local = llmbench("generate", "--engine", "simulated", "--input", str(path), "--max-new-tokens", "4")
+    assert local.returncode == 0, local.stderr
+    agent = agents("--engine", "simulated")
+    agent.wait_serving()
+    remote = llmbench("generate", "--agent", agent.address, "--input", str(path), "--max-new-tokens", "4")
+    assert remote.returncode == 0, remote.stderr
+    assert local.stdout == remote.stdout and len(local.stdout.splitlines()) == 5
+
+
+def test_generate_bad_input_names_the_line():
+    r = llmbench("generate", "--engine", "simulated", stdin=prompts_jsonl(2) + '{"id": 3, "tokens": [1, "x"]}\n')
+    assert "line 3" in one_error_line(r, "generate") and r.stdout == ""
+    r = llmbench("generate", "--engine", "simulated", stdin='{"id": 1, "tokens": [1]}\nnot json\n')
+    assert "line 2: not valid JSON" in one_error_line(r, "generate")
+    r = llmbench("generate", "--engine", "simulated", stdin='{"id": 1, "tokens": []}\n{"id": 2, "tokens": [5]}\n')
+    assert "1 of 2 prompts failed; first: line 1: prompt is empty" in one_error_line(r, "generate")
+    assert [json.loads(line).get("error") for line in r.stdout.splitlines()] == ["prompt is empty", None]
+
+
+def test_generate_unreachable_agent_fails_fast():
+    start = time.monotonic()
+    r = llmbench("generate", "--agent", f"127.0.0.1:{free_port()}", "--connect-timeout", "1",
+                 stdin=prompts_jsonl(1))
+    assert "does not answer" in one_error_line(r, "generate")
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.slow
+def test_agent_bad_model(tmp_path):
+    assert "/no/such/model" in one_error_line(llmbench("agent", "--model", "/no/such/model", "--port", "0"), "agent")
+    (tmp_path / "config.json").write_text("{not json")
+    assert "not valid JSON" in one_error_line(llmbench("agent", "--model", str(tmp_path), "--port", "0"), "agent")
+    assert "--model is required" in one_error_line(llmbench("agent", "--port", "0"), "agent")
+    assert "--device" in one_error_line(llmbench("agent", "--engine", "simulated", "--device", "tpu"), "agent")
+
+
+@pytest.mark.slow
+def test_agent_port_in_use(agents):
+    first = agents("--engine", "simulated")
+    port = first.address.rsplit(":", 1)[1]
+    second = llmbench("agent", "--engine", "simulated", "--port", port, timeout=60)
+    assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(second, "agent")
+    assert first.proc.poll() is None
