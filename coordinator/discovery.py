@@ -11,11 +11,13 @@ or vanished, so agents that come up mid-run get work and ones that go away are d
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import inspect
 import ipaddress
 import logging
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -186,3 +188,35 @@ async def _call(callback: Callback, addr: str) -> None:
     result = callback(addr)
     if inspect.isawaitable(result):
         await result
+
+
+async def _wait(spec: str, count: int, timeout_s: float, interval_s: float) -> set[str]:
+    watcher = AgentWatcher(spec, lambda a: None, lambda a: None, interval_s=interval_s)
+    try:
+        await watcher.start()
+        return await watcher.wait_for(count, timeout_s)
+    finally:
+        await watcher.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m llmbench.coordinator.discovery [--wait N] SPEC`: print the agents SPEC names now,
+    or once at least N are there (the coordinator Job's init container uses this)."""
+    p = argparse.ArgumentParser(prog="python -m llmbench.coordinator.discovery", description=main.__doc__)
+    p.add_argument("agents", help="HOST:PORT[,...] and/or dns:///NAME:PORT entries")
+    p.add_argument("--wait", type=int, default=0, metavar="N", help="wait until at least N agents are found")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between DNS lookups (default 2)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        found = asyncio.run(_wait(args.agents, args.wait, args.timeout, args.interval))
+    except (ValueError, TimeoutError) as exc:
+        print(f"discovery: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(sorted(found)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
