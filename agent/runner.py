@@ -121,6 +121,7 @@ class ModelRunner:
         return (self._to_device(np.array(ids, dtype=np.int64)), self._to_device(positions_np), meta,
                 self._to_device(np.array(rows, dtype=np.int64)))
 
+    @torch.inference_mode()
     def run(self, batch: Batch) -> list[int]:
         """One forward; returns the greedy next token of every sequence in batch.sampling()."""
         input_ids, positions, meta, rows = self.prepare(batch)
