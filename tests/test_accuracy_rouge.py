@@ -1,0 +1,133 @@
+"""MLPerf ROUGE accuracy: score(), evaluate() on hand-built LoadGen logs, and `llmbench accuracy`."""
+import json
+
+import numpy as np
+import pytest
+from rouge_score import rouge_scorer
+
+from llmbench.cli.main import main as llmbench
+from llmbench.coordinator import accuracy, datasets, prompt, sentences
+from llmbench.coordinator.samples import Dataset
+from test_data_tokenizer import tiny_tokenizer
+
+PREDICTIONS = ["The mayor announced it on Monday. The city will open two new schools.",
+               "A man was arrested after a crash.", "Shares rose 4 percent. Earnings hit a record."]
+REFERENCES = ["City to open two new schools.\nMayor announced it on Monday.",
+              "Police arrested a man, 34, after a highway crash.", "Company shares rose 4 percent on record earnings."]
+
+
+@pytest.fixture
+def splitter():
+    try:
+        return sentences.get_splitter()
+    except LookupError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    return tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tok")
+
+
+def direct_rouge(preds, refs, splitter):
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    joined = lambda t: "\n".join(splitter.split(t.strip()))  # noqa: E731
+    scores = [scorer.score(joined(r), joined(p)) for p, r in zip(preds, refs)]
+    return {k: float(np.mean([s[k].fmeasure for s in scores]) * 100) for k in accuracy.ROUGE_KEYS}
+
+
+def test_score_equals_rouge_score_called_directly(splitter):
+    result = accuracy.score(PREDICTIONS, REFERENCES, splitter)
+    direct = direct_rouge(PREDICTIONS, REFERENCES, splitter)
+    for key in accuracy.ROUGE_KEYS:
+        assert getattr(result, key) == pytest.approx(direct[key], abs=5e-5)
+    assert 0 < result.rouge2 < result.rouge1 < 100
+    assert result.rougeLsum != result.rougeL  # sentences were split onto lines
+    assert result.gen_num == 3
+    assert result.gen_len == sum(len("\n".join(splitter.split(p))) for p in PREDICTIONS)
+    assert result.splitter == splitter.name
+
+
+def test_targets_and_gen_len_window_scale_with_samples():
+    full = accuracy.AccuracyResult(38.78, 15.91, 24.5, 35.8, 8_167_644, 13_368, "s")
+    assert full.passed and full.gen_len_window() == pytest.approx((7_350_879.6, 8_984_408.4))
+    assert not accuracy.AccuracyResult(38.77, 15.91, 24.5, 35.8, 8_167_644, 13_368, "s").passed
+    assert not accuracy.AccuracyResult(38.78, 15.91, 24.5, 35.8, 8_984_409, 13_368, "s").passed
+    half = accuracy.AccuracyResult(40, 16, 25, 36, 8_167_644 // 2, 6_684, "s")
+    assert half.checks() == dict(rouge1=True, rouge2=True, rougeL=True, rougeLsum=True, gen_len=True)
+    assert not accuracy.AccuracyResult(40, 16, 25, 36, 8_167_644, 6_684, "s").checks()["gen_len"]
+    table = half.table()
+    assert "6,684 of 13,368 samples" in table and "accuracy: PASS" in table and ">= 38.7792" in table
+    assert "sentence splitter: s" in table
+    assert list(half.to_json()) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num"]
+
+
+def write_log(path, entries):
+    path.write_text(json.dumps([
+        {"seq_id": i, "qsl_idx": idx, "data": np.asarray(ids, "<i4").tobytes().hex().upper(), "token_count": len(ids)}
+        for i, (idx, ids) in enumerate(entries)]))
+    return path
+
+
+def test_evaluate_end_to_end_dedups_and_skips_special_tokens(tmp_path, tok_dir, splitter):
+    tok = prompt.load_tokenizer(tok_dir)
+    eos = tok.tok.convert_tokens_to_ids("<|eot_id|>")
+    dataset = Dataset(name="hand", prompts=[np.array([tok.bos_id], np.int32)] * 3, references=REFERENCES)
+    log = write_log(tmp_path / "mlperf_log_accuracy.json", [
+        (2, tok.encode(PREDICTIONS[2]) + [eos]),
+        (0, [tok.bos_id] + tok.encode(PREDICTIONS[0])),
+        (2, tok.encode("something else entirely")),  # a repeat of sample 2: MLPerf keeps the first
+        (1, tok.encode(PREDICTIONS[1]) + [eos]),
+    ])
+    result = accuracy.evaluate(log, dataset, tok, splitter)
+    expected = accuracy.score([PREDICTIONS[2], PREDICTIONS[0], PREDICTIONS[1]],
+                              [REFERENCES[2], REFERENCES[0], REFERENCES[1]], splitter)
+    assert result == expected and result.gen_num == 3
+    assert accuracy.evaluate(log, dataset, str(tok_dir), splitter) == expected  # tokenizer given as a path
+
+
+def test_accuracy_cli_json_and_exit_status(tmp_path, tok_dir, splitter, capsys):
+    tok = prompt.load_tokenizer(tok_dir)
+    # references of ~611 characters each, MLPerf's mean summary length, so gen_len lands in the window
+    refs = [" ".join([s] * 30)[:611].rsplit(" ", 1)[0] + "." for s in ("Shares rose today.", "Police made arrests.")]
+    data = tmp_path / "validation.jsonl"
+    data.write_text("".join(json.dumps({"article": a, "highlights": r}) + "\n" for a, r in zip(["one", "two"], refs)))
+    log = write_log(tmp_path / "perfect.json", [(i, tok.encode(r)) for i, r in enumerate(refs)])
+    out = tmp_path / "acc.json"
+    code = llmbench(["accuracy", "--log", str(log), "--dataset", str(data), "--tokenizer", str(tok_dir),
+                     "--json", str(out)])
+    printed = capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert code == 0 and "accuracy: PASS" in printed and "sentence splitter:" in printed
+    assert list(written) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num"]
+    assert written["rouge1"] == 100.0 and written["gen_num"] == 2
+    short = write_log(tmp_path / "short.json", [(i, tok.encode("Shares.")) for i in range(2)])
+    assert llmbench(["accuracy", "--log", str(short), "--dataset", str(data), "--tokenizer", str(tok_dir)]) == 1
+    assert "accuracy: FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ('[{"seq_id": 0, "qsl_idx": 0, "data": "0100', "not JSON"),
+    ('{"qsl_idx": 0}', "expected a JSON list of entries"),
+    ("[]", "has no entries"),
+    ('[{"seq_id": 0, "qsl_idx": 0}]', "entry 0 has no field 'data'"),
+    ('[{"seq_id": 0, "qsl_idx": -1, "data": ""}]', "entry 0 field 'qsl_idx' is not a sample index"),
+    ('[{"seq_id": 0, "qsl_idx": 0, "data": "010000"}]', "entry 0 field 'data' has 3 bytes"),
+    ('[{"seq_id": 0, "qsl_idx": 0, "data": "zz"}]', "entry 0 field 'data' is not a hex string"),
+    ('[{"seq_id": 0, "qsl_idx": 7, "data": "01000000"}]', "qsl_idx 7 but dataset hand has 3 samples"),
+])
+def test_bad_logs_name_the_file_and_field(tmp_path, tok_dir, splitter, content, message):
+    log = tmp_path / "mlperf_log_accuracy.json"
+    if content is not None:
+        log.write_text(content)
+    dataset = Dataset(name="hand", prompts=[np.array([1], np.int32)] * 3, references=REFERENCES)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
+        accuracy.evaluate(log, dataset, prompt.load_tokenizer(tok_dir), splitter)
+    assert str(log) in str(err.value) or "dataset hand" in str(err.value)
+
+
+def test_dataset_without_references_is_refused(tmp_path, tok_dir):
+    synthetic = datasets.load("synthetic", max_samples=2, vocab_size=500)
+    with pytest.raises(ValueError, match="no reference summaries"):
+        accuracy.evaluate(tmp_path / "x.json", synthetic, prompt.load_tokenizer(tok_dir))
