@@ -53,14 +53,17 @@ class Test06Result:
     scenario: str
     entries: int
     checks: list[Check] = field(default_factory=list)
+    audited: bool | None = None  # LoadGen's detail log says it read an audit.config; None: no detail log
 
     @property
     def passed(self) -> bool:
         return all(c.passed is not False for c in self.checks)
 
     def report(self) -> str:
-        head = f"TEST06 on {self.log} ({self.scenario}, {self.entries} logged responses)"
-        return "\n".join([head, *(c.line() for c in self.checks), f"TEST06: {'PASS' if self.passed else 'FAIL'}"])
+        head = [f"TEST06 on {self.log} ({self.scenario}, {self.entries} logged responses)"]
+        if self.audited is False:
+            head.append("note: LoadGen read no audit.config for this run (see `--write-audit-config`)")
+        return "\n".join([*head, *(c.line() for c in self.checks), f"TEST06: {'PASS' if self.passed else 'FAIL'}"])
 
     def verify_accuracy_txt(self) -> str:
         """The verify_accuracy.txt of an MLPerf submission's compliance folder."""
@@ -78,16 +81,19 @@ def write_audit_config(directory: str | Path) -> Path:
     return path
 
 
-def scenario_from_detail(log_dir: Path) -> str | None:
-    """The effective scenario LoadGen recorded in mlperf_log_detail.txt, if there is one."""
+def read_detail(log_dir: Path) -> tuple[str | None, bool | None]:
+    """(effective scenario, whether an audit.config was read) from LoadGen's mlperf_log_detail.txt."""
     detail = log_dir / "mlperf_log_detail.txt"
     if not detail.is_file():
-        return None
+        return None, None
+    scenario, audited = None, False
     for line in detail.read_text(errors="replace").splitlines():
-        if '"effective_scenario"' in line and ":::MLLOG" in line:
-            value = json.loads(line.split(":::MLLOG", 1)[1]).get("value")
-            return str(value).replace(" ", "")
-    return None
+        if line.startswith(":::MLLOG"):
+            record = json.loads(line.split(":::MLLOG", 1)[1])
+            if record.get("key") == "effective_scenario":
+                scenario = str(record.get("value")).replace(" ", "")
+            audited = audited or "Found Audit Config file" in str(record.get("value"))
+    return scenario, audited
 
 
 def describe(failures: list[str], total: int, ok: str) -> str:
@@ -144,14 +150,15 @@ def check_test06(log_dir: str | Path, scenario: str | None = None, eos_ids: tupl
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         raise FileNotFoundError(f"log directory {log_dir} does not exist")
-    scenario = scenario or scenario_from_detail(log_dir)
+    logged_scenario, audited = read_detail(log_dir)
+    scenario = scenario or logged_scenario
     if scenario is None:
         raise ValueError(f"no mlperf_log_detail.txt with effective_scenario in {log_dir}: give --scenario")
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
     path = log_dir / "mlperf_log_accuracy.json"
     entries = read_log(path)
-    result = Test06Result(path, scenario, len(entries))
+    result = Test06Result(path, scenario, len(entries), audited=audited)
     if not entries:
         result.checks = [Check(n, False, "no responses were logged: run under TEST06's audit.config")
                          for n in ("first token check", "EOS check", "sample length check")]
