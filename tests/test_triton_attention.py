@@ -64,6 +64,26 @@ def reference(q, k, v, positions, scale):
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
 
 
+def strided(x, dtype):
+    """x on DEVICE as a head-slice of a wider buffer, like q cut out of a fused QKV projection."""
+    wide = torch.zeros(*x.shape[:-2], x.shape[-2] + 2, x.shape[-1], dtype=dtype, device=DEVICE)
+    wide[..., 1:-1, :] = x.to(DEVICE, dtype)
+    return wide[..., 1:-1, :]
+
+
+def poisoned_out(shape, dtype):
+    """(out view, its buffer): NaN everywhere, with an extra head either side that must stay NaN."""
+    buf = torch.full((*shape[:-2], shape[-2] + 2, shape[-1]), POISON, dtype=dtype, device=DEVICE)
+    return buf[..., 1:-1, :], buf
+
+
+def check_written(buf):
+    buf = buf.cpu()
+    assert buf[..., [0, -1], :].isnan().all(), "wrote outside out"
+    assert not buf[..., 1:-1, :].isnan().any(), "some outputs were never written"
+    return buf[..., 1:-1, :]
+
+
 def rel_err(out, ref):
     return ((out.double() - ref).norm() / ref.norm()).item()
 
@@ -79,11 +99,10 @@ def run_decode(context_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torc
     k, v, tables = make_cache(context_lens, kv_heads, head_dim, page, dtype, gen)
     q = torch.randn(len(context_lens), q_heads, head_dim, generator=gen, dtype=torch.float64)
     scale = head_dim ** -0.5
-    out = torch.full(q.shape, POISON, dtype=dtype, device=DEVICE)
-    ta.paged_decode(q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+    out, buf = poisoned_out(q.shape, dtype)
+    ta.paged_decode(strided(q, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
                     torch.tensor(context_lens, dtype=torch.int32, device=DEVICE), scale, out=out, **kw)
-    out = out.cpu()
-    assert not out.isnan().any(), "some outputs were never written"
+    out = check_written(buf)
     for b, n in enumerate(context_lens):
         if n == 0:
             assert (out[b] == 0).all()
@@ -124,12 +143,11 @@ def run_prefill(seq_lens, q_lens, q_heads, kv_heads, head_dim=32, page=16, dtype
     q = torch.randn(total, q_heads, head_dim, generator=gen, dtype=torch.float64)
     cu = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32)
     scale = 0.3
-    out = torch.full(q.shape, POISON, dtype=dtype, device=DEVICE)
-    ta.paged_prefill(q.to(DEVICE, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+    out, buf = poisoned_out(q.shape, dtype)
+    ta.paged_prefill(strided(q, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
                      cu.to(DEVICE), torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), max(q_lens),
                      scale, out=out, **kw)
-    out = out.cpu()
-    assert not out.isnan().any(), "some outputs were never written"
+    out = check_written(buf)
     for b, (n, m) in enumerate(zip(seq_lens, q_lens)):
         if m == 0:
             continue
@@ -170,3 +188,46 @@ def test_bad_inputs_name_the_problem():
     with pytest.raises(ValueError, match="dtype"):
         ta.paged_prefill(torch.zeros(2, 3, 32, dtype=torch.float16), cache, cache, tables,
                          torch.tensor([0, 1, 2], dtype=torch.int32), lens, 1, 1.0)
+
+
+def test_allocates_out_in_q_dtype_and_accepts_empty_batches():
+    gen = torch.Generator().manual_seed(8)
+    k, v, tables = make_cache([20, 5], 2, 16, 8, torch.float16, gen)
+    k, v, tables = k.to(DEVICE, torch.float16), v.to(DEVICE, torch.float16), tables.to(DEVICE)
+    q = torch.randn(2, 4, 16, generator=gen).to(DEVICE, torch.float16)
+    lens = torch.tensor([20, 5], dtype=torch.int32, device=DEVICE)
+    out = ta.paged_decode(q, k, v, tables, lens, 0.25)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.isfinite().all()
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32, device=DEVICE)
+    assert torch.allclose(ta.paged_prefill(q, k, v, tables, cu, lens, 1, 0.25), out, atol=1e-3)
+    assert ta.paged_decode(q[:0], k, v, tables[:0], lens[:0], 0.25).shape == (0, 4, 16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")
+def test_decode_replays_from_a_cuda_graph_with_new_lengths():
+    gen = torch.Generator().manual_seed(9)
+    lens_a, lens_b = [40, 300, 17, 1], [41, 120, 299, 2]
+    k, v, tables = make_cache([max(a, b) for a, b in zip(lens_a, lens_b)], 2, 64, 16, torch.float64, gen)
+    kd, vd, td = k.to(DEVICE, torch.bfloat16), v.to(DEVICE, torch.bfloat16), tables.to(DEVICE)
+    q = torch.zeros(4, 8, 64, dtype=torch.bfloat16, device=DEVICE)
+    lens = torch.tensor(lens_a, dtype=torch.int32, device=DEVICE)
+    out = torch.empty_like(q)
+
+    def run():
+        ta.paged_decode(q, kd, vd, td, lens, 0.125, out=out, num_splits=3)
+
+    run()  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for new_lens in (lens_a, lens_b):
+        q_new = torch.randn(4, 8, 64, generator=gen, dtype=torch.float64)
+        q.copy_(q_new)
+        lens.copy_(torch.tensor(new_lens, dtype=torch.int32))
+        out.fill_(float("nan"))
+        graph.replay()
+        for b, n in enumerate(new_lens):
+            ref = reference(q_new[b:b + 1], dense_kv(k, tables[b], n), dense_kv(v, tables[b], n),
+                            torch.tensor([n - 1]), 0.125)
+            assert rel_err(out[b:b + 1].cpu(), ref) < TOL[torch.bfloat16]
