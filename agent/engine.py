@@ -126,6 +126,8 @@ class PagedEngine:
 
     # ---- engine thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # the current device is per thread (Triton launches on it)
         while True:
             with self._cond:
                 while not (self._inbox or self._stopping or self.scheduler.has_work()):

@@ -1,0 +1,158 @@
+"""Config parsing, loader errors, presets and per-position logits against transformers (incl. bf16)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig
+from transformers import LlamaForCausalLM as HFLlama
+
+from llmbench.agent.attention import select_backend
+from llmbench.agent.config import PRESETS, ConfigError, from_hf_dict
+from llmbench.agent.engine import PagedEngine
+from llmbench.agent.loader import build_model, resolve_source
+from llmbench.agent.model import LlamaForCausalLM
+from llmbench.agent.runner import ModelRunner
+from llmbench.agent.scheduler import Batch, Sequence
+from llmbench.agent.types import EngineConfig, Request
+
+from test_engine_parity import BASE, LLAMA3_ROPE, prompts, save_hf
+
+HF_BASE = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+           "num_hidden_layers": 2, "vocab_size": 1000}
+
+
+def test_config_from_old_and_new_rope_formats():
+    new = from_hf_dict({**HF_BASE, "rope_parameters": LLAMA3_ROPE})
+    old = from_hf_dict({**HF_BASE, "rope_theta": 500000.0, "rope_scaling": {
+        "type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4,
+        "original_max_position_embeddings": 128}, "eos_token_id": [5, 6]})
+    assert new.rope_scaling == old.rope_scaling and new.rope_theta == old.rope_theta == 500000.0
+    assert old.eos_token_ids == (5, 6) and old.head_dim == 16 and old.num_kv_heads == 4
+    assert from_hf_dict(HF_BASE).rope_scaling is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": None}, "missing required field 'hidden_size'"),
+    ({"vocab_size": "1000"}, "'vocab_size' must be int"),
+    ({"model_type": "gpt2"}, "model_type 'gpt2'"),
+    ({"num_key_value_heads": 3}, "not a multiple"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 2.0}}, "rope type 'yarn'"),
+    ({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}, "low_freq_factor"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"eos_token_id": "x"}, "eos_token_id"),
+    ({"num_hidden_layers": 0}, "num_layers must be a positive integer"),
+])
+def test_config_errors_name_the_problem(change, message):
+    with pytest.raises(ConfigError, match=message):
+        from_hf_dict({**HF_BASE, **change})
+
+
+def test_loader_errors(tmp_path):
+    with pytest.raises(ValueError, match="neither a preset"):
+        resolve_source(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="no config.json"):
+        resolve_source(str(tmp_path))
+    save_hf(tmp_path)
+    backend = select_backend("torch", torch.device("cpu"), 16, 0.25)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="lacks weights for layers.1.mlp.gate_up_proj.weight"):
+        build_model(resolve_source(str(tmp_path)), backend, torch.device("cpu"), torch.float32)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 96}))
+    with pytest.raises(ValueError, match="has shape"):
+        build_model(resolve_source(str(tmp_path)), backend, torch.device("cpu"), torch.float32)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        resolve_source(str(tmp_path))
+
+
+def test_presets_shapes_and_deterministic_random_init():
+    with torch.device("meta"):
+        big = LlamaForCausalLM(PRESETS["llama3.1-8b"], None, torch.device("meta"), torch.bfloat16)
+    assert sum(p.numel() for p in big.parameters()) == PRESETS["llama3.1-8b"].num_parameters() == 8_030_261_248
+    source = resolve_source("tiny")
+    backend = select_backend("auto", torch.device("cpu"), 16, 0.25)
+    a = build_model(source, backend, torch.device("cpu"), torch.bfloat16, seed=0)
+    b = build_model(source, backend, torch.device("cpu"), torch.bfloat16, seed=0)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert pa.dtype == torch.bfloat16 and torch.equal(pa, pb), name
+    assert torch.equal(a.norm.weight, torch.ones(64, dtype=torch.bfloat16))
+    assert 0.015 < a.layers[0].mlp.gate_up_proj.weight.float().std() < 0.025
+    assert sum(p.numel() for p in a.parameters()) == source.config.num_parameters()
+
+
+def hf_state_dict(model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
+    """Our fused weights as HF tensor names (views, no copies)."""
+    c, out = model.cfg, {}
+    for name, t in model.state_dict().items():
+        hf = "lm_head.weight" if name == "lm_head.weight" else f"model.{name}"
+        if "qkv_proj" in name:
+            q, k, v = t.split([c.q_size, c.kv_size, c.kv_size])
+            out.update({hf.replace("qkv_proj", p): x for p, x in (("q_proj", q), ("k_proj", k), ("v_proj", v))})
+        elif "gate_up_proj" in name:
+            g, u = t.chunk(2)
+            out.update({hf.replace("gate_up_proj", "gate_proj"): g, hf.replace("gate_up_proj", "up_proj"): u})
+        else:
+            out[hf] = t
+    return out
+
+
+def our_logits(engine: PagedEngine, prompt: list[int]) -> torch.Tensor:
+    """Logits at every prompt position, through the runner's batch preparation and paged cache."""
+    runner = engine.runner
+    seq = Sequence(Request(id=0, prompt=prompt, max_new_tokens=1), None, (), 0)
+    seq.block_table = list(range(engine.blocks.blocks_for(len(prompt))))
+    input_ids, positions, meta, _ = runner.prepare(Batch(prefill=[(seq, len(prompt))]))
+    return runner.model(input_ids, positions, meta, torch.arange(len(prompt), device=engine.device))
+
+
+def hf_from_ours(engine: PagedEngine) -> HFLlama:
+    c = engine.runner.model.cfg
+    config = LlamaConfig(**{**BASE, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
+                            "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads,
+                            "head_dim": c.head_dim, "intermediate_size": c.intermediate_size,
+                            "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position,
+                            "rms_norm_eps": c.rms_norm_eps, "tie_word_embeddings": c.tie_embeddings,
+                            "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta} if
+                            c.rope_scaling is None else {"rope_type": "llama3", "rope_theta": c.rope_theta,
+                                                         **vars(c.rope_scaling)}})
+    with torch.device("meta"):
+        hf = HFLlama(config)
+    hf.load_state_dict(hf_state_dict(engine.runner.model), assign=True, strict=True)
+    hf.model.rotary_emb = type(hf.model.rotary_emb)(config)  # its buffers were left on meta
+    return hf.to(engine.device).eval()
+
+
+def compare_preset_logits(preset: str, device: str, dtype: str) -> tuple[float, float]:
+    engine = PagedEngine(EngineConfig(model=preset, device=device, dtype=dtype, num_kv_blocks=64))
+    engine.start()
+    try:
+        prompt = prompts(engine.info.vocab_size, [300], seed=2)[0]
+        ours = our_logits(engine, prompt)
+        with torch.inference_mode():
+            ref = hf_from_ours(engine)(torch.tensor([prompt], device=engine.device)).logits[0].float()
+    finally:
+        engine.stop()
+    rel = ((ours - ref).norm() / ref.norm()).item()
+    top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    return rel, top1
+
+
+@pytest.mark.parametrize("dtype, max_rel, min_top1", [("float32", 1e-5, 1.0), ("bfloat16", 3e-2, 0.9),
+                                                    ("float16", 1e-2, 0.95)])
+def test_tiny_preset_logits_match_transformers(dtype, max_rel, min_top1):
+    rel, top1 = compare_preset_logits("tiny", "cpu", dtype)
+    assert rel < max_rel and top1 >= min_top1, (rel, top1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_llama31_8b_preset_bf16_logits_match_transformers():
+    rel, top1 = compare_preset_logits("llama3.1-8b", "cuda", "bfloat16")
+    print(f"llama3.1-8b bf16 vs transformers: relative L2 {rel:.2e}, top-1 agreement {top1:.3f}")
+    assert rel < 3e-2 and top1 >= 0.9, (rel, top1)
