@@ -33,7 +33,8 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
 
     tokenizer: model folder, tokenizer folder or tiktoken file; needed for raw articles.
     max_samples: keep the first N samples in dataset order. vocab_size: the model's, checked against
-    the tokenizer and the token ids. max_prompt_tokens: defaults to 2540."""
+    the tokenizer and the token ids. max_prompt_tokens: defaults to MLPerf's 2540; give less for a
+    model whose context cannot hold 2540 + max_new_tokens (longer prompts are dropped and noted)."""
     if max_samples is not None and max_samples < 1:
         raise ValueError(f"--max-samples must be at least 1, got {max_samples}")
     if spec == "synthetic":
@@ -151,7 +152,7 @@ def read_json(path: Path) -> list[dict[str, Any]]:
 
 
 def read_folder(path: Path) -> list[dict[str, Any]]:
-    if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists() or (path / "state.json").exists():
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():  # written by save_to_disk
         return read_saved_dataset(path)
     for ext, reader in (("parquet", read_parquet), ("arrow", read_arrow)):
         files = sorted(path.rglob(f"*.{ext}"))

@@ -94,6 +94,12 @@ def test_articles_arrow_stream_and_file_formats(tmp_path, tok_dir):
         writer.write_table(table)
     for name in ("stream.arrow", "file.arrow"):
         assert_articles(datasets.load(str(tmp_path / name), tokenizer=str(tok_dir)), tok_dir)
+    cache = tmp_path / "hf_cache" / "3.0.0" / "abc123"  # the layout of a `datasets` cache folder
+    cache.mkdir(parents=True)
+    (cache / "dataset_info.json").write_text("{}")
+    (tmp_path / "stream.arrow").rename(cache / "cnn_dailymail-validation.arrow")
+    (tmp_path / "file.arrow").rename(cache / "cnn_dailymail-train.arrow")
+    assert_articles(datasets.load(str(tmp_path / "hf_cache"), tokenizer=str(tok_dir)), tok_dir)
 
 
 def test_datasets_save_to_disk_folders(tmp_path, tok_dir):
