@@ -117,7 +117,6 @@ def test_tiktoken_file_matches_llama_models():
         prompt.load_tokenizer(path, vocab_size=32000)
 
 
-@pytest.mark.slow
 def test_real_articles_prompt_statistics():
     path = llama3_tokenizer_file()
     if not SHARED_DATA.is_file():
