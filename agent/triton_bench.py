@@ -141,29 +141,35 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['case']:28} {r['splits']!s:>6} {r['ms']:8.3f} {graph} {r['rate']:>16}  {err}  {r['roof']}")
 
 
-def sweep(copy_rate: float) -> None:
-    """Time every plausible tile config (and split count for the best one); prints the fastest first."""
-    configs = [KernelConfig(16, n, w, s) for n, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))]
-    for batch in (64, 256, 512):
-        timed = []
-        for cfg in configs:
-            try:
-                timed.append((decode_case(batch, 1024, copy_rate, cfg, check=False)["ms"], cfg))
-            except triton.runtime.errors.OutOfResources:
-                continue
-        timed.sort(key=lambda t: t[0])
-        print(f"decode B={batch}: " + ", ".join(f"{ms:.3f} ms {c}" for ms, c in timed[:3]))
-        best = timed[0][1]
-        splits = {s: decode_case(batch, 1024, copy_rate, best, s, check=False)["ms"] for s in (1, 2, 3, 4, 8)}
-        print("  splits with the best config: " + ", ".join(f"{s}: {ms:.3f} ms" for s, ms in splits.items()))
+def fastest(ms_of, configs: list[KernelConfig]) -> list[tuple[float, KernelConfig]]:
+    """(ms, config) for every config that compiles, fastest first."""
     timed = []
-    for m, n, w, s in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)):
+    for cfg in configs:
         try:
-            timed.append((prefill_case(8, 1024, 1024, KernelConfig(m, n, w, s), check=False)["ms"], (m, n, w, s)))
+            timed.append((ms_of(cfg), cfg))
         except triton.runtime.errors.OutOfResources:
             continue
-    timed.sort(key=lambda t: t[0])
-    print("prefill 8x1024: " + ", ".join(f"{ms:.3f} ms {c}" for ms, c in timed[:4]))
+    return sorted(timed, key=lambda t: t[0])
+
+
+def sweep(copy_rate: float) -> None:
+    """Time plausible tile configs (then split counts) against the defaults; prints the fastest."""
+    def shown(timed: list[tuple[float, KernelConfig]]) -> str:
+        return ", ".join(f"{ms:.3f} ms {cfg}" for ms, cfg in timed[:3])
+
+    decode_configs = [KernelConfig(16, n, w, s)
+                      for n, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3, 4, 5))]
+    for batch in (64, 256, 512):
+        default = decode_case(batch, 1024, copy_rate, check=False)["ms"]
+        timed = fastest(lambda cfg: decode_case(batch, 1024, copy_rate, cfg, check=False)["ms"], decode_configs)
+        print(f"decode B={batch}: default {default:.3f} ms; fastest {shown(timed)}")
+        splits = {s: decode_case(batch, 1024, copy_rate, timed[0][1], s, check=False)["ms"] for s in (1, 2, 3, 4, 8)}
+        print("  splits with the fastest: " + ", ".join(f"{s}: {ms:.3f} ms" for s, ms in splits.items()))
+    prefill_configs = [KernelConfig(m, n, w, s)
+                       for m, n, w, s in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4))]
+    default = prefill_case(8, 1024, 1024, check=False)["ms"]
+    timed = fastest(lambda cfg: prefill_case(8, 1024, 1024, cfg, check=False)["ms"], prefill_configs)
+    print(f"prefill 8x1024: default {default:.3f} ms; fastest {shown(timed)}")
 
 
 def main(argv: list[str] | None = None) -> int:
