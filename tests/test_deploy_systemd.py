@@ -66,6 +66,13 @@ def test_units_verify_cleanly(tmp_path):
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
 
 
+def test_a_copy_for_a_second_gpu_verifies(tmp_path):
+    unit = render_for_verify(tmp_path, "llmbench-agent.service")
+    copy = unit.rename(tmp_path / "llmbench-agent-1.service")
+    result = verify(copy)
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("breakage", [("Type=notify", "Type=notifyy"), ("WatchdogSec=", "WatchdogSek="),
                                       ("DeviceAllow=/dev/nvidiactl", "DeviceAllow=nvidiactl")])
 def test_verify_catches_a_broken_unit(tmp_path, breakage):
@@ -78,7 +85,9 @@ def test_verify_catches_a_broken_unit(tmp_path, breakage):
 def test_agent_unit_is_notify_watchdog_hardened_with_gpu_allow_list():
     s = settings("llmbench-agent.service")
     assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
-    assert s["Restart"] == "on-failure" and s["WatchdogSec"] and s["EnvironmentFile"] == "/etc/llmbench/agent.env"
+    assert s["Restart"] == "on-failure" and s["WatchdogSec"]
+    env_files = [v for k, v in unit_lines("llmbench-agent.service") if k == "EnvironmentFile"]
+    assert env_files == ["/etc/llmbench/agent.env", "-/etc/llmbench/%N.env"]  # shared, then per-unit overrides
     assert s["TimeoutStartSec"] in ("30min", "infinity")
     for key in ("DynamicUser", "ProtectHome", "NoNewPrivileges"):
         assert s[key] == "yes", key
@@ -88,10 +97,14 @@ def test_agent_unit_is_notify_watchdog_hardened_with_gpu_allow_list():
     assert {"char-nvidia* rw", "/dev/nvidiactl rw", "/dev/nvidia-uvm rw", "/dev/nvidia-uvm-tools rw"} <= allowed
 
 
-def systemd_argv(exec_start: str, env: dict[str, str]) -> list[str]:
-    """Expand an ExecStart line the way systemd does: ${X} is one word, $X splits on spaces, %H is the host."""
+def systemd_argv(unit: str, env: dict[str, str]) -> list[str]:
+    """Expand a unit's ExecStart the way systemd does: ${X} is one word, $X splits on spaces,
+    %H is the host name, %N the unit name, %S /var/lib."""
+    line = settings(unit)["ExecStart"]
+    for spec, value in (("%H", socket.gethostname()), ("%N", unit.removesuffix(".service")), ("%S", "/var/lib")):
+        line = line.replace(spec, value)
     words = []
-    for word in shlex.split(exec_start.replace("%H", socket.gethostname()).replace("%S", "/var/lib")):
+    for word in shlex.split(line):
         if re.fullmatch(r"\$[A-Z_]+", word):
             words += env[word[1:]].split()
         else:
@@ -104,7 +117,7 @@ def systemd_argv(exec_start: str, env: dict[str, str]) -> list[str]:
     ("llmbench-coordinator.service", "coordinator.env", "coordinator"),
 ])
 def test_exec_start_parses_with_the_cli(unit, env, command):
-    argv = systemd_argv(settings(unit)["ExecStart"], env_file(env))
+    argv = systemd_argv(unit, env_file(env))
     assert argv[:2] == [INSTALLED_BINARY, command]
     if importlib.util.find_spec(COMMANDS[command][0]) is None:
         print(f"`llmbench {command}` is not built yet: only the unit's shape was checked")
