@@ -48,18 +48,27 @@ def test_score_equals_rouge_score_called_directly(splitter):
     assert result.splitter == splitter.name
 
 
-def test_targets_and_gen_len_window_scale_with_samples():
-    full = accuracy.AccuracyResult(38.78, 15.91, 24.5, 35.8, 8_167_644, 13_368, "s")
+def test_targets_are_99_percent_of_mlperf_reference_and_gen_len_window_scales():
+    dc = accuracy.DATACENTER
+    assert dc.thresholds() == pytest.approx({"rouge1": 38.391408, "rouge2": 15.748425, "rougeL": 24.250743,
+                                             "rougeLsum": 35.43507})
+    at = dict(rouge1=38.3915, rouge2=15.7485, rougeL=24.2508, rougeLsum=35.4351)
+    full = accuracy.AccuracyResult(**at, gen_len=8_167_644, gen_num=13_368, splitter="s")
     assert full.passed and full.gen_len_window() == pytest.approx((7_350_879.6, 8_984_408.4))
-    assert not accuracy.AccuracyResult(38.77, 15.91, 24.5, 35.8, 8_167_644, 13_368, "s").passed
-    assert not accuracy.AccuracyResult(38.78, 15.91, 24.5, 35.8, 8_984_409, 13_368, "s").passed
-    half = accuracy.AccuracyResult(40, 16, 25, 36, 8_167_644 // 2, 6_684, "s")
+    assert not accuracy.AccuracyResult(**dict(at, rouge2=15.7484), gen_len=8_167_644, gen_num=13_368, splitter="s").passed
+    assert not accuracy.AccuracyResult(**at, gen_len=8_984_409, gen_num=13_368, splitter="s").passed
+    assert accuracy.AccuracyResult(**at, gen_len=7_350_880, gen_num=13_368, splitter="s").passed
+    half = accuracy.AccuracyResult(**at, gen_len=8_167_644 // 2, gen_num=6_684, splitter="s")
     assert half.checks() == dict(rouge1=True, rouge2=True, rougeL=True, rougeLsum=True, gen_len=True)
-    assert not accuracy.AccuracyResult(40, 16, 25, 36, 8_167_644, 6_684, "s").checks()["gen_len"]
+    assert not accuracy.AccuracyResult(**at, gen_len=8_167_644, gen_num=6_684, splitter="s").checks()["gen_len"]
     table = half.table()
-    assert "6,684 of 13,368 samples" in table and "accuracy: PASS" in table and ">= 38.7792" in table
-    assert "sentence splitter: s" in table
+    assert "6,684 samples; llama3.1-8b targets are for 13,368" in table and "accuracy: PASS" in table
+    assert ">= 38.3914 (99% of 38.7792)" in table and "sentence splitter: s" in table
     assert list(half.to_json()) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num"]
+    assert accuracy.reference_for(5_000) is accuracy.EDGE and accuracy.reference_for(4_999) is dc
+    edge = accuracy.AccuracyResult(**at, gen_len=3_051_113, gen_num=5_000, splitter="s", reference=accuracy.EDGE)
+    assert not edge.checks()["rouge1"] and edge.checks()["gen_len"]  # edge rouge1 target is 38.6694
+    assert "all 5,000 samples of llama3.1-8b-edge" in edge.table()
 
 
 def write_log(path, entries):
