@@ -126,13 +126,13 @@ def test_accuracy_cli_json_and_exit_status(tmp_path, tok_dir, splitter, capsys):
     ('[{"seq_id": 0, "qsl_idx": 0, "data": "zz"}]', "entry 0 field 'data' is not a hex string"),
     ('[{"seq_id": 0, "qsl_idx": 7, "data": "01000000"}]', "qsl_idx 7 but dataset hand has 3 samples"),
 ])
-def test_bad_logs_name_the_file_and_field(tmp_path, tok_dir, splitter, content, message):
+def test_bad_logs_name_the_file_and_field(tmp_path, tok_dir, content, message):
     log = tmp_path / "mlperf_log_accuracy.json"
     if content is not None:
         log.write_text(content)
     dataset = Dataset(name="hand", prompts=[np.array([1], np.int32)] * 3, references=REFERENCES)
     with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
-        accuracy.evaluate(log, dataset, prompt.load_tokenizer(tok_dir), splitter)
+        accuracy.evaluate(log, dataset, prompt.load_tokenizer(tok_dir))
     assert str(log) in str(err.value) or "dataset hand" in str(err.value)
 
 
