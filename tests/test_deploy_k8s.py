@@ -261,3 +261,33 @@ def test_overlay_runs_one_agent_per_gpu_on_8_gpu_nodes(overlay):
     for ds in sets.values():
         env = {e["name"]: e for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert env["LLMBENCH_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+
+
+def doc_block(marker: str) -> str:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    after = text.split(f"<!-- {marker} -->\n", 1)[1]
+    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_guides_overlay_renders_and_does_what_it_says(tmp_path, base):
+    """docs/deploy.md's step 1 overlay, plus its models-on-a-PVC patch, against a copy of the base."""
+    shutil.copytree(BASE, tmp_path / "k8s" / "base")
+    mine = tmp_path / "k8s" / "overlays" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "auth.env").write_text("token=0123456789abcdef\n")
+    (mine / "kustomization.yaml").write_text(doc_block("overlay-example"))
+    objects = render(mine)
+    validate_strictly(objects)
+    (settings,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-settings")]
+    assert settings["data"]["LLMBENCH_MODEL"] == "/models/Llama-3.1-8B-Instruct"
+    assert settings["data"]["LLMBENCH_DTYPE"] == "bfloat16"  # merged, not replaced
+    assert only(objects, "Secret")["data"]["token"] != only(base, "Secret")["data"]["token"]
+    assert only(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "registry.example.com/ml/llmbench:0.1.0"
+
+    (mine / "kustomization.yaml").write_text(doc_block("overlay-example") + doc_block("models-pvc-patch"))
+    objects = render(mine)
+    validate_strictly(objects)
+    volumes = only(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]
+    assert volumes[0] == {"name": "models", "persistentVolumeClaim": {"claimName": "llmbench-models", "readOnly": True}}
+    assert not any("hostPath" in v for v in volumes)
