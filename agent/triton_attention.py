@@ -3,20 +3,42 @@
 Token p of sequence b lives in cache[block_tables[b, p // block_size], p % block_size].
 Both kernels accumulate in fp32 and use exp2 with log2(e) folded into the scale. Nothing here
 syncs with the host or allocates memory whose size depends on tensor values, so both calls can be
-captured in a CUDA graph. Without CUDA, set TRITON_INTERPRET=1 before importing this module to
-run the kernels on CPU tensors.
+captured in a CUDA graph. Without CUDA the kernels run on CPU tensors in Triton's interpreter
+(slow; for tests), provided this module is the first to import triton.
 """
 from __future__ import annotations
 
 import functools
-import math
+import os
 from dataclasses import dataclass
 
 import torch
-import triton
-import triton.language as tl
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 LOG2E = 1.4426950408889634
+
+
+def _fix_interpreter_index() -> None:
+    """triton 3.6's interpreter int()s 1-element arrays, which numpy >= 2.4 refuses, so loops with
+    tensor bounds fail (triton-lang/triton#9171); index through squeeze() as the upstream fix does."""
+    from triton.runtime import interpreter
+
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def patch_tensor_fixed(tensor, scope) -> None:
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    interpreter._patch_lang_tensor = patch_tensor_fixed
+
+
+if triton.knobs.runtime.interpret:
+    _fix_interpreter_index()
 
 
 @dataclass(frozen=True)
