@@ -88,8 +88,11 @@ def read_detail(log_dir: Path) -> tuple[str | None, bool | None]:
         return None, None
     scenario, audited = None, False
     for line in detail.read_text(errors="replace").splitlines():
-        if line.startswith(":::MLLOG"):
-            record = json.loads(line.split(":::MLLOG", 1)[1])
+        try:
+            record = json.loads(line.split(":::MLLOG", 1)[1]) if line.startswith(":::MLLOG") else None
+        except json.JSONDecodeError:  # a line cut short by a run that died
+            record = None
+        if isinstance(record, dict):
             if record.get("key") == "effective_scenario":
                 scenario = str(record.get("value")).replace(" ", "")
             audited = audited or "Found Audit Config file" in str(record.get("value"))

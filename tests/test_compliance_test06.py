@@ -73,7 +73,11 @@ def test_offline_skips_first_token_check_and_eos_is_configurable(tmp_path):
 
 def test_scenario_comes_from_the_detail_log(tmp_path):
     write(tmp_path, [entry(0, [5, 6], first=[7])], scenario="Server")
-    assert compliance.check_test06(tmp_path).scenario == "Server"
+    with open(tmp_path / "mlperf_log_detail.txt", "a") as detail:
+        detail.write(':::MLLOG {"key": "effective_mode", "val\n')  # a line cut short
+    result = compliance.check_test06(tmp_path)
+    assert result.scenario == "Server" and result.audited is False
+    assert "LoadGen read no audit.config" in result.report()
     assert compliance.check_test06(tmp_path, "Offline").passed  # --scenario wins
     (tmp_path / "mlperf_log_detail.txt").unlink()
     with pytest.raises(ValueError, match="give --scenario"):
