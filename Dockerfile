@@ -25,12 +25,8 @@ RUN apt-get update \
 ARG TORCH_SPEC="torch>=2.4"
 RUN pip install "${TORCH_SPEC}"
 
-COPY pyproject.toml README.md /src/
-COPY proto/ /src/proto/
-COPY agent/ /src/agent/
-COPY coordinator/ /src/coordinator/
-COPY tui/ /src/tui/
-COPY cli/ /src/cli/
+# The sources .dockerignore lets through: pyproject.toml, README.md and the package folders.
+COPY . /src/
 RUN pip install /src && rm -rf /src
 
 # Non-root (k8s runs it as 10001 with a read-only root filesystem: caches go under $HOME=/tmp).
