@@ -1,0 +1,218 @@
+"""`llmbench bench`: engine-only offline throughput (no gRPC), optionally beside transformers' generate.
+
+All prompts are submitted at once (MLPerf Offline); each forward is timed to split step time into
+steps with prefill work and decode-only steps. The roofline is the FLOPs a sample needs over a
+matrix-multiply rate measured here, on this device, in the model's dtype.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llmbench.agent.config import ModelConfig
+from llmbench.agent.engine import PagedEngine
+from llmbench.agent.loader import resolve_source
+from llmbench.agent.offline import generate
+from llmbench.agent.scheduler import Batch
+from llmbench.agent.types import EngineConfig, Request
+from llmbench.common.cnndm import OUTPUT_LEN, prompt_lengths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny", help="HF folder or preset (tiny, llama3.1-8b)")
+    p.add_argument("--samples", type=int, default=0, help="prompts to run (default: 64 on CPU, 2000 on GPU)")
+    p.add_argument("--prompt-len", type=int, default=0,
+                   help="fixed prompt length (default: CNN/DailyMail-shaped lengths, mean ~840)")
+    p.add_argument("--output-len", type=int, default=OUTPUT_LEN, help="tokens generated per sample (forced)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-batch", type=int, default=0, help="default: 512 on GPU, 64 on CPU")
+    p.add_argument("--max-step-tokens", type=int, default=0, help="default: 8192 on GPU, 2048 on CPU")
+    p.add_argument("--memory-fraction", type=float, default=0.9)
+    p.add_argument("--attention", default="auto")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
+    p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
+    p.add_argument("--hf-batch", type=int, default=0, help="static batch for --compare hf (default 128 GPU, 8 CPU)")
+    p.add_argument("--hf-samples", type=int, default=0, help="prompts for --compare hf (default: a few batches)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@dataclass
+class StepTimes:
+    prefill: list[float]
+    decode: list[float]
+
+    def record(self, batch: Batch, seconds: float) -> None:
+        (self.prefill if batch.prefill else self.decode).append(seconds)
+
+
+def make_prompts(cfg: ModelConfig, n: int, fixed_len: int, seed: int) -> list[list[int]]:
+    lengths = np.full(n, fixed_len) if fixed_len else prompt_lengths(n, seed)
+    rng = np.random.default_rng(seed)
+    top = min(cfg.vocab_size, 128000)  # stay below Llama-3's special tokens
+    prompts = []
+    for length in lengths:
+        ids = rng.integers(3, top, size=int(length)).tolist()
+        ids[0] = cfg.bos_token_id if cfg.bos_token_id is not None else 1
+        prompts.append(ids)
+    return prompts
+
+
+def flops_per_sample(cfg: ModelConfig, prompt_len: float, output_len: int) -> float:
+    """Matmul FLOPs: weights for every token, the LM head once per generated token, causal attention."""
+    h = cfg.hidden_size
+    layer = h * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * h + 3 * h * cfg.intermediate_size
+    tokens = prompt_len + output_len - 1  # the last generated token is never fed back
+    weights = 2 * cfg.num_layers * layer * tokens + 2 * h * cfg.vocab_size * output_len
+    # QK^T and PV: 4 * q_size FLOPs per (query, key) pair, causal pairs ~ L^2/2 in prefill.
+    pairs = prompt_len ** 2 / 2 + output_len * (prompt_len + output_len / 2)
+    return weights + 4 * cfg.q_size * cfg.num_layers * pairs
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
+    """Measured FLOP/s of one large matrix product in dtype (median of several)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for _ in range(12):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / float(np.median(times[2:]))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_engine(args, cfg: EngineConfig, prompts: list[list[int]]) -> dict:
+    t0 = time.perf_counter()
+    engine = PagedEngine(cfg)
+    engine.start()
+    load_s = time.perf_counter() - t0
+    device = engine.device
+    times = StepTimes([], [])
+    forward = engine.runner.run
+
+    def timed_run(batch: Batch) -> list[int]:
+        t = time.perf_counter()
+        tokens = forward(batch)  # ends in a host sync (the sampled ids), so wall time is GPU time
+        times.record(batch, time.perf_counter() - t)
+        return tokens
+
+    warm = [Request(id=i, prompt=p, max_new_tokens=4, ignore_eos=True) for i, p in enumerate(prompts[:32])]
+    generate(engine, warm)  # compiles kernels for prefill and decode shapes outside the timing
+    engine.runner.run = timed_run
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    requests = [Request(id=i, prompt=p, max_new_tokens=args.output_len, min_new_tokens=args.output_len,
+                        ignore_eos=True) for i, p in enumerate(prompts)]
+    t = time.perf_counter()
+    results = generate(engine, requests)
+    wall = time.perf_counter() - t
+    engine.stop()
+    errors = [g.error for g in results.values() if g.error]
+    if errors:
+        raise RuntimeError(f"{len(errors)} queries failed, first: {errors[0][1]}")
+    out_tokens = sum(len(g.tokens) for g in results.values())
+    ttft = [g.first_token_time - t for g in results.values()]
+    return dict(engine=engine, device=device, load_s=load_s, wall=wall, out_tokens=out_tokens,
+                times=times, ttft=ttft,
+                peak=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
+
+
+def run_hf(engine: PagedEngine, prompts: list[list[int]], output_len: int, batch: int) -> float:
+    """transformers' generate with static left-padded batches; returns samples/s."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    mc, device, dtype = engine.source.config, engine.device, engine.dtype
+    if engine.source.path is not None:
+        model = LlamaForCausalLM.from_pretrained(engine.source.path, torch_dtype=dtype)
+    else:
+        rope = None if mc.rope_scaling is None else {"rope_type": "llama3", **vars(mc.rope_scaling)}
+        hf_cfg = LlamaConfig(vocab_size=mc.vocab_size, hidden_size=mc.hidden_size,
+                             intermediate_size=mc.intermediate_size, num_hidden_layers=mc.num_layers,
+                             num_attention_heads=mc.num_heads, num_key_value_heads=mc.num_kv_heads,
+                             head_dim=mc.head_dim, max_position_embeddings=mc.max_position,
+                             rope_theta=mc.rope_theta, rope_scaling=rope, rms_norm_eps=mc.rms_norm_eps,
+                             tie_word_embeddings=mc.tie_embeddings)
+        with torch.device(device):
+            model = LlamaForCausalLM(hf_cfg).to(dtype)
+    model = model.to(device).eval()
+    pad = 0
+    sync(device)
+    t = time.perf_counter()
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        width = max(map(len, chunk))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=output_len,
+                           min_new_tokens=output_len, do_sample=False, pad_token_id=pad)
+    sync(device)
+    rate = len(prompts) / (time.perf_counter() - t)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rate
+
+
+def run(args: argparse.Namespace) -> int:
+    gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    n = args.samples or (2000 if gpu else 64)
+    cfg = EngineConfig(model=args.model, dtype=args.dtype, device=args.device,
+                       memory_fraction=args.memory_fraction, attention=args.attention,
+                       max_batch=args.max_batch or (512 if gpu else 64),
+                       max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
+                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
+    if n < 1 or args.output_len < 1:
+        raise ValueError("--samples and --output-len must be >= 1")
+    mc = resolve_source(cfg.model).config
+    prompts = make_prompts(mc, n, args.prompt_len, args.seed)
+    r = run_engine(args, cfg, prompts)
+    engine, device = r["engine"], r["device"]
+    mean_prompt = float(np.mean([len(p) for p in prompts]))
+    rate = matmul_rate(device, engine.dtype)
+    ceiling = rate / flops_per_sample(mc, mean_prompt, args.output_len)
+    samples_s = n / r["wall"]
+    total_tokens = sum(map(len, prompts)) + r["out_tokens"]
+    t = r["times"]
+    rows = [
+        ("model", f"{engine.info.name} ({engine.info.dtype}, {device}, attention {engine.runner.model.backend.name})"),
+        ("samples", f"{n} (prompt mean {mean_prompt:.0f} tokens, {args.output_len} output tokens forced)"),
+        ("load + warm-up", f"{r['load_s']:.1f} s"),
+        ("wall", f"{r['wall']:.2f} s"),
+        ("samples/s", f"{samples_s:.2f}"),
+        ("output tokens/s", f"{r['out_tokens'] / r['wall']:.0f}"),
+        ("total tokens/s", f"{total_tokens / r['wall']:.0f}"),
+        ("steps with prefill", f"{len(t.prefill)}, mean {1e3 * np.mean(t.prefill or [0]):.1f} ms"),
+        ("decode-only steps", f"{len(t.decode)}, mean {1e3 * np.mean(t.decode or [0]):.1f} ms"),
+        ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
+        ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
+        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({engine.info.dtype})"),
+        ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
+    ]
+    if args.compare == "hf":
+        hf_n = args.hf_samples or min(n, 2 * (args.hf_batch or (128 if gpu else 8)))
+        hf_rate = run_hf(engine, prompts[:hf_n], args.output_len, args.hf_batch or (128 if gpu else 8))
+        rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({hf_n} prompts, static batch "
+                                               f"{args.hf_batch or (128 if gpu else 8)})"))
+        rows.append(("llmbench / transformers", f"{samples_s / hf_rate:.2f}x"))
+    width = max(len(k) for k, _ in rows)
+    print("\nllmbench bench (engine only, Offline)")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    return 0

@@ -1,0 +1,1 @@
+"""Small pure helpers shared by agent and coordinator (no I/O, no torch, no gRPC)."""
