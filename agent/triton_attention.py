@@ -56,21 +56,15 @@ def _attend_tile(
     HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
     MASK: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One online-softmax step over keys n0..n0+BLOCK_N. MASK: 0 none, 1 n < end, 2 also n <= pos."""
+    """One online-softmax step over keys n0..n0+BLOCK_N, reading keys < end.
+    MASK on the scores: 0 none (all keys visible), 1 n < end, 2 also causal n <= pos."""
     n = n0 + tl.arange(0, BLOCK_N)
     d = tl.arange(0, HEAD_DIM)
     n_ok = n < end
-    if MASK > 0:
-        page = tl.load(bt_row + n // PAGE, mask=n_ok, other=0).to(tl.int64)
-    else:
-        page = tl.load(bt_row + n // PAGE).to(tl.int64)
+    page = tl.load(bt_row + n // PAGE, mask=n_ok, other=0).to(tl.int64)
     slot = n % PAGE
-    k_rows = k_ptr + (page * stride_kb + slot * stride_kt + kvh * stride_kh)[:, None] + d[None, :]
-    v_rows = v_ptr + (page * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + d[None, :]
-    if MASK > 0:
-        k = tl.load(k_rows, mask=n_ok[:, None], other=0.0)
-    else:
-        k = tl.load(k_rows)
+    k = tl.load(k_ptr + (page * stride_kb + slot * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
+                mask=n_ok[:, None], other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
     if MASK == 1:
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -80,10 +74,8 @@ def _attend_tile(
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    if MASK > 0:
-        v = tl.load(v_rows, mask=n_ok[:, None], other=0.0)
-    else:
-        v = tl.load(v_rows)
+    v = tl.load(v_ptr + (page * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + d[None, :],
+                mask=n_ok[:, None], other=0.0)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return acc, m_new, l_i
 
@@ -106,7 +98,6 @@ def _decode_split_kernel(
     chunk = tl.cdiv(tl.cdiv(ctx, num_splits), BLOCK_N) * BLOCK_N
     start = split * chunk
     end = tl.minimum(start + chunk, ctx)
-
     rows = tl.arange(0, GROUP_PAD)
     heads = kvh * GROUP + rows
     row_ok = rows < GROUP
@@ -209,9 +200,7 @@ MAX_SPLITS = 64
 
 @functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 def _tile_config(rows: int, head_dim: int, dtype: torch.dtype, device: torch.device) -> KernelConfig:
@@ -231,9 +220,9 @@ def decode_splits(batch: int, kv_heads: int, max_context: int, device: torch.dev
     return max(1, min(wanted, triton.cdiv(max_context, MIN_SPLIT_TOKENS), MAX_SPLITS))
 
 
-def _check_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                 block_tables: torch.Tensor) -> tuple[int, int]:
-    """Validate shapes/dtypes shared by both calls; returns (group size, head_dim)."""
+def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+           out: torch.Tensor | None) -> tuple[int, int, torch.Tensor]:
+    """Validate what both calls share; returns (query heads per kv head, head_dim, out)."""
     if k_cache.dim() != 4 or k_cache.shape != v_cache.shape:
         raise ValueError(f"k_cache and v_cache must both be [num_blocks, block_size, kv_heads, head_dim], "
                          f"got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
@@ -251,7 +240,12 @@ def _check_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     if block_tables.dim() != 2 or block_tables.dtype != torch.int32:
         raise ValueError(f"block_tables must be int32 [batch, max_blocks], got {block_tables.dtype} "
                          f"{tuple(block_tables.shape)}")
-    return q.shape[-2] // kv_heads, head_dim
+    if out is None:
+        out = torch.empty_like(q)
+    elif out.shape != q.shape or out.dtype != q.dtype or out.stride(-1) != 1:
+        raise ValueError(f"out must be {q.dtype} {tuple(q.shape)} with a contiguous last dimension, "
+                         f"got {out.dtype} {tuple(out.shape)} strides {out.stride()}")
+    return q.shape[-2] // kv_heads, head_dim, out
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -265,16 +259,16 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     """One new query token per sequence over its first context_lens[b] cached tokens.
 
     q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D]; block_tables: int32 [B, max_blocks];
-    context_lens: int32 [B]. max_context bounds the context (default: the block table's span) and,
-    with the batch size, picks the number of KV splits. Context 0 gives zeros. Returns [B, Hq, D].
+    context_lens: int32 [B]. max_context (default: the block table's span) only steers, with the
+    batch size, the number of KV splits (override: num_splits). Context 0 gives zeros.
+    Returns [B, Hq, D] in q's dtype.
     """
-    group, head_dim = _check_cache(q, k_cache, v_cache, block_tables)
+    group, head_dim, out = _check(q, k_cache, v_cache, block_tables, out)
     if q.dim() != 3 or context_lens.shape != (q.shape[0],) or block_tables.shape[0] != q.shape[0]:
         raise ValueError(f"decode wants q [B, Hq, D], context_lens [B], block_tables [B, n]; got "
                          f"{tuple(q.shape)}, {tuple(context_lens.shape)}, {tuple(block_tables.shape)}")
     batch, q_heads, _ = q.shape
     kv_heads, page = k_cache.shape[2], k_cache.shape[1]
-    out = torch.empty_like(q) if out is None else out
     if batch == 0:
         return out
     if max_context is None:
@@ -306,12 +300,11 @@ def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
     sequence's cached length including its chunk, so query i of chunk b sits at position
     seq_lens[b] - q_len_b + i. max_seqlen_q bounds every q_len_b. Returns [T, Hq, D].
     """
-    group, head_dim = _check_cache(q, k_cache, v_cache, block_tables)
+    group, head_dim, out = _check(q, k_cache, v_cache, block_tables, out)
     batch = seq_lens.shape[0]
     if q.dim() != 3 or cu_seqlens_q.shape != (batch + 1,) or block_tables.shape[0] != batch:
         raise ValueError(f"prefill wants q [T, Hq, D], cu_seqlens_q [B+1], seq_lens [B], block_tables [B, n]; "
                          f"got {tuple(q.shape)}, {tuple(cu_seqlens_q.shape)}, {batch}, {tuple(block_tables.shape)}")
-    out = torch.empty_like(q) if out is None else out
     if batch == 0 or max_seqlen_q <= 0 or q.shape[0] == 0:
         return out
     cfg = config or _tile_config(128, head_dim, q.dtype, q.device)

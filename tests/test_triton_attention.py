@@ -174,6 +174,8 @@ def test_bad_inputs_name_the_problem():
         ta.paged_decode(torch.zeros(2, 4, 32), cache, cache, tables, lens, 1.0)
     with pytest.raises(ValueError, match="int32"):
         ta.paged_decode(torch.zeros(2, 3, 32), cache, cache, tables.long(), lens, 1.0)
+    with pytest.raises(ValueError, match="out must be"):
+        ta.paged_decode(torch.zeros(2, 3, 32), cache, cache, tables, lens, 1.0, out=torch.zeros(2, 3, 16))
     with pytest.raises(ValueError, match="dtype"):
         ta.paged_prefill(torch.zeros(2, 3, 32, dtype=torch.float16), cache, cache, tables,
                          torch.tensor([0, 1, 2], dtype=torch.int32), lens, 1, 1.0)
