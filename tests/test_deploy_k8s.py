@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -266,7 +267,7 @@ def test_overlay_runs_one_agent_per_gpu_on_8_gpu_nodes(overlay):
 def doc_block(marker: str) -> str:
     text = (ROOT / "docs" / "deploy.md").read_text()
     after = text.split(f"<!-- {marker} -->\n", 1)[1]
-    return after.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return textwrap.dedent(after.split("```yaml\n", 1)[1].split("```", 1)[0])
 
 
 def test_the_guides_overlay_renders_and_does_what_it_says(tmp_path, base):
@@ -291,3 +292,18 @@ def test_the_guides_overlay_renders_and_does_what_it_says(tmp_path, base):
     volumes = only(objects, "DaemonSet")["spec"]["template"]["spec"]["volumes"]
     assert volumes[0] == {"name": "models", "persistentVolumeClaim": {"claimName": "llmbench-models", "readOnly": True}}
     assert not any("hostPath" in v for v in volumes)
+
+
+def test_the_guides_dataset_patch_reaches_the_coordinator(tmp_path):
+    shutil.copytree(BASE, tmp_path / "k8s" / "base")
+    mine = tmp_path / "k8s" / "overlays" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "kustomization.yaml").write_text("resources: [../../base]\n" + doc_block("dataset-patch"))
+    objects = render(mine)
+    validate_strictly(objects)
+    c = only(objects, "Job")["spec"]["template"]["spec"]["containers"][0]
+    argv = expand(c["args"], container_env(objects, c) | {"POD_NAMESPACE": "llmbench", "POD_NAME": "x"})
+    assert argv[-4:] == ["--dataset", "/results/inputs/cnn_eval.json", "--tokenizer", "/results/inputs/tokenizer"]
+    args = parse_with_cli(argv)
+    if args is not None:
+        assert args.dataset == "/results/inputs/cnn_eval.json"
