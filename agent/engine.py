@@ -188,11 +188,14 @@ class PagedEngine:
         return None
 
     def _admit(self, requests: list[Request], sink: Sink, out: dict[Sink, StepOutput]) -> None:
+        with self._cond:
+            self._inbox_queries -= len(requests)
+            self._inbox_blocks -= sum(self.blocks_for(r) for r in requests)
         for req in requests:
-            with self._cond:
-                self._inbox_queries -= 1
-                self._inbox_blocks -= self.blocks_for(req)
-            error = self._validate(req, sink)
+            try:
+                error = self._validate(req, sink)
+            except (TypeError, ValueError) as e:
+                error = ErrorCode.INVALID_QUERY, f"malformed request: {e}"
             if error is not None:
                 self._output(out, sink).errors.append((req.id, *error))
                 self._finished += 1

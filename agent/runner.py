@@ -53,6 +53,9 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
                            f"or raise memory_fraction")
     log.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB): %s", blocks, cfg.block_size,
              blocks * cfg.block_size, blocks * block_bytes / 2**30, why)
+    if blocks * cfg.block_size < max_context:
+        log.warning("the KV cache holds fewer tokens than max_context %d: longer queries get TOO_LONG",
+                    max_context)
     return blocks
 
 

@@ -36,6 +36,7 @@ def test_bad_requests_get_errors_and_good_one_completes(tiny):
         Request(id=8, prompt=[5] * 300, max_new_tokens=100),  # 400 > 20 blocks x 16 = 320 KV tokens
         Request(id=9, prompt=[5], max_new_tokens=4, stop_ids=(v + 3,)),
         Request(id=1, prompt=[5, 6], max_new_tokens=4),  # same id as a running query
+        Request(id=10, prompt=[5, "x"], max_new_tokens=4),
     ]
     outs: list[StepOutput] = []
     done = threading.Event()
@@ -50,7 +51,8 @@ def test_bad_requests_get_errors_and_good_one_completes(tiny):
     errors = {qid: code for o in outs for qid, code, _ in o.errors}
     assert errors == {2: ErrorCode.INVALID_QUERY, 3: ErrorCode.INVALID_QUERY, 4: ErrorCode.INVALID_QUERY,
                       5: ErrorCode.INVALID_QUERY, 6: ErrorCode.INVALID_QUERY, 7: ErrorCode.TOO_LONG,
-                      8: ErrorCode.TOO_LONG, 9: ErrorCode.INVALID_QUERY, 1: ErrorCode.DUPLICATE_ID}
+                      8: ErrorCode.TOO_LONG, 9: ErrorCode.INVALID_QUERY, 1: ErrorCode.DUPLICATE_ID,
+                      10: ErrorCode.INVALID_QUERY}
     messages = {qid: msg for o in outs for qid, _, msg in o.errors}
     assert str(v) in messages[3] and "max_context" in messages[7] and "KV cache" in messages[8]
     assert sum(o.counts.count(1) for o in outs) == 4
