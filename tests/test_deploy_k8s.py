@@ -142,6 +142,8 @@ def test_agent_daemonset_gpu_probes_and_hardening(base):
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert pod["terminationGracePeriodSeconds"] > 10  # the agent's default drain
+    # a new scenario must not restart (and reload) the agents
+    assert [s["configMapRef"]["name"].rsplit("-", 1)[0] for s in c["envFrom"]] == ["llmbench-agent-settings"]
 
 
 def test_every_container_has_writable_caches_and_resolvable_refs(base):
@@ -279,9 +281,10 @@ def test_the_guides_overlay_renders_and_does_what_it_says(tmp_path, base):
     (mine / "kustomization.yaml").write_text(doc_block("overlay-example"))
     objects = render(mine)
     validate_strictly(objects)
-    (settings,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-settings")]
-    assert settings["data"]["LLMBENCH_MODEL"] == "/models/Llama-3.1-8B-Instruct"
-    assert settings["data"]["LLMBENCH_DTYPE"] == "bfloat16"  # merged, not replaced
+    (agent,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-agent-settings")]
+    assert agent["data"] == {"LLMBENCH_MODEL": "/models/Llama-3.1-8B-Instruct", "LLMBENCH_DTYPE": "bfloat16"}
+    (coord,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-coordinator-settings")]
+    assert coord["data"]["LLMBENCH_SCENARIO"] == "Offline" and coord["data"]["LLMBENCH_MIN_AGENTS"] == "1"
     assert only(objects, "Secret")["data"]["token"] != only(base, "Secret")["data"]["token"]
     assert only(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "registry.example.com/ml/llmbench:0.1.0"
