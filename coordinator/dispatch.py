@@ -123,6 +123,7 @@ class Pool:
         self._pump_scheduled = False
         self._closed = False
         self.failed = ""  # set by fail_all
+        self._failures = 0
 
     # --- membership ----------------------------------------------------------------------------
     def add_agent(self, address: str) -> None:
@@ -303,7 +304,9 @@ class Pool:
             tpot = (now - job.first_token_at) / (len(job.tokens) - 1) if ttft is not None and len(job.tokens) > 1 else None
             self.metrics.record_completed(counters, ttft, tpot, ok=not job.error)
             if job.error:
-                log.error("query %d (sample %d) failed: %s", job.sample_id, job.index, job.error)
+                self._failures += 1
+                if self._failures <= 5 or self._failures % 100 == 0:
+                    log.error("query for sample %d failed (%d failures so far): %s", job.index, self._failures, job.error)
         if self.listener is not None:
             self.listener.completed(jobs)
 

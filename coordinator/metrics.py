@@ -88,6 +88,13 @@ class RunMetrics:
     _history: deque = field(default_factory=deque)  # (t, completed, output_tokens)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def mark_started(self) -> None:
+        """The measured part begins (LoadGen starts): elapsed time and rates count from here."""
+        with self._lock:
+            self.started_at = time.monotonic()
+            self._history.clear()
+            self._history.append((self.started_at, self.completed, self.output_tokens))
+
     def agent(self, address: str) -> AgentCounters:
         with self._lock:
             if address not in self.agents:

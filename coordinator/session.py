@@ -7,7 +7,6 @@ asyncio loop keeps the agent streams going.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import threading
 import time
@@ -116,6 +115,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             tasks.append(asyncio.create_task(print_progress(metrics, cfg.progress_s, say)))
 
         t2 = time.monotonic()
+        metrics.mark_started()
         await run_in_daemon_thread(sut.run, cfg.output)
         timings["loadgen"] = time.monotonic() - t2
         snapshot = metrics.snapshot()
@@ -159,14 +159,16 @@ def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
 
 
 def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> list[str]:
-    """ROUGE over the accuracy log when the dataset has references (llmbench.coordinator.accuracy)."""
+    """MLPerf ROUGE over the accuracy log when the dataset has references; the table also goes to
+    accuracy.txt beside LoadGen's logs."""
     if cfg.mode != "accuracy" or dataset.references is None:
         return []
-    try:
-        accuracy = importlib.import_module("llmbench.coordinator.accuracy")
-    except ModuleNotFoundError:
-        return ["accuracy: evaluation module not available; the accuracy log is in the output folder"]
-    return accuracy.evaluate_run(cfg.output, dataset, tokenizer=cfg.tokenizer)
+    if cfg.tokenizer is None:
+        return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"]
+    from llmbench.coordinator import accuracy
+    table = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer).table()
+    (cfg.output / "accuracy.txt").write_text(table + "\n")
+    return table.splitlines()
 
 
 async def watch_agents(pool: Pool, timeout_s: float) -> None:

@@ -11,7 +11,7 @@ SUMMARY_FILE = "mlperf_log_summary.txt"
 @dataclass
 class Summary:
     path: Path
-    result: str  # VALID | INVALID
+    result: str  # VALID | INVALID; "" for an accuracy run
     scenario: str
     mode: str
     samples_per_s: float | None  # Offline: samples/s; Server: completed samples/s
@@ -24,6 +24,9 @@ class Summary:
     problems: list[str]  # the "... satisfied : NO" lines and recommendations
 
     def lines(self) -> list[str]:
+        if not self.result:
+            return [f"LoadGen ran in accuracy mode (no performance result): outputs in "
+                    f"{self.path.parent / 'mlperf_log_accuracy.json'}"]
         out = [f"Result is : {self.result}  ({self.scenario}, {self.mode})"]
         if self.samples_per_s is not None:
             label = "Completed samples per second" if self.scenario == "Server" else "Samples per second"
@@ -71,7 +74,7 @@ def read_summary(output_dir: Path) -> Summary:
     problems = [line.strip() for line in text.splitlines() if re.search(r"satisfied\s*:\s*NO", line)]
     problems += [line.strip() for line in text.splitlines() if line.strip().startswith("* ") and "successful" not in line]
     return Summary(
-        path=path, result=_field(text, "Result is") or "unknown", scenario=_field(text, "Scenario") or "?",
+        path=path, result=_field(text, "Result is") or "", scenario=_field(text, "Scenario") or "?",
         mode=_field(text, "Mode") or "?",
         samples_per_s=_number(text, "Completed samples per second", "Samples per second"),
         tokens_per_s=_number(text, "Completed tokens per second", "Tokens per second"),

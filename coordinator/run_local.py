@@ -1,0 +1,129 @@
+"""`llmbench run`: start local agents, run the coordinator against them, stop them. The demo.
+
+With no arguments: two agents on the tiny random model, Server scenario over the synthetic
+CNN/DM-shaped dataset, with demo-scaled LoadGen settings (printed as such), results in
+./results/<timestamp>. Agents are subprocesses (`llmbench agent --port 0`); each one's output goes
+to agent-N.log in the results folder, and all are stopped on exit, error or Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmbench.coordinator import settings as lgsettings
+from llmbench.coordinator.cli import add_run_arguments, config_from_args, report
+from llmbench.coordinator.session import check_choices, run_benchmark
+
+LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
+AGENT_START_TIMEOUT_S = 120.0
+AGENT_STOP_GRACE_S = 10.0
+_AGENT_MAIN = "import sys; from llmbench.cli import main; sys.exit(main())"
+
+
+@dataclass
+class LocalAgent:
+    process: subprocess.Popen
+    log_path: Path
+    address: str = ""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_arguments(p)
+    p.add_argument("--agents", type=int, default=2, help="how many local agents to start (default 2)")
+    p.add_argument("--model", default="tiny", help="model folder or preset for the agents (default tiny)")
+    p.add_argument("--engine", choices=["paged", "simulated"], default="paged",
+                   help="paged: the real engine; simulated: fake tokens (no model) for load tests")
+    p.add_argument("--tokens-per-s", type=float, default=2000.0, help="simulated engine: tokens/s per agent")
+    p.add_argument("--agent-args", default="", help="extra flags for every agent, e.g. '--max-batch 32'")
+    p.add_argument("--mlperf-settings", action="store_true",
+                   help="use MLPerf's settings as they are (600 s minimum) instead of the demo scale")
+
+
+def agent_command(args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-c", _AGENT_MAIN, "agent", "--host", "127.0.0.1", "--port", "0", "--engine", args.engine]
+    if args.engine == "simulated":
+        cmd += ["--tokens-per-s", str(args.tokens_per_s)]
+    else:
+        cmd += ["--model", args.model]
+    return cmd + args.agent_args.split()
+
+
+def start_agents(args: argparse.Namespace, output: Path) -> list[LocalAgent]:
+    """Start the agents and wait for each one's listening line (not for the model: the coordinator
+    waits for health SERVING)."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.agents)))  # share the cores
+    agents = []
+    for i in range(args.agents):
+        log_path = output / f"agent-{i}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(agent_command(args), stdout=log_file, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
+        agents.append(LocalAgent(proc, log_path))
+    deadline = time.monotonic() + AGENT_START_TIMEOUT_S
+    for agent in agents:
+        while not agent.address:
+            match = LISTENING.search(agent.log_path.read_text(errors="replace"))
+            if match:
+                agent.address = match.group(1)
+            elif agent.process.poll() is not None:
+                tail = agent.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"agent {agent.log_path.name} exited with status {agent.process.returncode}: "
+                                   f"{tail[0]}")
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"agent {agent.log_path.name} did not start listening within "
+                                   f"{AGENT_START_TIMEOUT_S:g} s (see {agent.log_path})")
+            else:
+                time.sleep(0.05)
+    return agents
+
+
+def stop_agents(agents: list[LocalAgent]) -> None:
+    """SIGTERM (agents finish running queries within their grace), then SIGKILL stragglers."""
+    for agent in agents:
+        if agent.process.poll() is None:
+            agent.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + AGENT_STOP_GRACE_S + 5
+    for agent in agents:
+        try:
+            agent.process.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            agent.process.kill()
+            agent.process.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    check_choices(args.scenario, args.mode)
+    if args.agents < 1:
+        raise ValueError(f"--agents must be at least 1, got {args.agents}")
+    output = args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"llmbench run: {args.agents} local agents ({args.engine} engine"
+          f"{', model ' + args.model if args.engine == 'paged' else ''}), {args.scenario} {args.mode}, "
+          f"results in {output}", flush=True)
+    agents: list[LocalAgent] = []
+    try:
+        agents = start_agents(args, output)
+        print(f"agents listening on {', '.join(a.address for a in agents)}", flush=True)
+        cfg = config_from_args(args, ",".join(a.address for a in agents), output)
+        cfg.demo = None if args.mlperf_settings else lgsettings.DEMO
+        if cfg.demo is not None:
+            print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
+                  "the changes are listed below and in the summary.", flush=True)
+        result = asyncio.run(run_benchmark(cfg, say=lambda line: print(line, flush=True)))
+    finally:
+        stop_agents(agents)
+    code = report(result)
+    phases = ", ".join(f"{name} {secs:.1f} s" for name, secs in result.timings_s.items())
+    print(f"Wall time {time.monotonic() - started:.1f} s ({phases}, agents stopped)")
+    print(f"Results: {output.resolve()} (LoadGen logs, agent-N.log)")
+    return code
