@@ -1,8 +1,13 @@
 """sd_notify over a real AF_UNIX datagram socket, the way systemd's manager receives it."""
 import asyncio
 import os
+import signal
 import socket
+import struct
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +118,46 @@ def test_run_watchdog_pings_only_while_healthy(manager, monkeypatch):
 
 def test_run_watchdog_returns_without_watchdog(manager):
     asyncio.run(asyncio.wait_for(sdnotify.run_watchdog(lambda: True), 1))
+
+
+def wired() -> bool:
+    """The agent calls sdnotify once the lead wires it in (agent/cli.py or agent/server.py)."""
+    root = Path(__file__).resolve().parents[1] / "agent"
+    return any("sdnotify" in (root / f).read_text() for f in ("cli.py", "server.py"))
+
+
+def receive_with_pid(sock: socket.socket, timeout: float) -> tuple[list[str], int]:
+    sock.settimeout(timeout)
+    data, anc, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(struct.calcsize("3i")))
+    pid = next(struct.unpack("3i", d[:12])[0] for level, kind, d in anc
+               if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS)
+    return data.decode().split("\n"), pid
+
+
+@pytest.mark.slow
+def test_agent_speaks_sd_notify_from_its_main_process(manager):
+    if not wired():
+        print("agent does not call sdnotify yet: skipped")
+        pytest.skip("agent does not call sdnotify yet")
+    manager.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    env = dict(os.environ, NOTIFY_SOCKET=manager.getsockname(), WATCHDOG_USEC="400000")
+    cmd = [str(Path(sys.executable).parent / "llmbench"), "agent", "--engine", "simulated", "--port", "0"]
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    try:
+        seen: list[list[str]] = []
+        while not any("READY=1" in m for m in seen):
+            fields, pid = receive_with_pid(manager, 60)
+            assert pid == agent.pid, "NotifyAccess=main: systemd drops messages from other processes"
+            seen.append(fields)
+        assert any(f.startswith("STATUS=") for m in seen[:-1] for f in m), "no STATUS while loading"
+        fields = []
+        while fields != ["WATCHDOG=1"]:  # pings start once the agent is ready (timeout: none came)
+            fields, _ = receive_with_pid(manager, 5)
+        agent.send_signal(signal.SIGTERM)
+        while "STOPPING=1" not in fields:
+            fields, _ = receive_with_pid(manager, 30)
+        assert agent.wait(30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
