@@ -150,9 +150,31 @@ def test_tiny_preset_logits_match_transformers(dtype, max_rel, min_top1):
     assert rel < max_rel and top1 >= min_top1, (rel, top1)
 
 
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.float() - ref).norm() / ref.norm()).item()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_llama31_8b_preset_bf16_logits_match_transformers():
-    rel, top1 = compare_preset_logits("llama3.1-8b", "cuda", "bfloat16")
-    print(f"llama3.1-8b bf16 vs transformers: relative L2 {rel:.2e}, top-1 agreement {top1:.3f}")
-    assert rel < 3e-2 and top1 >= 0.9, (rel, top1)
+def test_llama31_8b_preset_bf16_logits_within_bf16_error_of_transformers():
+    """bf16 rounding differs between any two implementations, and over 32 random layers it grows to a few
+    percent; the fair bar is the float32 forward of the same weights: our bf16 error against it must be
+    no worse than transformers' own bf16 error (with a little slack)."""
+    engine = PagedEngine(EngineConfig(model="llama3.1-8b", device="cuda", dtype="bfloat16", num_kv_blocks=64))
+    engine.start()
+    try:
+        prompt = prompts(engine.info.vocab_size, [300], seed=2)[0]
+        ours = our_logits(engine, prompt)
+        hf = hf_from_ours(engine)
+        ids = torch.tensor([prompt], device=engine.device)
+        with torch.inference_mode():
+            hf_bf16 = hf(ids).logits[0].float()
+            ref = hf.float()(ids).logits[0].float()
+    finally:
+        engine.stop()
+    ours_err, hf_err = rel_err(ours, ref), rel_err(hf_bf16, ref)
+    top1 = (ours.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    hf_top1 = (hf_bf16.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    print(f"llama3.1-8b vs its float32 forward: ours bf16 rel L2 {ours_err:.2e} top-1 {top1:.3f}; "
+          f"transformers bf16 rel L2 {hf_err:.2e} top-1 {hf_top1:.3f}")
+    assert ours_err <= 1.25 * hf_err + 1e-3 and top1 >= hf_top1 - 0.03, (ours_err, hf_err, top1, hf_top1)
