@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import signal
 import socket
+import sys
 
 from llmbench.agent.config import PRESETS
 from llmbench.agent.factory import create_engine
 from llmbench.agent.server import AgentServer
 from llmbench.agent.types import EngineConfig
 
+log = logging.getLogger("llmbench.agent")
 LISTENING_LINE = "llmbench-agent: listening on {address}"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -75,19 +78,26 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port}: not a port number")
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
-    asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace))
+    if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace)):
+        # Stopped while the model was still loading: that thread sits inside torch and cannot be
+        # interrupted, and finalizing the interpreter under it aborts the process. Leave at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
-async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float) -> None:
+async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float) -> bool:
+    """Serve until SIGTERM/SIGINT; returns whether the engine had finished loading."""
     # Building the engine only reads the model's config: bad paths and configs fail before we bind.
     server = AgentServer(create_engine(cfg), agent_id, node_name)
-    bound = await server.start(host, port)
-    print(LISTENING_LINE.format(address=f"{host}:{bound}"), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    bound = await server.start(host, port)
+    print(LISTENING_LINE.format(address=f"{host}:{bound}"), flush=True)
     load = asyncio.ensure_future(server.load())
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -95,7 +105,9 @@ async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_nam
         if load.done():
             load.result()  # a failed load ends the agent with its error
             await stopped
+        log.info("stopping: NOT_SERVING, up to %g s for running queries", grace_s)
     finally:
         load.cancel()
         stopped.cancel()
         await server.stop(grace_s)
+    return server.ready

@@ -229,6 +229,10 @@ class AgentServer:
         self.port = 0
         self._engine_started = False
 
+    @property
+    def ready(self) -> bool:
+        return self.reporter.ready
+
     async def start(self, host: str, port: int) -> int:
         self.reporter = StatusReporter(self.engine, self.agent_id, self.node_name)
         self.servicer = AgentServicer(self.engine, self.reporter)
@@ -247,7 +251,8 @@ class AgentServer:
             self.port = 0
         if not self.port:
             raise OSError(f"cannot listen on {host}:{port} (address in use or not available)")
-        self.reporter.agent_id = self.agent_id or f"{host}:{self.port}"
+        wildcard = host in ("", "0.0.0.0", "::", "[::]")
+        self.reporter.agent_id = self.agent_id or f"{socket.gethostname() if wildcard else host}:{self.port}"
         await self.server.start()
         return self.port
 

@@ -124,3 +124,10 @@ def test_agent_tiny_preset(agents):
     text = llmbench("generate", "--agent", agent.address, stdin='{"id": 0, "text": "hello"}\n')
     assert "model tiny has no tokenizer; send token ids" in text.stdout and text.returncode == 2
     assert agent.terminate() == 0
+
+
+@pytest.mark.slow
+def test_agent_stops_cleanly_while_loading(agents):
+    agent = agents("--model", "tiny", "--num-kv-blocks", "256")
+    assert agent.terminate() == 0  # right after the listening line, the model is still loading
+    assert "Traceback" not in agent.stderr()
