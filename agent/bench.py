@@ -7,6 +7,7 @@ matrix-multiply rate measured here, on this device, in the model's dtype.
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
     p.add_argument("--hf-batch", type=int, default=0, help="static batch for --compare hf (default 128 GPU, 8 CPU)")
     p.add_argument("--hf-samples", type=int, default=0, help="prompts for --compare hf (default: a few batches)")
+    p.add_argument("--profile", action="store_true",
+                   help="print the GPU kernels that took the most time over a few steps mid-run")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -105,11 +108,14 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]]) -> dict:
     device = engine.device
     times = StepTimes([], [])
     forward = engine.runner.run
+    profiler = step_profiler() if args.profile else None
 
     def timed_run(batch: Batch) -> list[int]:
         t = time.perf_counter()
         tokens = forward(batch)  # ends in a host sync (the sampled ids), so wall time is GPU time
         times.record(batch, time.perf_counter() - t)
+        if profiler is not None:
+            profiler.step()
         return tokens
 
     warm = [Request(id=i, prompt=p, max_new_tokens=4, ignore_eos=True) for i, p in enumerate(prompts[:32])]
@@ -123,23 +129,39 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]]) -> dict:
     results = generate(engine, requests)
     wall = time.perf_counter() - t
     engine.stop()
+    if profiler is not None:
+        profiler.stop()
+        print(profiler.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
     errors = [g.error for g in results.values() if g.error]
     if errors:
         raise RuntimeError(f"{len(errors)} queries failed, first: {errors[0][1]}")
     out_tokens = sum(len(g.tokens) for g in results.values())
     ttft = [g.first_token_time - t for g in results.values()]
-    return dict(engine=engine, device=device, load_s=load_s, wall=wall, out_tokens=out_tokens,
-                times=times, ttft=ttft,
+    return dict(info=engine.info, source=engine.source, dtype=engine.dtype, device=device,
+                attention=engine.runner.model.backend.name, load_s=load_s, wall=wall,
+                out_tokens=out_tokens, times=times, ttft=ttft,
                 peak=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
 
 
-def run_hf(engine: PagedEngine, prompts: list[list[int]], output_len: int, batch: int) -> float:
+def step_profiler() -> torch.profiler.profile:
+    """Profiles steps 40-45 of the timed run: past the first prefill wave, into mixed steps."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    prof = torch.profiler.profile(activities=activities,
+                                  schedule=torch.profiler.schedule(wait=38, warmup=2, active=6, repeat=1))
+    prof.start()
+    return prof
+
+
+def run_hf(r: dict, prompts: list[list[int]], output_len: int, batch: int) -> float:
     """transformers' generate with static left-padded batches; returns samples/s."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    mc, device, dtype = engine.source.config, engine.device, engine.dtype
-    if engine.source.path is not None:
-        model = LlamaForCausalLM.from_pretrained(engine.source.path, torch_dtype=dtype)
+    source, device, dtype = r["source"], r["device"], r["dtype"]
+    mc = source.config
+    if source.path is not None:
+        model = LlamaForCausalLM.from_pretrained(source.path, torch_dtype=dtype)
     else:
         rope = None if mc.rope_scaling is None else {"rope_type": "llama3", **vars(mc.rope_scaling)}
         hf_cfg = LlamaConfig(vocab_size=mc.vocab_size, hidden_size=mc.hidden_size,
@@ -183,15 +205,18 @@ def run(args: argparse.Namespace) -> int:
     mc = resolve_source(cfg.model).config
     prompts = make_prompts(mc, n, args.prompt_len, args.seed)
     r = run_engine(args, cfg, prompts)
-    engine, device = r["engine"], r["device"]
+    gc.collect()  # the engine's weights and KV cache go before transformers loads its copy
+    device, info = r["device"], r["info"]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     mean_prompt = float(np.mean([len(p) for p in prompts]))
-    rate = matmul_rate(device, engine.dtype)
+    rate = matmul_rate(device, r["dtype"])
     ceiling = rate / flops_per_sample(mc, mean_prompt, args.output_len)
     samples_s = n / r["wall"]
     total_tokens = sum(map(len, prompts)) + r["out_tokens"]
     t = r["times"]
     rows = [
-        ("model", f"{engine.info.name} ({engine.info.dtype}, {device}, attention {engine.runner.model.backend.name})"),
+        ("model", f"{info.name} ({info.dtype}, {device}, attention {r['attention']})"),
         ("samples", f"{n} (prompt mean {mean_prompt:.0f} tokens, {args.output_len} output tokens forced)"),
         ("load + warm-up", f"{r['load_s']:.1f} s"),
         ("wall", f"{r['wall']:.2f} s"),
@@ -202,12 +227,12 @@ def run(args: argparse.Namespace) -> int:
         ("decode-only steps", f"{len(t.decode)}, mean {1e3 * np.mean(t.decode or [0]):.1f} ms"),
         ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
         ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
-        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({engine.info.dtype})"),
+        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
     if args.compare == "hf":
         hf_n = args.hf_samples or min(n, 2 * (args.hf_batch or (128 if gpu else 8)))
-        hf_rate = run_hf(engine, prompts[:hf_n], args.output_len, args.hf_batch or (128 if gpu else 8))
+        hf_rate = run_hf(r, prompts[:hf_n], args.output_len, args.hf_batch or (128 if gpu else 8))
         rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({hf_n} prompts, static batch "
                                                f"{args.hf_batch or (128 if gpu else 8)})"))
         rows.append(("llmbench / transformers", f"{samples_s / hf_rate:.2f}x"))
