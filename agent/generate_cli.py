@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import queue
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -19,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.agent.cli import add_engine_arguments, engine_config
 from llmbench.agent.factory import create_engine
+from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
 from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput
 from llmbench.proto import pb, rpc
@@ -137,14 +137,11 @@ def generate_local(cfg: EngineConfig, prompts: list[Prompt], max_new_tokens: int
                                  "send token ids")
             tokens = p.tokens if p.text is None else encode(tokenizer, p.text)
             requests.append(Request(i, tokens, max_new_tokens, ignore_eos=ignore_eos))
-        results = [Result() for _ in prompts]
-        steps: queue.Queue[StepOutput] = queue.Queue()
-        engine.submit(requests, steps.put)
-        left = len(requests)
-        while left:
-            left -= _apply(steps.get(), results)
+        done = generate(engine, requests)
     finally:
         engine.stop()
+    results = [Result(g.tokens, g.finish.name.lower() if g.finish is not None else None,
+                      error=g.error[1] if g.error else None) for g in (done[i] for i in range(len(prompts)))]
     if tokenizer is not None:
         for r in results:
             r.text = None if r.error else decode(tokenizer, r.tokens)

@@ -129,6 +129,7 @@ def test_generate_in_process_matches_agent(agents, tmp_path):
     assert local.stdout == remote.stdout and len(local.stdout.splitlines()) == 5
 
 
+@pytest.mark.slow
 def test_generate_bad_input_names_the_line():
     r = llmbench("generate", "--engine", "simulated", stdin=prompts_jsonl(2) + '{"id": 3, "tokens": [1, "x"]}\n')
     assert "line 3" in one_error_line(r, "generate") and r.stdout == ""
