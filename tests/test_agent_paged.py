@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmbench.proto import pb, rpc
-from test_agent_cli import AgentProcess, agents, llmbench  # noqa: F401  (agents is a fixture)
+from test_agent_cli import agents, llmbench  # noqa: F401  (agents is a fixture)
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
 
