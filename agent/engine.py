@@ -62,12 +62,14 @@ class PagedEngine:
         backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim ** -0.5)
         model = build_model(self.source, backend, self.device, self.dtype, cfg.seed)
         num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.max_context)
-        self.runner = ModelRunner(model, num_blocks, cfg.block_size)
+        self.runner = ModelRunner(model, num_blocks, cfg.block_size, self.max_context)
         self.blocks = BlockManager(num_blocks, cfg.block_size)
         self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
         log.info("model %s on %s (%s), attention %s, max_context %d", self.info.name, self.device,
                  self.info.dtype, backend.name, self.max_context)
         self._warm_up()
+        if cfg.cuda_graphs and self.device.type == "cuda":
+            self.runner.capture_decode_graphs(self.scheduler.max_running)
         self._thread = threading.Thread(target=self._loop, name="llmbench-engine", daemon=True)
         self._thread.start()
 

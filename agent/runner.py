@@ -9,6 +9,7 @@ import torch
 
 from llmbench.agent.attention import AttentionMetadata
 from llmbench.agent.config import ModelConfig
+from llmbench.agent.cuda_graphs import DecodeGraphs
 from llmbench.agent.model import LlamaForCausalLM
 from llmbench.agent.scheduler import Batch, Sequence
 from llmbench.agent.types import EngineConfig
@@ -60,17 +61,27 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int):
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, max_context: int = 0):
         self.model = model
         self.block_size = block_size
+        self.max_context = max_context or model.cfg.max_position
         mc = model.cfg
         weight = model.embed_tokens.weight
         self.device, self.dtype = weight.device, weight.dtype
         self.pin = self.device.type == "cuda"
-        shape = (num_blocks, block_size, mc.num_kv_heads, mc.head_dim)
+        self.num_blocks = num_blocks
+        # One block more than the allocator hands out: padded CUDA-graph rows write there.
+        shape = (num_blocks + 1, block_size, mc.num_kv_heads, mc.head_dim)
         for layer in model.layers:
             layer.self_attn.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
             layer.self_attn.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.graphs: DecodeGraphs | None = None
+
+    def capture_decode_graphs(self, max_batch: int) -> None:
+        """After warm-up, on CUDA: decode-only steps of up to max_batch sequences replay graphs."""
+        self.graphs = DecodeGraphs(self.model, max_batch, -(-self.max_context // self.block_size),
+                                   self.block_size, scratch_slot=self.num_blocks * self.block_size)
+        self.graphs.capture()
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(array)
@@ -127,8 +138,11 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, batch: Batch) -> list[int]:
         """One forward; returns the greedy next token of every sequence in batch.sampling()."""
-        input_ids, positions, meta, rows = self.prepare(batch)
-        logits = self.model(input_ids, positions, meta, rows)
+        if self.graphs is not None and not batch.prefill and self.graphs.fits(len(batch.decode)):
+            logits = self.graphs.run(batch.decode)
+        else:
+            input_ids, positions, meta, rows = self.prepare(batch)
+            logits = self.model(input_ids, positions, meta, rows)
         banned = [(i, t) for i, s in enumerate(batch.sampling()) for t in s.banned_ids()]
         if banned:
             r, c = zip(*banned)
