@@ -71,37 +71,44 @@ class AgentLink:
             await self._task
 
     async def _run(self) -> None:
+        """Connect until ready (retrying quietly), then serve until the link fails: that is a loss."""
+        while not self._closing:
+            ready, reason = await self._attempt()
+            if ready:
+                if not self._closing:
+                    self.pool.on_lost(self, reason)
+                return
+            self.last_error = reason
+            await asyncio.sleep(HEALTH_POLL_S)
+
+    async def _attempt(self) -> tuple[bool, str]:
         ready = False
-        reason = ""
         channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         try:
             stub = rpc.AgentStub(channel)
             if not await self._wait_serving(channel):
-                return
+                return False, "closed"
             status_call = stub.WatchStatus(pb.StatusRequest(interval_ms=self.status_interval_ms))
             first = await status_call.read()
             if first is grpc.aio.EOF:
-                raise ConnectionError("status stream ended at once")
+                return False, "the status stream ended at once"
             serve_call = stub.Serve(self._requests())
             if self._closing:
-                return
+                return False, "closed"
             ready = True
             self.pool.on_ready(self, first)
-            reason = await self._serve(serve_call, status_call)
-        except asyncio.CancelledError:
-            reason = "closed"
-            if not self._closing:
-                raise
-        except grpc.aio.AioRpcError as exc:  # any failure of a ready link is a loss
-            reason = describe(exc)
+            return True, await self._serve(serve_call, status_call)
+        except asyncio.CancelledError:  # closed by us, or the whole coordinator is shutting down
+            self._closing = True
+            raise
+        except grpc.aio.AioRpcError as exc:
+            return ready, describe(exc)
         except Exception as exc:
-            reason = describe(exc)
             log.warning("agent %s: link failed", self.address, exc_info=True)
+            return ready, describe(exc)
         finally:
             with contextlib.suppress(Exception):
                 await channel.close(grace=None)
-            if ready and not self._closing:
-                self.pool.on_lost(self, reason)
 
     async def _wait_serving(self, channel: grpc.aio.Channel) -> bool:
         """True once health says SERVING; False if the link was closed first."""

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 from llmbench.coordinator import settings as lgsettings
-from llmbench.coordinator.session import CoordinatorConfig, RunResult, check_choices, run_benchmark
+from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
+                                          run_session)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +21,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-qps", type=float, help="Server target QPS / Offline expected QPS (overrides the conf)")
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
     p.add_argument("--output", type=Path, help="folder for LoadGen's logs")
+    p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,20 +31,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for an agent to answer")
     p.add_argument("--ready-timeout", type=float, default=900.0,
                    help="seconds to wait for an answering agent to finish loading its model")
-    p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
 
 
 def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> CoordinatorConfig:
     check_choices(args.scenario, args.mode)
     if args.max_samples is not None and args.max_samples < 1:
         raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+    demo = lgsettings.DEMO if getattr(args, "demo", False) else None
     return CoordinatorConfig(
         agents=agents, output=output, scenario=args.scenario, mode=args.mode, dataset=args.dataset,
-        tokenizer=args.tokenizer, user_conf=args.user_conf, max_samples=args.max_samples,
+        tokenizer=args.tokenizer, user_conf=args.user_conf,
+        max_samples=args.max_samples or (demo.samples if demo and args.dataset == "synthetic" else None),
         target_qps=args.target_qps, duration_s=args.duration,
-        demo=lgsettings.DEMO if getattr(args, "demo", False) else None,
+        demo=demo,
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
-        progress_s=getattr(args, "progress", 5.0))
+        progress_s=args.progress)
 
 
 def report(result: RunResult) -> int:
@@ -68,4 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ValueError("--output DIR is required (the folder for LoadGen's logs)")
     cfg = config_from_args(args, args.agents, args.output)
-    return report(asyncio.run(run_benchmark(cfg)))
+    try:
+        result = run_session(cfg)
+    except BaseException as exc:
+        leave_if_loadgen_running(exc, "coordinator")
+        raise
+    return report(result)

@@ -8,7 +8,6 @@ to agent-N.log in the results folder, and all are stopped on exit, error or Ctrl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import signal
@@ -18,9 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmbench.coordinator import settings as lgsettings
 from llmbench.coordinator.cli import add_run_arguments, config_from_args, report
-from llmbench.coordinator.session import check_choices, run_benchmark
+from llmbench.coordinator.session import check_choices, leave_if_loadgen_running, run_session
 
 LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
 AGENT_START_TIMEOUT_S = 120.0
@@ -114,14 +112,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         agents = start_agents(args, output)
         print(f"agents listening on {', '.join(a.address for a in agents)}", flush=True)
+        args.demo = not args.mlperf_settings
         cfg = config_from_args(args, ",".join(a.address for a in agents), output)
-        cfg.demo = None if args.mlperf_settings else lgsettings.DEMO
         if cfg.demo is not None:
             print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
                   "the changes are listed below and in the summary.", flush=True)
-        result = asyncio.run(run_benchmark(cfg, say=lambda line: print(line, flush=True)))
-    finally:
+        result = run_session(cfg, say=lambda line: print(line, flush=True))
+    except BaseException as exc:
         stop_agents(agents)
+        leave_if_loadgen_running(exc, "run")
+        raise
+    stop_agents(agents)
     code = report(result)
     phases = ", ".join(f"{name} {secs:.1f} s" for name, secs in result.timings_s.items())
     print(f"Wall time {time.monotonic() - started:.1f} s ({phases}, agents stopped)")

@@ -7,7 +7,11 @@ asyncio loop keeps the agent streams going.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -116,7 +120,11 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
 
         t2 = time.monotonic()
         metrics.mark_started()
-        await run_in_daemon_thread(sut.run, cfg.output)
+        try:
+            await run_in_daemon_thread(sut.run, cfg.output)
+        except BaseException:
+            sut.abort()
+            raise
         timings["loadgen"] = time.monotonic() - t2
         snapshot = metrics.snapshot()
         if cfg.progress_s > 0:
@@ -193,6 +201,37 @@ async def print_progress(metrics: RunMetrics, every_s: float, say: Callable[[str
         say(progress_line(metrics.snapshot()))
 
 
+LOADGEN_THREAD = "loadgen"
+
+
+def loadgen_running() -> bool:
+    return any(t.name == LOADGEN_THREAD and t.is_alive() for t in threading.enumerate())
+
+
+def leave_if_loadgen_running(exc: BaseException, command: str) -> None:
+    """LoadGen cannot be stopped mid-test and must not outlive the interpreter's teardown: after an
+    interrupt or a fatal error (agents already stopped), print what the dispatcher would and leave."""
+    if loadgen_running():
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        print("llmbench: interrupted" if interrupted else f"llmbench {command}: error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130 if interrupted else 2)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_session(cfg: CoordinatorConfig, say: Callable[[str], None] = print) -> RunResult:
+    """asyncio.run the benchmark, with SIGTERM handled like Ctrl-C (a Job deleted, systemd stop)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return asyncio.run(run_benchmark(cfg, say=say))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 async def run_in_daemon_thread(fn: Callable, *args) -> None:
     """Run a blocking call on a daemon thread: an interrupted run must not wait on LoadGen to exit."""
     loop = asyncio.get_running_loop()
@@ -202,9 +241,13 @@ async def run_in_daemon_thread(fn: Callable, *args) -> None:
         try:
             fn(*args)
         except BaseException as exc:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_exception(exc))
+            settle(lambda: done.set_exception(exc))
         else:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+            settle(lambda: done.set_result(None))
 
-    threading.Thread(target=work, name="loadgen", daemon=True).start()
+    def settle(fn: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interrupted run): nobody waits
+            loop.call_soon_threadsafe(lambda: done.done() or fn())
+
+    threading.Thread(target=work, name=LOADGEN_THREAD, daemon=True).start()
     await done

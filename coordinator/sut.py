@@ -36,13 +36,27 @@ class LoadGenSut:
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
         self.duplicates = 0  # answers refused by the ledger (a bug if ever non-zero)
+        self.aborted = False  # the loop is gone: LoadGen's thread answers what it still issues
         pool.listener = self
 
     # --- LoadGen thread ------------------------------------------------------------------------
     def issue_queries(self, samples: list) -> None:
         ds = self.dataset
         jobs = [Job(s.id, s.index, ds.prompts[s.index], ds.max_new_tokens, ds.min_new_tokens) for s in samples]
-        self.loop.call_soon_threadsafe(self._submit, jobs)
+        if not self.aborted:
+            try:
+                self.loop.call_soon_threadsafe(self._submit, jobs)
+                return
+            except RuntimeError:  # the loop closed under us; an exception must not reach LoadGen
+                self.aborted = True
+        empty = [lg.QuerySampleResponse(j.sample_id, 0, 0, 0) for j in jobs]
+        if self.report_first_tokens:
+            lg.FirstTokenComplete(empty)
+        lg.QuerySamplesComplete(empty)
+
+    def abort(self) -> None:
+        """The run is over without LoadGen (interrupt, fatal error): stop feeding the loop."""
+        self.aborted = True
 
     def flush_queries(self) -> None:
         pass  # every query is already on its way
