@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ class RotaryEmbedding:
 FUSED: bool | None = None
 
 
-def _fused(x: torch.Tensor):
+def _fused(x: torch.Tensor) -> ModuleType | None:
     """The triton_fused module when x takes the fused path, else None (triton imports lazily)."""
     if not (x.is_cuda if FUSED is None else FUSED):
         return None

@@ -155,9 +155,9 @@ def test_bad_inputs_name_the_problem():
 
 @kernels_here
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 1e-2), pytest.param(
-    "bfloat16", 3e-2, marks=pytest.mark.skipif(DEVICE == "cpu", reason="bf16 is checked on the GPU"))])
-def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol):
+@pytest.mark.parametrize("dtype,tol,min_top1", [("float32", 1e-5, 1.0), ("float16", 1e-2, 1.0), pytest.param(
+    "bfloat16", 3e-2, 0.9, marks=pytest.mark.skipif(DEVICE == "cpu", reason="bf16 is checked on the GPU"))])
+def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1):
     """The whole forward (chunked through the runner and paged cache) with every op fused agrees
     with the torch path; the torch path itself is checked against transformers elsewhere."""
     from llmbench.agent.engine import PagedEngine
@@ -173,14 +173,19 @@ def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol):
         ref = our_logits(engine, prompt)
         monkeypatch.setattr(m, "FUSED", True)
         calls = []
+
+        def counted(name, kernel):
+            return lambda *args, **kwargs: calls.append(name) or kernel(*args, **kwargs)
+
         for name in ("add_rmsnorm", "rope_", "silu_and_mul"):
-            monkeypatch.setattr(tf, name, lambda *a, _f=getattr(tf, name), _n=name, **k: calls.append(_n) or _f(*a, **k))
+            monkeypatch.setattr(tf, name, counted(name, getattr(tf, name)))
         fused = our_logits(engine, prompt)
     finally:
         engine.stop()
     layers = engine.runner.model.cfg.num_layers
     assert sorted(set(calls)) == ["add_rmsnorm", "rope_", "silu_and_mul"] and len(calls) == 4 * layers + 1
-    assert rel_err(fused, ref) < tol and (fused.argmax(-1) == ref.argmax(-1)).all()
+    top1 = (fused.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    assert rel_err(fused, ref) < tol and top1 >= min_top1, (rel_err(fused, ref), top1)
 
 
 @pytest.mark.slow
