@@ -1,0 +1,182 @@
+"""End to end: real agent processes on loopback, the real coordinator CLI, real LoadGen."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from llmbench.coordinator import datasets, run_local
+from llmbench.coordinator.summary import read_summary
+from llmbench.proto import pb, rpc
+
+CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
+SIM_VOCAB = 128256  # the simulated engine's (Llama 3's)
+
+
+def start_agents(folder: Path, n: int, engine: str = "simulated", tokens_per_s: float = 20000) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    args = argparse.Namespace(agents=n, engine=engine, model="tiny", tokens_per_s=tokens_per_s, agent_args="")
+    return run_local.start_agents(args, folder)
+
+
+@pytest.fixture(scope="module")
+def sim_agents(tmp_path_factory):
+    agents = start_agents(tmp_path_factory.mktemp("agents"), 2)
+    yield agents
+    run_local.stop_agents(agents)
+
+
+def llmbench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def addresses(agents) -> str:
+    return ",".join(a.address for a in agents)
+
+
+def accuracy_entries(out: Path) -> list[dict]:
+    return json.loads((out / "mlperf_log_accuracy.json").read_text())
+
+
+def outputs_by_sample(entries: list[dict], n: int) -> dict[int, np.ndarray]:
+    """Each qsl index exactly once, data = token_count little-endian int32 ids."""
+    indices = sorted(e["qsl_idx"] for e in entries)
+    assert indices == list(range(n)), f"samples not answered exactly once: {indices}"
+    tokens = {}
+    for e in entries:
+        data = np.frombuffer(bytes.fromhex(e["data"]), dtype="<i4")
+        assert e["token_count"] == len(data) > 0
+        tokens[e["qsl_idx"]] = data
+    return tokens
+
+
+def generate(address: str, prompt: np.ndarray, max_new_tokens: int) -> list[int]:
+    with grpc.insecure_channel(address) as channel:
+        replies = rpc.AgentStub(channel).Generate(pb.GenerateRequest(
+            tokens=pb.TokenList(ids=prompt.tolist()), max_new_tokens=max_new_tokens), timeout=30)
+        return [t for r in replies for t in r.tokens]
+
+
+def port_closed(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        return s.connect_ex((host, int(port))) != 0
+
+
+@pytest.mark.slow
+def test_offline_accuracy_answers_every_sample_once(sim_agents, tmp_path):
+    out = tmp_path / "out"
+    r = llmbench("coordinator", "--agents", addresses(sim_agents), "--scenario", "Offline", "--mode", "accuracy",
+                 "--max-samples", "40", "--output", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LoadGen ran in accuracy mode" in r.stdout and f"LoadGen logs: {out}" in r.stdout
+    tokens = outputs_by_sample(accuracy_entries(out), 40)
+    assert all(len(t) == 128 for t in tokens.values())  # the simulated engine never emits EOS
+    ds = datasets.load("synthetic", max_samples=40, vocab_size=SIM_VOCAB)
+    for i in (0, 17, 39):  # what LoadGen logged is what the agent generates for that sample's prompt
+        assert generate(sim_agents[0].address, ds.prompts[i], 128) == tokens[i].tolist()
+    shares = [int(x.split()[-1]) for x in r.stdout.split("Queries per agent: ")[1].splitlines()[0].split(", ")]
+    assert sum(shares) == 40 and min(shares) > 0  # both agents served
+
+
+@pytest.mark.slow
+def test_server_performance_run_is_valid(sim_agents, tmp_path):
+    out = tmp_path / "out"
+    r = llmbench("coordinator", "--agents", addresses(sim_agents), "--scenario", "Server", "--max-samples", "50",
+                 "--target-qps", "100", "--duration", "5", "--progress", "1", "--output", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = read_summary(out)
+    assert summary.result == "VALID", summary.problems
+    assert summary.samples_per_s > 80 and summary.ttft_p99_ms < 2000 and summary.tpot_p99_ms < 100
+    assert "Result is : VALID" in r.stdout and "TTFT p99" in r.stdout
+    assert "samples done" in r.stdout  # progress lines
+    assert "target_qps: 100 (mlperf.conf: 1) - --target-qps" in r.stdout  # overrides shown as such
+
+
+@pytest.mark.slow
+def test_killed_agent_queries_are_redispatched_once(tmp_path):
+    agents = start_agents(tmp_path / "agents", 3, tokens_per_s=1500)
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.Popen([*CLI, "coordinator", "--agents", addresses(agents), "--scenario", "Offline",
+                                 "--mode", "accuracy", "--max-samples", "60", "--output", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("LoadGen settings") for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # tokens are flowing: ~20 queries in flight on each agent
+        agents[0].process.send_signal(signal.SIGKILL)
+        assert proc.wait(60) == 0, "".join(lines)
+        reader.join(5)
+    finally:
+        run_local.stop_agents(agents)
+    text = "".join(lines)
+    assert f"agent {agents[0].address} lost" in text and "re-dispatched" in text, text
+    tokens = outputs_by_sample(accuracy_entries(out), 60)
+    assert all(len(t) == 128 for t in tokens.values())  # whole outputs, resumed where they stopped
+
+
+@pytest.mark.slow
+def test_llmbench_run_tiny_server_accuracy(tmp_path):
+    out = tmp_path / "run"
+    r = llmbench("run", "--mode", "accuracy", "--max-samples", "16", "--output", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 local agents (paged engine, model tiny), Server accuracy" in r.stdout
+    tokens = outputs_by_sample(accuracy_entries(out), 16)
+    assert all(1 <= len(t) <= 128 and t.max() < 1000 for t in tokens.values())  # the tiny model's vocabulary
+    assert "No errors encountered during test" in (out / "mlperf_log_summary.txt").read_text()
+    logs = [(out / f"agent-{i}.log").read_text() for i in range(2)]
+    addrs = [run_local.LISTENING.search(log).group(1) for log in logs]
+    assert all(port_closed(a) for a in addrs)  # agents stopped on exit
+
+
+@pytest.mark.slow
+def test_llmbench_run_demo_short(tmp_path):
+    out = tmp_path / "demo"
+    r = llmbench("run", "--duration", "8", "--max-samples", "25", "--output", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Demo scale" in r.stdout and "Differs from MLPerf's settings" in r.stdout
+    assert "target_qps: 7 (mlperf.conf: 1) - demo:" in r.stdout
+    assert "min_duration (ms): 8000 (mlperf.conf: 600000) - --duration" in r.stdout
+    summary = read_summary(out)
+    assert summary.result in ("VALID", "INVALID") and summary.samples_per_s > 0 and summary.ttft_p99_ms > 0
+    assert f"Results: {out.resolve()}" in r.stdout and "Wall time" in r.stdout
+
+
+def test_unreachable_agent_fails_fast_with_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    start = time.monotonic()
+    r = llmbench("coordinator", "--agents", f"127.0.0.1:{port}", "--connect-timeout", "1.5",
+                 "--output", str(tmp_path / "out"), timeout=30)
+    assert r.returncode == 2 and time.monotonic() - start < 10
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and f"agent 127.0.0.1:{port} did not answer within" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--scenario", "SingleStream"], "unknown scenario 'SingleStream'"),
+    (["--mode", "fast"], "unknown mode 'fast'"),
+    (["--agents", "localhost"], "expected HOST:PORT"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, flags, message):
+    args = {"--agents": "127.0.0.1:1", "--output": str(tmp_path / "out")}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        args[flag] = value
+    r = llmbench("coordinator", *[x for kv in args.items() for x in kv], timeout=30)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
