@@ -54,6 +54,14 @@ class Capacity:
     def free_tokens(self) -> int:
         return int(self.status.kv_tokens_available) - self._unseen_sent_demand + self._unseen_finished_demand
 
+    def has_room(self, demand: int, overcommit: float, max_waiting: int) -> bool:
+        """Room for a query of `demand` KV tokens: free tokens stay above -overcommit x the KV size (a
+        bounded overcommit keeps the agent's waiting queue non-empty while there is work) and fewer
+        than max_waiting (0: max(4, max_batch // 8)) queries wait there."""
+        max_waiting = max_waiting or max(4, self.status.max_batch // 8)
+        slack = int(overcommit * self.kv_tokens_total)
+        return self.free_tokens() - demand >= -slack and self.waiting() < max_waiting
+
     def waiting(self) -> int:
         """Queries received (or on their way) but not admitted, as far as we can tell."""
         return max(int(self.status.waiting) + len(self._unseen_sent) - len(self._unseen_finished), 0)

@@ -27,40 +27,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-import numpy as np
-
 from llmbench.coordinator.capacity import Capacity
+from llmbench.coordinator.job import Job
 from llmbench.coordinator.metrics import AgentCounters, RunMetrics
 from llmbench.proto import pb
 
 log = logging.getLogger("llmbench.coordinator")
-
-
-@dataclass
-class Job:
-    """One LoadGen sample from issue to completion, across attempts on different agents."""
-    sample_id: int  # LoadGen's response id
-    index: int  # QSL index
-    prompt: np.ndarray  # int32 token ids
-    max_new_tokens: int
-    min_new_tokens: int = 1
-    issued_at: float = field(default_factory=time.monotonic)
-    tokens: list[int] = field(default_factory=list)  # output so far; kept across re-dispatch
-    first_token_at: float | None = None
-    done_at: float | None = None
-    attempts: int = 0
-    agent: str = ""  # agent of the current (last) attempt
-    error: str = ""  # set when the query could not be served
-
-    @property
-    def kv_demand(self) -> int:
-        return len(self.prompt) + self.max_new_tokens
-
-    def wire_query(self, wire_id: int) -> pb.Query:
-        have = len(self.tokens)
-        prompt = self.prompt.tolist() + self.tokens if have else self.prompt.tolist()
-        return pb.Query(id=wire_id, prompt_tokens=prompt, max_new_tokens=self.max_new_tokens - have,
-                        min_new_tokens=max(self.min_new_tokens - have, 0))
 
 
 class Listener(Protocol):
@@ -103,12 +75,7 @@ class AgentSlot:
     def accepts(self, job: Job, cfg: DispatchConfig) -> bool:
         if self.capacity is None or self.draining:
             return False
-        if not self.inflight:
-            return True
-        cap = self.capacity
-        max_waiting = cfg.max_waiting or max(4, cap.status.max_batch // 8)
-        slack = int(cfg.overcommit * cap.kv_tokens_total)
-        return cap.free_tokens() - job.kv_demand >= -slack and cap.waiting() < max_waiting
+        return not self.inflight or self.capacity.has_room(job.kv_demand, cfg.overcommit, cfg.max_waiting)
 
 
 class Pool:
@@ -299,14 +266,13 @@ class Pool:
         now = time.monotonic()
         for job in jobs:
             job.done_at = now
-            counters = self.metrics.agents.get(job.agent)
-            ttft = job.first_token_at - job.issued_at if job.first_token_at is not None else None
-            tpot = (now - job.first_token_at) / (len(job.tokens) - 1) if ttft is not None and len(job.tokens) > 1 else None
-            self.metrics.record_completed(counters, ttft, tpot, ok=not job.error)
+            self.metrics.record_completed(self.metrics.agents.get(job.agent), job.ttft_s, job.tpot_s,
+                                          ok=not job.error)
             if job.error:
                 self._failures += 1
                 if self._failures <= 5 or self._failures % 100 == 0:
-                    log.error("query for sample %d failed (%d failures so far): %s", job.index, self._failures, job.error)
+                    log.error("query for sample %d failed (%d failures so far): %s", job.index, self._failures,
+                              job.error)
         if self.listener is not None:
             self.listener.completed(jobs)
 

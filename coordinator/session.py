@@ -238,16 +238,17 @@ async def run_in_daemon_thread(fn: Callable, *args) -> None:
     done = loop.create_future()
 
     def work() -> None:
+        error: BaseException | None = None
         try:
             fn(*args)
         except BaseException as exc:
-            settle(lambda: done.set_exception(exc))
-        else:
-            settle(lambda: done.set_result(None))
-
-    def settle(fn: Callable[[], None]) -> None:
+            error = exc
         with contextlib.suppress(RuntimeError):  # the loop is gone (interrupted run): nobody waits
-            loop.call_soon_threadsafe(lambda: done.done() or fn())
+            loop.call_soon_threadsafe(settle, error)
+
+    def settle(error: BaseException | None) -> None:
+        if not done.done():
+            done.set_exception(error) if error is not None else done.set_result(None)
 
     threading.Thread(target=work, name=LOADGEN_THREAD, daemon=True).start()
     await done

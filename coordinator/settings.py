@@ -26,7 +26,8 @@ class DemoScale:
     target_qps * min_duration must stay well above that (600+). Offline: one query of
     expected_qps * min_duration * 1.1 samples; expected_qps above the real rate keeps the run
     longer than min_duration. Measured on 2 CPU cores with two tiny-model agents: Offline ~12
-    samples/s; Server at 8 QPS p99 TTFT 0.8 s, TPOT 12 ms, so 7 QPS leaves room. Every value is listed in BenchSettings.changes with its reason."""
+    samples/s; Server at 8 QPS p99 TTFT 0.8 s, TPOT 12 ms, so 7 QPS leaves room. Every value is
+    listed in BenchSettings.changes with its reason."""
     server_target_qps: float = 7.0
     offline_expected_qps: float = 16.0
     min_duration_s: float = 80.0
@@ -91,7 +92,8 @@ class BenchSettings:
         if self.mode == "accuracy":
             return sample_count
         if self.scenario == "Offline":
-            n = max(int(t.min_query_count), int(t.offline_expected_qps * t.min_duration_ms / 1000 * OFFLINE_QUERY_SLACK))
+            sized = t.offline_expected_qps * t.min_duration_ms / 1000 * OFFLINE_QUERY_SLACK
+            n = max(int(t.min_query_count), int(sized))
         else:
             n = max(int(t.min_query_count), int(t.server_target_qps * t.min_duration_ms / 1000))
         if t.sample_concatenate_permutation:  # whole permutations of the performance set

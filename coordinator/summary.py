@@ -29,9 +29,10 @@ class Summary:
                     f"{self.path.parent / 'mlperf_log_accuracy.json'}"]
         out = [f"Result is : {self.result}  ({self.scenario}, {self.mode})"]
         if self.samples_per_s is not None:
-            label = "Completed samples per second" if self.scenario == "Server" else "Samples per second"
-            out.append(f"  {label}: {self.samples_per_s:g}" + (f" (target {self.target_qps:g} QPS)"
-                                                                if self.scenario == "Server" and self.target_qps else ""))
+            server = self.scenario == "Server"
+            label = "Completed samples per second" if server else "Samples per second"
+            target = f" (target {self.target_qps:g} QPS)" if server and self.target_qps else ""
+            out.append(f"  {label}: {self.samples_per_s:g}{target}")
         if self.tokens_per_s is not None:
             out.append(f"  Tokens per second: {self.tokens_per_s:g}")
         if self.ttft_p99_ms is not None:
@@ -71,8 +72,9 @@ def read_summary(output_dir: Path) -> Summary:
     if not path.is_file():
         raise FileNotFoundError(f"LoadGen wrote no {SUMMARY_FILE} in {output_dir}")
     text = path.read_text()
-    problems = [line.strip() for line in text.splitlines() if re.search(r"satisfied\s*:\s*NO", line)]
-    problems += [line.strip() for line in text.splitlines() if line.strip().startswith("* ") and "successful" not in line]
+    lines = [line.strip() for line in text.splitlines()]
+    problems = [line for line in lines if re.search(r"satisfied\s*:\s*NO", line)]
+    problems += [line for line in lines if line.startswith("* ") and "successful" not in line]
     return Summary(
         path=path, result=_field(text, "Result is") or "", scenario=_field(text, "Scenario") or "?",
         mode=_field(text, "Mode") or "?",

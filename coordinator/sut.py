@@ -15,7 +15,8 @@ from pathlib import Path
 import mlperf_loadgen as lg
 import numpy as np
 
-from llmbench.coordinator.dispatch import Job, Pool
+from llmbench.coordinator.dispatch import Pool
+from llmbench.coordinator.job import Job
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.settings import BenchSettings
@@ -87,7 +88,8 @@ class LoadGenSut:
         if self.report_first_tokens:
             self.first_tokens([j for j in fresh if j.sample_id not in self._first_sent])  # failed before a token
         arrays = [np.asarray(j.tokens, dtype=TOKEN_DTYPE) for j in fresh]
-        responses = [lg.QuerySampleResponse(j.sample_id, a.ctypes.data, a.nbytes, a.size) for j, a in zip(fresh, arrays)]
+        responses = [lg.QuerySampleResponse(j.sample_id, a.ctypes.data, a.nbytes, a.size)
+                     for j, a in zip(fresh, arrays)]
         for j in fresh:
             self._outstanding.discard(j.sample_id)
             self._first_sent.discard(j.sample_id)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from llmbench.coordinator.capacity import Capacity
-from llmbench.coordinator.dispatch import DispatchConfig, Job, Pool
+from llmbench.coordinator.dispatch import DispatchConfig, Pool
+from llmbench.coordinator.job import Job
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.proto import pb
 
