@@ -1,7 +1,12 @@
 """Run counters the progress line and the TUI read: tokens/s, samples/s, TTFT/TPOT, per-agent share.
 
 Writers are the dispatcher and the SUT on the coordinator's asyncio loop, once per message (never per
-token); readers (progress printer, TUI) call `snapshot()` from any thread at their own rate.
+token); readers (progress printer, TUI) call `snapshot()` from any thread at their own rate, e.g.
+
+    metrics = RunMetrics()
+    result = await run_benchmark(cfg, metrics)      # session.py; meanwhile, elsewhere:
+    s = metrics.snapshot()                          # Snapshot: totals, rates, percentiles, agents
+    s.completed, s.expected, s.eta_s, s.tokens_per_s, s.ttft_s.p99, [a.status for a in s.agents]
 """
 from __future__ import annotations
 
