@@ -11,7 +11,8 @@ from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_ch
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared with `llmbench run`."""
-    p.add_argument("--scenario", default="Server", help="Offline or Server (default Server)")
+    p.add_argument("--scenario", default="Server",
+                   help="Offline, Server (default) or Interactive (Server with 500 ms TTFT / 30 ms TPOT limits)")
     p.add_argument("--mode", default="performance", help="performance or accuracy (default performance)")
     p.add_argument("--dataset", default="synthetic",
                    help="'synthetic' (default), MLPerf's cnn_eval.json, or CNN/DailyMail articles (needs --tokenizer)")

@@ -1,4 +1,4 @@
-"""LoadGen TestSettings: MLPerf's own mlperf.conf for llama3_1-8b, then user.conf, then our overrides.
+"""LoadGen TestSettings: MLPerf's mlperf.conf for llama3_1-8b, the demo scale if asked, user.conf, flags.
 
 mlperf.conf is embedded in LoadGen 6.x: `FromConfig(path, model, scenario, 0)` ignores the path and
 loads the embedded copy; `FromConfig(user_conf, model, scenario, 1)` reads a user.conf file.
@@ -13,7 +13,9 @@ from pathlib import Path
 import mlperf_loadgen as lg
 
 MODEL = "llama3_1-8b"
-SCENARIOS = {"Offline": lg.TestScenario.Offline, "Server": lg.TestScenario.Server}
+# "Interactive" is MLPerf's interactive Server variant: LoadGen's Server scenario with the
+# llama3_1-8b-interactive limits (TTFT 500 ms, TPOT 30 ms).
+SCENARIOS = {"Offline": "Offline", "Server": "Server", "Interactive": "Server"}
 MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
 OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * min_duration * 1.1
 
@@ -77,9 +79,13 @@ _TRACKED = (
 @dataclass
 class BenchSettings:
     test: lg.TestSettings
-    scenario: str
+    scenario: str  # ours: Offline, Server or Interactive
     mode: str
-    model: str
+    model: str  # mlperf.conf's model name
+
+    @property
+    def loadgen_scenario(self) -> str:
+        return SCENARIOS[self.scenario]
     changes: list[str] = field(default_factory=list)  # "label: value (mlperf.conf: base) - why"
 
     @property
@@ -91,7 +97,7 @@ class BenchSettings:
         t = self.test
         if self.mode == "accuracy":
             return sample_count
-        if self.scenario == "Offline":
+        if self.loadgen_scenario == "Offline":
             sized = t.offline_expected_qps * t.min_duration_ms / 1000 * OFFLINE_QUERY_SLACK
             n = max(int(t.min_query_count), int(sized))
         else:
@@ -105,7 +111,7 @@ class BenchSettings:
         t = self.test
         lines = [f"LoadGen settings: model {self.model}, scenario {self.scenario}, mode {self.mode}"]
         for attr, label, only in _TRACKED:
-            if only in (None, self.scenario):
+            if only in (None, self.loadgen_scenario):
                 lines.append(f"  {label}: {_value(getattr(t, attr))}")
         return lines
 
@@ -133,9 +139,12 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if sample_count < 1:
         raise ValueError("the dataset has no samples")
+    lg_scenario = SCENARIOS[scenario]
+    if scenario == "Interactive":
+        model += "-interactive"
     t = lg.TestSettings()
-    t.scenario = SCENARIOS[scenario]
-    t.FromConfig("", model, scenario, 0)  # LoadGen's embedded mlperf.conf
+    t.scenario = getattr(lg.TestScenario, lg_scenario)
+    t.FromConfig("", model, lg_scenario, 0)  # LoadGen's embedded mlperf.conf
     base = _snapshot(t)
     reasons: dict[str, str] = {}
 
@@ -143,20 +152,20 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
         setattr(t, attr, value)
         reasons[attr] = why
 
+    if demo is not None:
+        for attr, value, why in demo.overrides(lg_scenario):
+            set_(attr, value, why)
     if user_conf is not None:
         if not Path(user_conf).is_file():
             raise FileNotFoundError(f"user.conf {user_conf} does not exist")
         before = _snapshot(t)
-        if t.FromConfig(str(user_conf), model, scenario, 1) != 0:
+        if t.FromConfig(str(user_conf), model, lg_scenario, 1) != 0:
             raise ValueError(f"LoadGen could not read user.conf {user_conf}")
         reasons.update({a: f"from {user_conf}" for a, v in _snapshot(t).items() if v != before[a]})
-    if demo is not None:
-        for attr, value, why in demo.overrides(scenario):
-            set_(attr, value, why)
     if target_qps is not None:
         if target_qps <= 0:
             raise ValueError(f"--target-qps must be positive, got {target_qps}")
-        attr = "server_target_qps" if scenario == "Server" else "offline_expected_qps"
+        attr = "server_target_qps" if lg_scenario == "Server" else "offline_expected_qps"
         set_(attr, float(target_qps), "--target-qps")
     if duration_s is not None:
         if duration_s <= 0:
@@ -170,7 +179,7 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
     settings = BenchSettings(test=t, scenario=scenario, mode=mode, model=model)
     for attr, label, only in _TRACKED:
         now = getattr(t, attr)
-        if now != base[attr] and only in (None, scenario):
+        if now != base[attr] and only in (None, lg_scenario):
             settings.changes.append(f"{label}: {_value(now)} (mlperf.conf: {_value(base[attr])}) - "
                                     f"{reasons.get(attr, 'changed')}")
     return settings

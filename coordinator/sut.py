@@ -33,7 +33,7 @@ class LoadGenSut:
         self.dataset = dataset
         self.settings = settings
         self.metrics = metrics
-        self.report_first_tokens = settings.scenario == "Server"
+        self.report_first_tokens = settings.loadgen_scenario == "Server"
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
         self.duplicates = 0  # answers refused by the ledger (a bug if ever non-zero)

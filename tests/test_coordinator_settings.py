@@ -77,3 +77,18 @@ def test_synthetic_is_deterministic_and_prefix_stable():
     assert max(len(p) for p in short.prompts) == 300
     with pytest.raises(ValueError, match="vocab_size"):
         make_synthetic(5, 2)
+
+
+def test_user_conf_and_flags_win_over_the_demo_scale(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Server.target_qps = 2\n")
+    s = settings.build("Server", "performance", sample_count=100, user_conf=str(conf), duration_s=9,
+                       demo=settings.DEMO)
+    assert s.test.server_target_qps == 2 and s.test.min_duration_ms == 9000
+    assert any(line.startswith("target_qps: 2 (mlperf.conf: 1) - from") for line in s.changes)
+
+
+def test_interactive_is_server_with_the_interactive_limits():
+    s = settings.build("Interactive", "performance", sample_count=13368)
+    assert s.loadgen_scenario == "Server" and s.model == "llama3_1-8b-interactive"
+    assert s.test.ttft_latency == 500_000_000 and s.test.tpot_latency == 30_000_000 and s.changes == []
