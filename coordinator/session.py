@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmbench.coordinator import datasets, settings as lgsettings
+from llmbench.coordinator import datasets, prompt, settings as lgsettings
 from llmbench.coordinator.agent_link import AgentLink
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
@@ -78,6 +78,7 @@ def check_choices(scenario: str, mode: str) -> None:
 async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = None,
                         say: Callable[[str], None] = print) -> RunResult:
     check_choices(cfg.scenario, cfg.mode)
+    settings_for(cfg, sample_count=1)  # bad settings input fails now, not after the agents are up
     metrics = metrics or RunMetrics()
     loop = asyncio.get_running_loop()
     timings: dict[str, float] = {}
@@ -102,10 +103,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         for note in dataset.notes:
             say(f"  note: {note}")
 
-        bench = lgsettings.build(
-            cfg.scenario, cfg.mode, sample_count=len(dataset), user_conf=cfg.user_conf,
-            target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
-            min_query_count=len(dataset) if offline_sized_to_dataset(cfg, len(dataset)) else None)
+        bench = settings_for(cfg, len(dataset))
         for line in bench.describe():
             say(line)
         if bench.changes:
@@ -144,9 +142,12 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
                      duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines, timings_s=timings)
 
 
-def offline_sized_to_dataset(cfg: CoordinatorConfig, n: int) -> bool:
-    """With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries."""
-    return cfg.scenario == "Offline" and cfg.max_samples is not None and cfg.demo is None
+def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchSettings:
+    # With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries.
+    one_pass = cfg.scenario == "Offline" and cfg.max_samples is not None and cfg.demo is None
+    return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, user_conf=cfg.user_conf,
+                            target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
+                            min_query_count=sample_count if one_pass else None)
 
 
 def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
@@ -155,8 +156,9 @@ def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
     max_context = min(s.model.max_context for s in agents)
     if len({(s.model.name, s.model.vocab_size) for s in agents}) > 1:
         log.warning("agents serve different models: %s", sorted({s.model.name for s in agents}))
+    longest = min(prompt.MAX_PROMPT_TOKENS, max_context - Dataset.max_new_tokens)  # loaders drop longer ones
     dataset = datasets.load(cfg.dataset, tokenizer=cfg.tokenizer, max_samples=cfg.max_samples, vocab_size=vocab,
-                            seed=cfg.seed, max_prompt_tokens=None)
+                            seed=cfg.seed, max_prompt_tokens=longest)
     limit = max_context - dataset.max_new_tokens
     too_long = [i for i, p in enumerate(dataset.prompts) if len(p) > limit]
     if too_long:

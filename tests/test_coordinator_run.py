@@ -201,6 +201,7 @@ def test_unreachable_agent_fails_fast_with_one_line(tmp_path):
     (["--scenario", "SingleStream"], "unknown scenario 'SingleStream'"),
     (["--mode", "fast"], "unknown mode 'fast'"),
     (["--agents", "localhost"], "expected HOST:PORT"),
+    (["--user-conf", "/nonexistent/user.conf"], "user.conf /nonexistent/user.conf does not exist"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, flags, message):
     args = {"--agents": "127.0.0.1:1", "--output": str(tmp_path / "out")}
