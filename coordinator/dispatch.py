@@ -15,8 +15,8 @@ Re-dispatch: every attempt has a fresh wire id, so results of an abandoned attem
 mistaken for another. When an agent is lost, its in-flight queries go back to the head of the queue
 and continue elsewhere from where they stopped: the new prompt is the original prompt plus the
 tokens already received, asking for the remaining tokens. Greedy decoding makes this the output of
-an uninterrupted run (up to batching numerics; exactly so on agents serving the same model), the first token (already reported to LoadGen) stays the first token of the
-data, and each query is completed once, with its whole output.
+an uninterrupted run (up to the numerics of batching), the first token (already reported to
+LoadGen) stays the first token of the data, and each query is completed once, with its whole output.
 """
 from __future__ import annotations
 

@@ -28,8 +28,8 @@ class DemoScale:
     target_qps * min_duration must stay well above that (600+). Offline: one query of
     expected_qps * min_duration * 1.1 samples; expected_qps above the real rate keeps the run
     longer than min_duration. Measured on 2 CPU cores with two tiny-model agents: Offline 12-27
-    samples/s (50 x 20 s x 1.1 = 1,100 samples: 40-90 s); Server at 8 QPS p99 TTFT 0.8 s, TPOT 12 ms, so 7 QPS leaves room. Every value is
-    listed in BenchSettings.changes with its reason."""
+    samples/s (50 x 20 s x 1.1 = 1,100 samples: 40-90 s); Server at 8 QPS p99 TTFT 0.8 s, TPOT
+    12 ms, at 7 QPS 0.2-0.3 s and 3-4 ms. Every value is listed in BenchSettings.changes with its reason."""
     server_target_qps: float = 7.0
     offline_expected_qps: float = 50.0
     min_duration_s: float = 80.0
