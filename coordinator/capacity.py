@@ -63,5 +63,8 @@ class Capacity:
         return self.free_tokens() - demand >= -slack and self.waiting() < max_waiting
 
     def waiting(self) -> int:
-        """Queries received (or on their way) but not admitted, as far as we can tell."""
-        return max(int(self.status.waiting) + len(self._unseen_sent) - len(self._unseen_finished), 0)
+        """Queries received (or on their way) that will wait for a batch slot, as far as we can tell:
+        unseen ones fill the free slots of the last report first, and each unseen finish frees one."""
+        free_slots = max(int(self.status.max_batch) - int(self.status.running), 0)
+        unseen = len(self._unseen_sent) - free_slots - len(self._unseen_finished)
+        return max(int(self.status.waiting) + unseen, 0)

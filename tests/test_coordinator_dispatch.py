@@ -21,9 +21,9 @@ def anyio_backend():
 
 
 def status(kv_free: int, received: int = 0, finished: int = 0, waiting: int = 0, blocks: int = 1000,
-           max_batch: int = 64) -> pb.AgentStatus:
+           max_batch: int = 64, running: int = 0) -> pb.AgentStatus:
     return pb.AgentStatus(kv_tokens_available=kv_free, queries_received_total=received,
-                          queries_finished_total=finished, waiting=waiting, kv_block_size=16,
+                          queries_finished_total=finished, waiting=waiting, running=running, kv_block_size=16,
                           kv_blocks_total=blocks, max_batch=max_batch, ready=True,
                           model=pb.ModelInfo(name="fake", vocab_size=1000, max_context=4096))
 
@@ -98,15 +98,15 @@ async def turn() -> None:
 
 
 def test_capacity_counts_unseen_sends_and_finishes():
-    cap = Capacity(status(10_000, received=50, finished=40))
+    cap = Capacity(status(10_000, received=50, finished=40, max_batch=8, running=7))
     cap.on_sent(1000)
     cap.on_sent(2000)
-    assert cap.free_tokens() == 7000 and cap.waiting() == 2
-    cap.on_status(status(9000, received=51, finished=40))  # the agent has seen the first one only
+    assert cap.free_tokens() == 7000 and cap.waiting() == 1  # one takes the free batch slot
+    cap.on_status(status(9000, received=51, finished=40, max_batch=8, running=8))  # it has seen one
     assert cap.free_tokens() == 7000 and cap.waiting() == 1
-    cap.on_finished(1000)  # finished after that report: its KV is back before the agent says so
-    assert cap.free_tokens() == 8000
-    cap.on_status(status(8000, received=52, finished=41))  # now both are counted by the agent
+    cap.on_finished(1000)  # finished after that report: its KV and slot are back before it says so
+    assert cap.free_tokens() == 8000 and cap.waiting() == 0
+    cap.on_status(status(8000, received=52, finished=41, max_batch=8, running=8))  # now it counted both
     assert cap.free_tokens() == 8000 and cap.waiting() == 0
 
 
@@ -233,3 +233,19 @@ async def test_wait_ready_names_the_missing_agent():
     links["b:2"].last_error = "UNAVAILABLE: connection refused"
     with pytest.raises(ConnectionError, match=r"agent b:2 did not answer .*connection refused"):
         await pool.wait_ready(0.1, 10)
+
+
+async def test_waiting_queue_at_an_agent_is_bounded():
+    pool, links, _ = make_pool(DispatchConfig(max_waiting=2, reconnect_s=3600))
+    pool.add_agent("a:1")
+    pool.on_ready(links["a:1"], status(1_000_000, max_batch=4, running=4))  # plenty of KV, batch full
+    pool.submit(jobs(10))
+    await turn()
+    a = links["a:1"]
+    assert len(a.queries) == 2 and len(pool.queue) == 8
+    pool.on_status(a, status(1_000_000, received=2, max_batch=4, running=2, waiting=0))  # two slots free
+    await turn()
+    assert len(a.queries) == 6  # two for the free slots plus two waiting
+    a.step({a.queries[0].id: [1]}, finished=(a.queries[0].id,))  # a finish frees one more slot
+    await turn()
+    assert len(a.queries) == 7
