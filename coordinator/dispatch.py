@@ -289,7 +289,8 @@ class Pool:
             takers = [s for s in slots if s.accepts(job, self.cfg)]
             if not takers:
                 break
-            slot = max(takers, key=lambda s: s.capacity.free_tokens())
+            # Most free KV; among equals (idle agents) the one that got the fewest so far.
+            slot = max(takers, key=lambda s: (s.capacity.free_tokens(), -s.counters.queries_sent))
             self.queue.popleft()
             self._next_wire_id += 1
             slot.inflight[self._next_wire_id] = job

@@ -249,3 +249,18 @@ async def test_waiting_queue_at_an_agent_is_bounded():
     a.step({a.queries[0].id: [1]}, finished=(a.queries[0].id,))  # a finish frees one more slot
     await turn()
     assert len(a.queries) == 7
+
+
+async def test_idle_equal_agents_take_turns():
+    pool, links, _ = make_pool()
+    for name in ("a:1", "b:1"):
+        pool.add_agent(name)
+        pool.on_ready(links[name], status(10_000))
+    for i in range(6):  # one query at a time, each finished before the next arrives
+        pool.submit(jobs(1, start=i))
+        await turn()
+        (busy,) = [s for s in pool.slots.values() if s.inflight]
+        link = links[busy.address]
+        q = link.queries[-1]
+        link.step({q.id: [1]}, finished=(q.id,))
+    assert len(links["a:1"].queries) == 3 and len(links["b:1"].queries) == 3
