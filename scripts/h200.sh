@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # One call on the H200 machine (device tool, carry .whl): GPU tests, kernel and engine benchmarks, and
 # short LoadGen runs through the mesh; a short table last. Usage: scripts/h200.sh [phase ...]
-# phases: tests kernels fused bench eager profile hf offline server (default: all). Figures land in $OUT (or ./out).
+# phases: tests kernels fused bench eager profile hf offline server interactive (default: all).
+# Each mesh phase starts its agent with `llmbench run`, keeps LoadGen's logs in /tmp/runs and copies the
+# summary to $OUT (only 8 files come back from the device machine). Figures land in $OUT (or ./out).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"
-phases=${*:-tests kernels fused bench eager profile hf offline server}
+phases=${*:-tests kernels fused bench eager profile hf offline server interactive}
 # Carried wheels (LoadGen etc.) and the project itself, without touching the machine's packages.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 mkdir -p /tmp/site/llmbench
 for d in cli common proto agent coordinator tui; do ln -sfn "$PWD/$d" "/tmp/site/llmbench/$d"; done
 export PYTHONPATH=/tmp/site
 lb() { python3 -m llmbench.cli "$@"; }
+mesh() {  # name, then llmbench run flags: one local agent on the GPU, LoadGen for DURATION seconds
+  local name=$1; shift
+  lb run --model llama3.1-8b --agents 1 --duration "${DURATION:-60}" --output "/tmp/runs/$name" "$@" 2>&1 \
+    | grep -vE "^\[ *[0-9.]+ s\]" | tail -12
+  cp "/tmp/runs/$name/mlperf_log_summary.txt" "$OUT/$name.txt" 2>/dev/null
+}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 summary=()
@@ -29,7 +37,13 @@ for phase in $phases; do
     profile) lb bench --model llama3.1-8b --samples 600 --profile 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
     hf) lb bench --model llama3.1-8b --samples 256 --compare hf --hf-samples 256 --hf-batch 128 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
-    offline|server) echo "phase $phase: see scripts/h200_mesh.sh" ;;
+    offline) mesh offline --scenario Offline --max-samples 3000 --target-qps "${OFFLINE_QPS:-36}" \
+               --agent-args "--max-batch 1024" ;;
+    server) for q in ${SERVER_QPS:-24 30}; do
+              mesh "server-$q" --scenario Server --target-qps "$q" --agent-args "--max-step-tokens 2048"
+            done ;;
+    interactive) q=${INTERACTIVE_QPS:-8}
+                 mesh "interactive-$q" --scenario Interactive --target-qps "$q" --agent-args "--max-step-tokens 512" ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac
   summary+=("$phase: $((SECONDS - start)) s")
@@ -37,4 +51,7 @@ done
 echo; echo "== phases =="; printf '%s\n' "${summary[@]}"
 for f in bench eager hf; do
   [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps" "$OUT/$f.txt"; }
+done
+for f in "$OUT"/offline.txt "$OUT"/server-*.txt "$OUT"/interactive-*.txt; do
+  [ -f "$f" ] && { echo "-- $(basename "$f" .txt)"; grep -hE "Scenario|Result is|samples per second|^99.00 percentile (first token|time to output token)" "$f"; }
 done
