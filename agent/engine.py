@@ -116,7 +116,7 @@ class PagedEngine:
         reserved = s.waiting_blocks + self._inbox_blocks
         return EngineStats(
             kv_blocks_total=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
-            kv_tokens_available=max(0, self.blocks.num_free - reserved) * self.cfg.block_size,
+            kv_tokens_available=(self.blocks.num_free - reserved) * self.cfg.block_size,
             running=len(s.running), waiting=len(s.waiting) + self._inbox_queries,
             steps_total=self._step, prompt_tokens_total=self._prompt_tokens,
             output_tokens_total=self._output_tokens, queries_received_total=self._received,

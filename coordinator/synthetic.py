@@ -1,29 +1,18 @@
 """A synthetic dataset shaped like MLPerf's CNN/DailyMail prompts, so the benchmark runs anywhere.
 
-Prompt lengths follow a log-normal fitted to the real prompts (Llama-3 tokenizer, MLPerf template,
-BOS): median 766 and mean ~840 tokens, p95 ~1,600, clipped to the real range [141, 2540]. Token ids
-are uniform over the ordinary (non-special) part of the vocabulary. Everything is deterministic in
-the seed, and sample i is the same whatever n is (a prefix of a bigger set is the smaller set).
+Prompt lengths follow llmbench.common.cnndm (a log-normal fitted to the real prompts). Token ids are
+uniform over the ordinary (non-special) part of the vocabulary. Everything is deterministic in the
+seed, and sample i is the same whatever n is (a prefix of a bigger set is the smaller set).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from llmbench.common.cnndm import MAX_LEN, prompt_lengths
 from llmbench.coordinator.samples import Dataset
 
 LLAMA3_BOS = 128000  # Llama-3's <|begin_of_text|>; ids from here up are special tokens
 FALLBACK_BOS = 1  # BOS of Llama-2-style vocabularies (tiny test models)
-MEDIAN_LEN = 766
-SIGMA = 0.45  # balances the real mean (833) against the real p95 (1,675)
-MIN_LEN, MAX_LEN = 141, 2540
-
-
-def prompt_lengths(n: int, seed: int = 0, max_len: int = MAX_LEN) -> np.ndarray:
-    rng = np.random.default_rng([seed, 0])
-    lengths = np.exp(rng.normal(math.log(MEDIAN_LEN), SIGMA, size=n))
-    return np.clip(np.rint(lengths), min(MIN_LEN, max_len), max_len).astype(np.int64)
 
 
 def make_synthetic(n: int, vocab_size: int, seed: int = 0, *, max_len: int = MAX_LEN) -> Dataset:
