@@ -202,3 +202,115 @@ class GenerateResponse(_message.Message):
     finish_reason: FinishReason
     text: str
     def __init__(self, tokens: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class WatchRunRequest(_message.Message):
+    __slots__ = ("interval_ms",)
+    INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    interval_ms: int
+    def __init__(self, interval_ms: _Optional[int] = ...) -> None: ...
+
+class LatencySummary(_message.Message):
+    __slots__ = ("count", "p50_s", "p90_s", "p99_s", "max_s", "limit_s")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    P50_S_FIELD_NUMBER: _ClassVar[int]
+    P90_S_FIELD_NUMBER: _ClassVar[int]
+    P99_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_S_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_S_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    max_s: float
+    limit_s: float
+    def __init__(self, count: _Optional[int] = ..., p50_s: _Optional[float] = ..., p90_s: _Optional[float] = ..., p99_s: _Optional[float] = ..., max_s: _Optional[float] = ..., limit_s: _Optional[float] = ...) -> None: ...
+
+class ThroughputPoint(_message.Message):
+    __slots__ = ("elapsed_s", "tokens_per_s", "samples_per_s")
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    elapsed_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    def __init__(self, elapsed_s: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ...) -> None: ...
+
+class AgentRunStatus(_message.Message):
+    __slots__ = ("address", "state", "queries_sent", "queries_done", "inflight", "output_tokens", "redispatched", "losses", "last_error", "status")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_SENT_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_DONE_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REDISPATCHED_FIELD_NUMBER: _ClassVar[int]
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    state: str
+    queries_sent: int
+    queries_done: int
+    inflight: int
+    output_tokens: int
+    redispatched: int
+    losses: int
+    last_error: str
+    status: AgentStatus
+    def __init__(self, address: _Optional[str] = ..., state: _Optional[str] = ..., queries_sent: _Optional[int] = ..., queries_done: _Optional[int] = ..., inflight: _Optional[int] = ..., output_tokens: _Optional[int] = ..., redispatched: _Optional[int] = ..., losses: _Optional[int] = ..., last_error: _Optional[str] = ..., status: _Optional[_Union[AgentStatus, _Mapping]] = ...) -> None: ...
+
+class RunStatus(_message.Message):
+    __slots__ = ("run_id", "scenario", "mode", "phase", "output_dir", "elapsed_s", "expected", "issued", "completed", "failed", "queued", "inflight", "redispatched", "output_tokens", "tokens_per_s", "samples_per_s", "eta_s", "ttft", "tpot", "agents", "throughput", "log_seq", "log_lines", "finished", "outcome", "timestamp")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    REDISPATCHED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    ETA_S_FIELD_NUMBER: _ClassVar[int]
+    TTFT_FIELD_NUMBER: _ClassVar[int]
+    TPOT_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    LOG_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LOG_LINES_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    scenario: str
+    mode: str
+    phase: str
+    output_dir: str
+    elapsed_s: float
+    expected: int
+    issued: int
+    completed: int
+    failed: int
+    queued: int
+    inflight: int
+    redispatched: int
+    output_tokens: int
+    tokens_per_s: float
+    samples_per_s: float
+    eta_s: float
+    ttft: LatencySummary
+    tpot: LatencySummary
+    agents: _containers.RepeatedCompositeFieldContainer[AgentRunStatus]
+    throughput: _containers.RepeatedCompositeFieldContainer[ThroughputPoint]
+    log_seq: int
+    log_lines: _containers.RepeatedScalarFieldContainer[str]
+    finished: bool
+    outcome: str
+    timestamp: float
+    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., mode: _Optional[str] = ..., phase: _Optional[str] = ..., output_dir: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., expected: _Optional[int] = ..., issued: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., queued: _Optional[int] = ..., inflight: _Optional[int] = ..., redispatched: _Optional[int] = ..., output_tokens: _Optional[int] = ..., tokens_per_s: _Optional[float] = ..., samples_per_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., ttft: _Optional[_Union[LatencySummary, _Mapping]] = ..., tpot: _Optional[_Union[LatencySummary, _Mapping]] = ..., agents: _Optional[_Iterable[_Union[AgentRunStatus, _Mapping]]] = ..., throughput: _Optional[_Iterable[_Union[ThroughputPoint, _Mapping]]] = ..., log_seq: _Optional[int] = ..., log_lines: _Optional[_Iterable[str]] = ..., finished: _Optional[bool] = ..., outcome: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...

@@ -185,3 +185,83 @@ class Agent:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CoordinatorStub:
+    """The coordinator's side for watchers: `llmbench tui --connect HOST:PORT`, dashboards, scripts.
+    Served on the coordinator's --status-port while a run is going on.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WatchRun = channel.unary_stream(
+                '/llmbench.v1.Coordinator/WatchRun',
+                request_serializer=llmbench_dot_proto_dot_llmbench__pb2.WatchRunRequest.SerializeToString,
+                response_deserializer=llmbench_dot_proto_dot_llmbench__pb2.RunStatus.FromString,
+                _registered_method=True)
+
+
+class CoordinatorServicer:
+    """The coordinator's side for watchers: `llmbench tui --connect HOST:PORT`, dashboards, scripts.
+    Served on the coordinator's --status-port while a run is going on.
+    """
+
+    def WatchRun(self, request, context):
+        """Sends a RunStatus at once and then one every interval_ms until the run is over (the last
+        message has finished set) or the caller hangs up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CoordinatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=llmbench_dot_proto_dot_llmbench__pb2.WatchRunRequest.FromString,
+                    response_serializer=llmbench_dot_proto_dot_llmbench__pb2.RunStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'llmbench.v1.Coordinator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('llmbench.v1.Coordinator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Coordinator:
+    """The coordinator's side for watchers: `llmbench tui --connect HOST:PORT`, dashboards, scripts.
+    Served on the coordinator's --status-port while a run is going on.
+    """
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/llmbench.v1.Coordinator/WatchRun',
+            llmbench_dot_proto_dot_llmbench__pb2.WatchRunRequest.SerializeToString,
+            llmbench_dot_proto_dot_llmbench__pb2.RunStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
