@@ -14,10 +14,13 @@ import signal
 import socket
 import sys
 
+from llmbench.agent import sdnotify
 from llmbench.agent.config import PRESETS
+from llmbench.agent.engine_watch import DEFAULT_STALL_S
 from llmbench.agent.factory import create_engine
 from llmbench.agent.server import AgentServer
 from llmbench.agent.types import EngineConfig
+from llmbench.common.auth import ServerSecurity, add_server_arguments, server_security
 
 log = logging.getLogger("llmbench.agent")
 LISTENING_LINE = "llmbench-agent: listening on {address}"
@@ -71,14 +74,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-name", default="", help="node in status reports (default $NODE_NAME or the hostname)")
     p.add_argument("--grace", type=float, default=10.0,
                    help="seconds running queries may take to finish after SIGTERM")
+    add_server_arguments(p)
+    p.add_argument("--health-port", type=int,
+                   help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet probes cannot do TLS)")
+    p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S,
+                   help="seconds the engine may make no step while it has work before health is NOT_SERVING "
+                        "and the systemd watchdog pings stop")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = engine_config(args)
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port {args.port}: not a port number")
+    for flag in ("port", "health_port"):
+        if not 0 <= (getattr(args, flag) or 0) <= 65535:
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
+    if args.stall_timeout <= 0:
+        raise ValueError("--stall-timeout must be > 0")
+    security = server_security(args, args.host)
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
-    if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace)):
+    if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,
+                             args.health_port, args.stall_timeout)):
         # Stopped while the model was still loading: that thread sits inside torch and cannot be
         # interrupted, and finalizing the interpreter under it aborts the process. Leave at once.
         logging.shutdown()
@@ -88,26 +102,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float) -> bool:
-    """Serve until SIGTERM/SIGINT; returns whether the engine had finished loading."""
+async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float,
+                security: ServerSecurity | None = None, health_port: int | None = None,
+                stall_s: float = DEFAULT_STALL_S) -> bool:
+    """Serve until SIGTERM/SIGINT; returns whether the engine had finished loading. Tells systemd
+    (Type=notify) STATUS while loading, READY=1 once warm, WATCHDOG=1 while healthy, STOPPING=1."""
     # Building the engine only reads the model's config: bad paths and configs fail before we bind.
-    server = AgentServer(create_engine(cfg), agent_id, node_name)
+    server = AgentServer(create_engine(cfg), agent_id, node_name, security, stall_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    bound = await server.start(host, port)
-    print(LISTENING_LINE.format(address=f"{host}:{bound}"), flush=True)
+    bound = await server.start(host, port, health_port)
+    address = f"{host}:{bound}"
+    print(LISTENING_LINE.format(address=address), flush=True)
+    log.info("agent port %s: %s%s", address, server.security.describe(),
+             f"; plaintext health on port {server.health_port}" if health_port is not None else "")
+    sdnotify.status(f"loading {cfg.model} ({cfg.engine} engine); listening on {address}, health NOT_SERVING")
     load = asyncio.ensure_future(server.load())
     stopped = asyncio.ensure_future(stop.wait())
+    watchdog: asyncio.Future | None = None
     try:
         await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if load.done():
             load.result()  # a failed load ends the agent with its error
+            sdnotify.ready(f"serving {server.engine.info.name} ({cfg.engine} engine) on {address}")
+            watchdog = asyncio.ensure_future(sdnotify.run_watchdog(lambda: server.healthy))
             await stopped
         log.info("stopping: NOT_SERVING, up to %g s for running queries", grace_s)
     finally:
-        load.cancel()
-        stopped.cancel()
+        sdnotify.stopping(f"stopping: up to {grace_s:g} s for running queries")
+        for task in (load, stopped, watchdog):
+            if task is not None:
+                task.cancel()
         await server.stop(grace_s)
     return server.ready

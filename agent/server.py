@@ -19,9 +19,13 @@ from grpc_health.v1.health import OVERALL_HEALTH
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from llmbench.agent.engine_watch import DEFAULT_STALL_S, watch_engine
+from llmbench.agent.ports import bind
+from llmbench.agent.screening import screen, size_problem
 from llmbench.agent.status import StatusReporter
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
 from llmbench.agent.types import Engine, ErrorCode, Request, StepOutput
+from llmbench.common.auth import ServerSecurity
 from llmbench.proto import pb, rpc
 
 log = logging.getLogger("llmbench.agent")
@@ -29,7 +33,8 @@ log = logging.getLogger("llmbench.agent")
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 DEFAULT_STATUS_INTERVAL_MS = 200
 DEFAULT_GENERATE_TOKENS = 128
-MAX_MESSAGE_BYTES = 64 << 20
+MAX_MESSAGE_BYTES = 64 << 20  # a bigger request gets RESOURCE_EXHAUSTED before any of it is parsed
+MAX_TEXT_CHARS_PER_TOKEN = 64  # Generate text longer than this x max_context cannot fit: refused untokenized
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -40,6 +45,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.max_ping_strikes", 0),
 ]
 _GRPC_CODE = {ErrorCode.TOO_LONG: grpc.StatusCode.OUT_OF_RANGE, ErrorCode.INTERNAL: grpc.StatusCode.INTERNAL}
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 @dataclass
@@ -144,9 +150,12 @@ class AgentServicer(rpc.AgentServicer):
                         queue.put_nowait(StepOutput(0, errors=[(q.id, ErrorCode.INTERNAL, "agent is shutting down")
                                                                for q in queries]))
                         continue
-                    open_ids.update(q.id for q in queries)
-                    self.engine.submit([Request(q.id, list(q.prompt_tokens), q.max_new_tokens, q.min_new_tokens,
-                                                tuple(q.stop_token_ids), q.ignore_eos) for q in queries], sink)
+                    refused, accepted = screen(queries, open_ids, self.engine.info.max_context)
+                    if refused.errors:
+                        queue.put_nowait(refused)
+                    open_ids.update(r.id for r in accepted)
+                    if accepted:
+                        self.engine.submit(accepted, sink)
                 elif kind == "cancel":
                     self.engine.cancel(list(req.cancel.ids), sink)
                 else:
@@ -166,15 +175,23 @@ class AgentServicer(rpc.AgentServicer):
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         await self._check_ready(context)
         kind = request.WhichOneof("prompt")
+        max_context = self.engine.info.max_context
         if kind == "text":
             if self.tokenizer is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                      f"model {self.engine.info.name} has no tokenizer; send token ids")
-            prompt = encode(self.tokenizer, request.text)
+            if len(request.text) > MAX_TEXT_CHARS_PER_TOKEN * max_context:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, f"text of {len(request.text)} characters cannot "
+                                                                  f"fit the context of {max_context} tokens")
+            prompt = await asyncio.to_thread(encode, self.tokenizer, request.text)  # the loop keeps serving
         elif kind == "tokens":
-            prompt = list(request.tokens.ids)
+            prompt = request.tokens.ids
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "GenerateRequest needs text or tokens")
+        problem = size_problem(len(prompt), len(request.stop_token_ids), max_context)
+        if problem is not None:
+            await context.abort(_GRPC_CODE.get(problem[0], grpc.StatusCode.INVALID_ARGUMENT), problem[1])
+        prompt = list(prompt)
         queue: asyncio.Queue = asyncio.Queue()
         sink = _queue_sink(queue)
         self.engine.submit([Request(0, prompt, request.max_new_tokens or DEFAULT_GENERATE_TOKENS,
@@ -222,35 +239,41 @@ def _in_thread(fn: Callable[[], Any], name: str) -> asyncio.Future:
 class AgentServer:
     """One agent: bind first (health says NOT_SERVING), then load and warm, then SERVING."""
 
-    def __init__(self, engine: Engine, agent_id: str = "", node_name: str = "") -> None:
+    def __init__(self, engine: Engine, agent_id: str = "", node_name: str = "",
+                 security: ServerSecurity | None = None, stall_s: float = DEFAULT_STALL_S) -> None:
         self.engine = engine
         self.agent_id = agent_id
         self.node_name = node_name
+        self.security = security or ServerSecurity()
+        self.stall_s = stall_s
         self.port = 0
+        self.health_port = 0
+        self.healthy = False  # ready, and the engine steps whenever it has work
         self._engine_started = False
+        self._health_server: grpc.aio.Server | None = None
+        self._watch: asyncio.Future | None = None
 
     @property
     def ready(self) -> bool:
         return self.reporter.ready
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, health_port: int | None = None) -> int:
+        """Bind the agent port (TLS and token as self.security says) and, if health_port is given, a
+        plaintext health-only port for probes that cannot speak TLS (kubelet's gRPC probes)."""
         self.reporter = StatusReporter(self.engine, self.agent_id, self.node_name)
         self.servicer = AgentServicer(self.engine, self.reporter)
         self.health = HealthServicer()
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=self.security.interceptors())
         rpc.add_AgentServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [AGENT_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server)
+        reflection.enable_server_reflection([AGENT_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], self.server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        _check_port_free(host, port)
-        try:
-            self.port = self.server.add_insecure_port(f"{_host_for_grpc(host)}:{port}")
-        except RuntimeError:
-            self.port = 0
-        if not self.port:
-            raise OSError(f"cannot listen on {host}:{port} (address in use or not available)")
+        self.port = bind(self.server, host, port, self.security.credentials())
+        if health_port is not None:
+            self._health_server = grpc.aio.server(options=SERVER_OPTIONS[:1])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = bind(self._health_server, host, health_port, None)
+            await self._health_server.start()
         wildcard = host in ("", "0.0.0.0", "::", "[::]")
         self.reporter.agent_id = self.agent_id or f"{socket.gethostname() if wildcard else host}:{self.port}"
         await self.server.start()
@@ -263,18 +286,24 @@ class AgentServer:
             self._engine_started = True
             return load_tokenizer(self.engine.info.model_path)
         self.servicer.tokenizer = await _in_thread(start_engine, "engine-load")
-        self.reporter.ready = True
+        self.reporter.ready = self.healthy = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._watch = asyncio.ensure_future(watch_engine(self.engine, self.stall_s, self._on_engine_health))
         i = self.engine.info
         log.info("ready: model %s (%s engine, %s, %s), tokenizer %s", i.name, i.engine, i.device, i.dtype,
                  "yes" if self.servicer.tokenizer is not None else "none")
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING, stop accepting calls, let running queries finish within grace_s, stop the engine."""
+        self.healthy = False
+        if self._watch is not None:
+            self._watch.cancel()
         await self.health.enter_graceful_shutdown()
         self.servicer.close()  # new Serve/Generate calls get UNAVAILABLE, status streams end
         await self.servicer.wait_idle(grace_s)
         await self.server.stop(0.1)  # what is left: health watches and queries past the grace period
+        if self._health_server is not None:
+            await self._health_server.stop(0.1)
         if self._engine_started:
             await _in_thread(self.engine.stop, "engine-stop")
 
@@ -282,18 +311,7 @@ class AgentServer:
         for service in (OVERALL_HEALTH, AGENT_SERVICE):
             await self.health.set(service, status)
 
-
-def _check_port_free(host: str, port: int) -> None:
-    """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-
-
-def _host_for_grpc(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+    async def _on_engine_health(self, healthy: bool) -> None:
+        self.healthy = healthy
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING if healthy
+                               else health_pb2.HealthCheckResponse.NOT_SERVING)

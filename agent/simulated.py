@@ -159,9 +159,11 @@ class SimulatedEngine:
         n = len(req.prompt)
         if n == 0:
             return ErrorCode.INVALID_QUERY, "prompt is empty"
-        for i, t in enumerate(req.prompt):
-            if not 0 <= t < VOCAB_SIZE:
-                return ErrorCode.INVALID_QUERY, f"prompt token {t} at position {i} is outside the vocabulary 0..{VOCAB_SIZE - 1}"
+        if min(req.prompt) < 0 or max(req.prompt) >= VOCAB_SIZE:
+            i, t = next((i, t) for i, t in enumerate(req.prompt) if not 0 <= t < VOCAB_SIZE)
+            return ErrorCode.INVALID_QUERY, f"prompt token {t} at position {i} is outside the vocabulary 0..{VOCAB_SIZE - 1}"
+        if any(not 0 <= t < VOCAB_SIZE for t in req.stop_ids):
+            return ErrorCode.INVALID_QUERY, f"stop ids {list(req.stop_ids)} outside the vocabulary 0..{VOCAB_SIZE - 1}"
         if req.max_new_tokens <= 0:
             return ErrorCode.INVALID_QUERY, f"max_new_tokens must be >= 1, got {req.max_new_tokens}"
         if req.min_new_tokens < 0:

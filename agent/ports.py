@@ -1,0 +1,35 @@
+"""Binding gRPC servers to a host and port, with one clear line when that fails."""
+from __future__ import annotations
+
+import socket
+
+import grpc
+
+
+def bind(server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
+    """Add a TLS (credentials given) or plaintext port; returns the bound port number."""
+    check_port_free(host, port)
+    address = f"{host_for_grpc(host)}:{port}"
+    try:
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise OSError(f"cannot listen on {host}:{port} (address in use or not available)")
+    return bound
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
+def host_for_grpc(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

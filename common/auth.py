@@ -1,0 +1,216 @@
+"""TLS credentials and the bearer token for every gRPC server and channel of the mesh.
+
+Servers (agents, and any coordinator-side server) take a `ServerSecurity`: a certificate and key turn
+TLS on, a client CA makes it mutual TLS, a token puts `BearerTokenInterceptor` in front of every
+method except grpc.health.v1 (kubelet probes carry no credentials). Clients take a `ClientSecurity`:
+a CA (or a client certificate) turns TLS on, and the token goes out as `authorization: Bearer <token>`
+metadata on every call.
+
+The token comes from a file (`--auth-token-file`) or the LLMBENCH_AUTH_TOKEN environment variable.
+Without TLS it crosses the network in clear text: use both off loopback (docs/security.md).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import grpc
+
+TOKEN_ENV = "LLMBENCH_AUTH_TOKEN"
+AUTH_HEADER = "authorization"
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)  # reachable without the token
+
+log = logging.getLogger("llmbench.auth")
+
+
+def read_file(path: str, flag: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror}") from None
+    if not data.strip():
+        raise ValueError(f"{flag} {path}: the file is empty")
+    return data
+
+
+def read_token(path: str | None) -> str | None:
+    """The token from `path` (--auth-token-file), else from $LLMBENCH_AUTH_TOKEN; None when neither is set."""
+    if path:
+        token = read_file(path, "--auth-token-file").decode("utf-8", "replace").strip()
+        source = f"--auth-token-file {path}"
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        source = f"${TOKEN_ENV}"
+        if not token:
+            return None
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError(f"{source}: the token must be printable ASCII without spaces")
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    cert: str | None = None  # PEM certificate chain: TLS on
+    key: str | None = None  # its PEM private key
+    client_ca: str | None = None  # PEM CA that client certificates must chain to: mutual TLS
+    token: str | None = None  # bearer token every call but health must carry
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.client_ca and not self.cert:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.cert)
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        if not self.tls:
+            return None
+        pair = (read_file(self.key, "--tls-key"), read_file(self.cert, "--tls-cert"))
+        ca = read_file(self.client_ca, "--tls-client-ca") if self.client_ca else None
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return [BearerTokenInterceptor(self.token)] if self.token else []
+
+    def describe(self) -> str:
+        tls = "mutual TLS" if self.client_ca else "TLS" if self.tls else "plaintext"
+        return f"{tls}, {'bearer token required' if self.token else 'no token'}"
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    ca: str | None = None  # PEM CA the server's certificate must chain to (TLS on)
+    cert: str | None = None  # client certificate for mutual TLS (TLS on)
+    key: str | None = None
+    server_name: str | None = None  # name to verify in the server's certificate instead of the address
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.server_name and not self.tls:
+            raise ValueError("--tls-server-name needs --tls-ca (or a client certificate)")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca or self.cert)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((AUTH_HEADER, f"Bearer {self.token}"),) if self.token else ()
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=read_file(self.ca, "--tls-ca") if self.ca else None,
+            private_key=read_file(self.key, "--tls-key") if self.key else None,
+            certificate_chain=read_file(self.cert, "--tls-cert") if self.cert else None)
+
+    def channel_options(self, options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+        extra = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return [*options, *extra]
+
+    def aio_channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        if self.tls:
+            return grpc.aio.secure_channel(address, self.channel_credentials(), self.channel_options(options))
+        return grpc.aio.insecure_channel(address, options=list(options))
+
+    def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
+        """A blocking channel (scripts, tests)."""
+        if self.tls:
+            return grpc.secure_channel(address, self.channel_credentials(), self.channel_options(options))
+        return grpc.insecure_channel(address, options=list(options))
+
+
+def _digest(value: str | bytes) -> bytes:
+    return hashlib.sha256(value.encode() if isinstance(value, str) else value).digest()
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call without `authorization: Bearer <token>` with UNAUTHENTICATED, except the
+    methods under `open_prefixes` (health). Compared in constant time (over SHA-256 digests, so not
+    even the length leaks)."""
+
+    def __init__(self, token: str, open_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
+        self._expected = _digest(f"Bearer {token}")
+        self._open = open_prefixes
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')")
+        self._deny = {
+            "unary_unary": grpc.unary_unary_rpc_method_handler(deny),
+            "unary_stream": grpc.unary_stream_rpc_method_handler(deny),
+            "stream_unary": grpc.stream_unary_rpc_method_handler(deny),
+            "stream_stream": grpc.stream_stream_rpc_method_handler(deny),
+        }
+
+    def authorized(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+        ok = False
+        for key, value in metadata or ():
+            if key == AUTH_HEADER:
+                ok |= hmac.compare_digest(_digest(value), self._expected)
+        return ok
+
+    async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        method = handler_call_details.method or ""
+        if method.startswith(self._open) or self.authorized(handler_call_details.invocation_metadata):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: refuse it the same way, revealing nothing
+            return self._deny["stream_stream"]
+        kind = ("stream" if handler.request_streaming else "unary") + "_" + \
+               ("stream" if handler.response_streaming else "unary")
+        return self._deny[kind]
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA that client certificates must chain to: mutual TLS")
+    p.add_argument("--auth-token-file", help=f"file with the bearer token every call must carry (default "
+                                             f"${TOKEN_ENV}; neither: no token); health stays open")
+
+
+def server_security(args: argparse.Namespace, host: str) -> ServerSecurity:
+    security = ServerSecurity(args.tls_cert, args.tls_key, args.tls_client_ca, read_token(args.auth_token_file))
+    security.credentials()  # unreadable files fail now, with the flag's name
+    if not is_loopback(host) and not (security.tls and security.token):
+        log.warning("listening on %s with %s: anyone who reaches the port %s", host, security.describe(),
+                    "can use it" if not security.token else "can read the token off the wire")
+    return security
+
+
+def add_client_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", help="PEM CA the agents' certificates must chain to: connect with TLS")
+    p.add_argument("--tls-cert", help="PEM client certificate for mutual TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-server-name", help="name to verify in the agents' certificates instead of their address")
+    p.add_argument("--auth-token-file", help=f"file with the agents' bearer token (default ${TOKEN_ENV})")
+
+
+def client_security(args: argparse.Namespace) -> ClientSecurity:
+    security = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name,
+                              read_token(args.auth_token_file))
+    if security.tls:
+        security.channel_credentials()  # unreadable files fail now, with the flag's name
+    return security
