@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from llmbench.agent import sdnotify
+from llmbench.agent import prometheus, sdnotify
 from llmbench.agent.config import PRESETS
 from llmbench.agent.engine_watch import DEFAULT_STALL_S
 from llmbench.agent.factory import create_engine
@@ -80,11 +80,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S,
                    help="seconds the engine may make no step while it has work before health is NOT_SERVING "
                         "and the systemd watchdog pings stop")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve Prometheus metrics over HTTP on this port at /metrics (on --host; 0 picks one)")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = engine_config(args)
-    for flag in ("port", "health_port"):
+    for flag in ("port", "health_port", "metrics_port"):
         if not 0 <= (getattr(args, flag) or 0) <= 65535:
             raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
     if args.stall_timeout <= 0:
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     security = server_security(args, args.host)
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
     if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,
-                             args.health_port, args.stall_timeout)):
+                             args.health_port, args.stall_timeout, args.metrics_port)):
         # Stopped while the model was still loading: that thread sits inside torch and cannot be
         # interrupted, and finalizing the interpreter under it aborts the process. Leave at once.
         logging.shutdown()
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float,
                 security: ServerSecurity | None = None, health_port: int | None = None,
-                stall_s: float = DEFAULT_STALL_S) -> bool:
+                stall_s: float = DEFAULT_STALL_S, metrics_port: int | None = None) -> bool:
     """Serve until SIGTERM/SIGINT; returns whether the engine had finished loading. Tells systemd
     (Type=notify) STATUS while loading, READY=1 once warm, WATCHDOG=1 while healthy, STOPPING=1."""
     # Building the engine only reads the model's config: bad paths and configs fail before we bind.
@@ -122,7 +124,10 @@ async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_nam
     load = asyncio.ensure_future(server.load())
     stopped = asyncio.ensure_future(stop.wait())
     watchdog: asyncio.Future | None = None
+    metrics = prometheus.exporter(server.reporter, host, metrics_port) if metrics_port is not None else None
     try:
+        if metrics is not None:
+            log.info("Prometheus metrics on http://%s:%d/metrics", host, metrics.start())
         await asyncio.wait({load, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if load.done():
             load.result()  # a failed load ends the agent with its error
@@ -136,4 +141,6 @@ async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_nam
             if task is not None:
                 task.cancel()
         await server.stop(grace_s)
+        if metrics is not None:
+            metrics.stop()
     return server.ready

@@ -7,19 +7,30 @@ token); readers (progress printer, TUI) call `snapshot()` from any thread at the
     result = await run_benchmark(cfg, metrics)      # session.py; meanwhile, elsewhere:
     s = metrics.snapshot()                          # Snapshot: totals, rates, percentiles, agents
     s.completed, s.expected, s.eta_s, s.tokens_per_s, s.ttft_s.p99, [a.status for a in s.agents]
+
+It also keeps what a watcher needs beyond the counters: the run's phase and limits, a throughput
+history (`sample()` about once a second; bounded: past SERIES_MAX_POINTS every other point goes and
+the cadence doubles), the run's log lines, and the wall-clock per phase of the whole job.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
 from llmbench.proto import pb
 
 RATE_WINDOW_S = 5.0
+SERIES_EVERY_S = 1.0
+SERIES_MAX_POINTS = 1200  # even: halving keeps the newest point
+LOG_MAX_LINES = 2000
 
 
 @dataclass
@@ -44,13 +55,22 @@ class Percentiles:
     p90: float
     p99: float
     max: float
+    mean: float = 0.0
 
     @staticmethod
     def of(values: list[float]) -> "Percentiles":
         if not values:
             return Percentiles(0, 0.0, 0.0, 0.0, 0.0)
         p50, p90, p99 = np.percentile(values, [50, 90, 99])
-        return Percentiles(len(values), float(p50), float(p90), float(p99), float(max(values)))
+        return Percentiles(len(values), float(p50), float(p90), float(p99), float(max(values)),
+                           float(np.mean(values)))
+
+
+@dataclass(frozen=True)
+class ThroughputSample:
+    elapsed_s: float  # since the LoadGen test started
+    tokens_per_s: float  # over the interval since the previous sample
+    samples_per_s: float
 
 
 @dataclass(frozen=True)
@@ -90,7 +110,23 @@ class RunMetrics:
     agents: dict[str, AgentCounters] = field(default_factory=dict)
     ttft: list[float] = field(default_factory=list)
     tpot: list[float] = field(default_factory=list)
+    # What the run is (set by the session) and how it ended (set by whoever ends it).
+    run_id: str = field(default_factory=lambda: f"{os.getpid()}-{time.time():.3f}")
+    scenario: str = ""
+    mode: str = ""
+    output_dir: str = ""
+    phase: str = "starting"  # agents | dataset | loadgen | accuracy | report | done | failed | aborted
+    ttft_limit_s: float = 0.0  # the scenario's p99 limits; 0: none (Offline)
+    tpot_limit_s: float = 0.0
+    finished: bool = False
+    outcome: str = ""
+    job_started_at: float = field(default_factory=time.monotonic)  # the whole job, agents' start included
+    timings_s: dict[str, float] = field(default_factory=dict)  # wall-clock per phase
     _history: deque = field(default_factory=deque)  # (t, completed, output_tokens)
+    _points: list = field(default_factory=list)  # (t, completed, output_tokens) every _every_s
+    _every_s: float = SERIES_EVERY_S
+    _log: deque = field(default_factory=lambda: deque(maxlen=LOG_MAX_LINES))
+    _log_count: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def mark_started(self) -> None:
@@ -99,6 +135,8 @@ class RunMetrics:
             self.started_at = time.monotonic()
             self._history.clear()
             self._history.append((self.started_at, self.completed, self.output_tokens))
+            self._points = [(self.started_at, self.completed, self.output_tokens)]
+            self._every_s = SERIES_EVERY_S
 
     def agent(self, address: str) -> AgentCounters:
         with self._lock:
@@ -133,6 +171,47 @@ class RunMetrics:
             self.redispatched += n
             counters.redispatched += n
 
+    def sample(self) -> None:
+        """Record a throughput point if one is due; call it about every SERIES_EVERY_S."""
+        now = time.monotonic()
+        with self._lock:
+            if self._points and now - self._points[-1][0] < self._every_s - 0.1 * SERIES_EVERY_S:
+                return
+            self._points.append((now, self.completed, self.output_tokens))
+            if len(self._points) > SERIES_MAX_POINTS:
+                del self._points[1::2]
+                self._every_s *= 2
+
+    def throughput(self) -> list[ThroughputSample]:
+        with self._lock:
+            points, start = list(self._points), self.started_at
+        return [ThroughputSample(t1 - start, (k1 - k0) / (t1 - t0), (c1 - c0) / (t1 - t0))
+                for (t0, c0, k0), (t1, c1, k1) in zip(points, points[1:]) if t1 > t0]
+
+    def add_log(self, line: str) -> None:
+        with self._lock:
+            self._log.append(line)
+            self._log_count += 1
+
+    def log_since(self, seen: int) -> tuple[int, list[str]]:
+        """(number of the first line returned, the lines after the first `seen` that are still kept)."""
+        with self._lock:
+            first_kept = self._log_count - len(self._log) + 1
+            start = max(seen + 1, first_kept)
+            return start, list(self._log)[start - first_kept:]
+
+    def echo(self, say: Callable[[str], None]) -> Callable[[str], None]:
+        """`say` that also keeps each line in the run's log (the TUI's log pane, the status stream)."""
+        def both(line: str) -> None:
+            self.add_log(line)
+            say(line)
+        return both
+
+    def finish(self, phase: str, outcome: str) -> None:
+        """The run is over: phase done, failed or aborted, and one line saying how."""
+        with self._lock:
+            self.phase, self.outcome, self.finished = phase, outcome, True
+
     def snapshot(self) -> Snapshot:
         now = time.monotonic()
         with self._lock:
@@ -144,13 +223,32 @@ class RunMetrics:
             agents = tuple(replace(a) for a in self.agents.values())
             inflight = sum(a.inflight for a in agents)
             ttft, tpot = list(self.ttft), list(self.tpot)
-            return Snapshot(
+            counts = dict(
                 elapsed_s=now - self.started_at, expected=self.expected, issued=self.issued,
                 completed=self.completed, failed=self.failed, queued=self.queued, inflight=inflight,
                 redispatched=self.redispatched, output_tokens=self.output_tokens,
                 tokens_per_s=(self.output_tokens - tok0) / span if span > 0 else 0.0,
-                samples_per_s=(self.completed - done0) / span if span > 0 else 0.0,
-                ttft_s=Percentiles.of(ttft), tpot_s=Percentiles.of(tpot), agents=agents)
+                samples_per_s=(self.completed - done0) / span if span > 0 else 0.0)
+        # Percentiles outside the lock: the dispatcher never waits on a reader's arithmetic.
+        return Snapshot(**counts, ttft_s=Percentiles.of(ttft), tpot_s=Percentiles.of(tpot), agents=agents)
+
+
+async def record_throughput(metrics: RunMetrics) -> None:
+    """Sample the throughput history until cancelled (a task beside the LoadGen test)."""
+    while True:
+        await asyncio.sleep(SERIES_EVERY_S)
+        metrics.sample()
+
+
+class LogToMetrics(logging.Handler):
+    """Log records into the run's log, where the TUI and the status stream show them."""
+
+    def __init__(self, metrics: RunMetrics, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.metrics = metrics
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.metrics.add_log(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 def progress_line(s: Snapshot) -> str:

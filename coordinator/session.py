@@ -22,7 +22,7 @@ from llmbench.coordinator import datasets, prompt, settings as lgsettings
 from llmbench.coordinator.agent_link import AgentLink
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
-from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line
+from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line, record_throughput
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
 from llmbench.coordinator.sut import LoadGenSut
@@ -80,13 +80,16 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     check_choices(cfg.scenario, cfg.mode)
     settings_for(cfg, sample_count=1)  # bad settings input fails now, not after the agents are up
     metrics = metrics or RunMetrics()
+    metrics.scenario, metrics.mode, metrics.output_dir = cfg.scenario, cfg.mode, str(cfg.output)
+    say = metrics.echo(say)
     loop = asyncio.get_running_loop()
-    timings: dict[str, float] = {}
+    timings = metrics.timings_s  # the caller may have put earlier phases there (agent start)
     t0 = time.monotonic()
     pool = Pool(lambda address, p: AgentLink(address, p), metrics, cfg.dispatch)
     watcher = AgentWatcher(cfg.agents, pool.add_agent, pool.remove_agent)
     tasks: list[asyncio.Task] = []
     try:
+        metrics.phase = "agents"
         if not await watcher.start():
             await watcher.wait_for(1, cfg.connect_timeout_s)
         await pool.wait_ready(cfg.connect_timeout_s, cfg.ready_timeout_s)
@@ -96,6 +99,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             say(f"agent {slot.address}: {m.name} ({m.engine} engine, {m.device}, {m.dtype}), "
                 f"{slot.capacity.kv_tokens_total} KV tokens")
 
+        metrics.phase = "dataset"
         t1 = time.monotonic()
         dataset = await asyncio.to_thread(load_dataset, cfg, pool)
         timings["dataset"] = time.monotonic() - t1
@@ -111,19 +115,24 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             for line in bench.changes:
                 say(f"  {line}")
         metrics.expected = bench.expected_queries(len(dataset))
+        if bench.loadgen_scenario == "Server":
+            metrics.ttft_limit_s, metrics.tpot_limit_s = bench.test.ttft_latency / 1e9, bench.test.tpot_latency / 1e9
         sut = LoadGenSut(loop, pool, dataset, bench, metrics)
         tasks.append(asyncio.create_task(watch_agents(pool, cfg.no_agent_timeout_s)))
         if cfg.progress_s > 0:
             tasks.append(asyncio.create_task(print_progress(metrics, cfg.progress_s, say)))
 
         t2 = time.monotonic()
+        metrics.phase = "loadgen"
         metrics.mark_started()
+        tasks.append(asyncio.create_task(record_throughput(metrics)))
         try:
             await run_in_daemon_thread(sut.run, cfg.output)
         except BaseException:
             sut.abort()
             raise
         timings["loadgen"] = time.monotonic() - t2
+        metrics.sample()
         snapshot = metrics.snapshot()
         if cfg.progress_s > 0:
             say(progress_line(snapshot))
@@ -135,6 +144,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
 
     summary = read_summary(cfg.output)
     t3 = time.monotonic()
+    metrics.phase = "accuracy"
     accuracy_lines = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
     if accuracy_lines:
         timings["accuracy"] = time.monotonic() - t3
@@ -225,11 +235,12 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_session(cfg: CoordinatorConfig, say: Callable[[str], None] = print) -> RunResult:
+def run_session(cfg: CoordinatorConfig, say: Callable[[str], None] = print,
+                metrics: RunMetrics | None = None) -> RunResult:
     """asyncio.run the benchmark, with SIGTERM handled like Ctrl-C (a Job deleted, systemd stop)."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return asyncio.run(run_benchmark(cfg, say=say))
+        return asyncio.run(run_benchmark(cfg, metrics, say=say))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
