@@ -209,8 +209,9 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def client_security(args: argparse.Namespace) -> ClientSecurity:
-    security = ClientSecurity(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name,
-                              read_token(args.auth_token_file))
+    """From add_client_arguments' flags; flags a command lacks count as unset ($LLMBENCH_AUTH_TOKEN still applies)."""
+    flags = [getattr(args, name, None) for name in ("tls_ca", "tls_cert", "tls_key", "tls_server_name")]
+    security = ClientSecurity(*flags, token=read_token(getattr(args, "auth_token_file", None)))
     if security.tls:
         security.channel_credentials()  # unreadable files fail now, with the flag's name
     return security

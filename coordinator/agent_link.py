@@ -12,29 +12,45 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from llmbench.common.auth import ClientSecurity
 from llmbench.proto import pb, rpc
 
 MAX_MESSAGE_BYTES = 64 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 10_000),  # notice a vanished host, not only a closed socket
-    ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # keep pinging while our side sends nothing
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
-STATUS_INTERVAL_MS = 100
-STALE_STATUS_S = 10.0  # no status report for this long: the agent is hung
 HEALTH_POLL_S = 0.2
 CLOSE_GRACE_S = 1.0  # after hanging up, how long the agent may take to end the stream
 
 log = logging.getLogger("llmbench.coordinator")
+
+
+@dataclass
+class LinkConfig:
+    agent_timeout_s: float = 10.0  # no status report (or no keepalive answer) for this long: agent lost
+    stall_s: float = 60.0  # our queries in flight there and no step result for this long: engine hung
+    status_interval_ms: int = 100
+    security: ClientSecurity = field(default_factory=ClientSecurity)
+
+    def __post_init__(self) -> None:
+        if self.agent_timeout_s <= 0 or self.stall_s <= 0:
+            raise ValueError("--agent-timeout and the stall timeout must be > 0")
+
+    def channel_options(self) -> list[tuple[str, int]]:
+        # HTTP/2 pings notice a vanished host or a cut network even while no status is due.
+        half_ms = max(int(self.agent_timeout_s * 500), 200)
+        return [*CHANNEL_OPTIONS, ("grpc.keepalive_time_ms", half_ms), ("grpc.keepalive_timeout_ms", half_ms)]
 
 
 def describe(exc: BaseException) -> str:
@@ -44,12 +60,10 @@ def describe(exc: BaseException) -> str:
 
 
 class AgentLink:
-    def __init__(self, address: str, pool, *, status_interval_ms: int = STATUS_INTERVAL_MS,
-                 stale_status_s: float = STALE_STATUS_S) -> None:
+    def __init__(self, address: str, pool, cfg: LinkConfig | None = None) -> None:
         self.address = address
         self.pool = pool
-        self.status_interval_ms = status_interval_ms
-        self.stale_status_s = stale_status_s
+        self.cfg = cfg or LinkConfig()
         self.reached = False
         self.last_error = "connecting"
         self._outbox: asyncio.Queue[pb.ServeRequest | None] = asyncio.Queue()
@@ -83,16 +97,18 @@ class AgentLink:
 
     async def _attempt(self) -> tuple[bool, str]:
         ready = False
-        channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        channel = self.cfg.security.aio_channel(self.address, self.cfg.channel_options())
+        metadata = self.cfg.security.metadata
         try:
             stub = rpc.AgentStub(channel)
             if not await self._wait_serving(channel):
                 return False, "closed"
-            status_call = stub.WatchStatus(pb.StatusRequest(interval_ms=self.status_interval_ms))
+            status_call = stub.WatchStatus(pb.StatusRequest(interval_ms=self.cfg.status_interval_ms),
+                                           metadata=metadata)
             first = await status_call.read()
             if first is grpc.aio.EOF:
                 return False, "the status stream ended at once"
-            serve_call = stub.Serve(self._requests())
+            serve_call = stub.Serve(self._requests(), metadata=metadata)
             if self._closing:
                 return False, "closed"
             ready = True
@@ -115,7 +131,8 @@ class AgentLink:
         health = health_pb2_grpc.HealthStub(channel)
         while not self._closing:
             try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0,
+                                           metadata=self.cfg.security.metadata)
                 self.reached = True
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
@@ -135,30 +152,47 @@ class AgentLink:
             yield item
 
     async def _serve(self, serve_call, status_call) -> str:
-        """Run both streams until one fails or ends; returns why."""
-        last_status = [time.monotonic()]
+        """Run both streams until one fails or ends, or the agent falls silent; returns why, with how
+        long before that the agent was last heard from (the detection time of a sudden death)."""
+        last_status = last_step = time.monotonic()
 
         async def read_steps() -> str:
+            nonlocal last_step
             async for step in serve_call:
+                last_step = time.monotonic()
                 self.pool.on_step(self, step)
             return "the agent ended the query stream"
 
         async def read_status() -> str:
+            nonlocal last_status
             while (status := await status_call.read()) is not grpc.aio.EOF:
-                last_status[0] = time.monotonic()
+                last_status = time.monotonic()
                 self.pool.on_status(self, status)
             return "the agent ended the status stream"
 
-        async def watch_stale() -> str:
+        async def watch_silence() -> str:
+            nonlocal last_step
+            timeout, stall = self.cfg.agent_timeout_s, self.cfg.stall_s
             while True:
-                await asyncio.sleep(self.stale_status_s / 4)
-                if time.monotonic() - last_status[0] > self.stale_status_s:
-                    return f"no status report for {self.stale_status_s:.0f} s (agent hung?)"
+                await asyncio.sleep(min(timeout, stall) / 8)
+                now = time.monotonic()
+                if now - last_status > timeout:
+                    return f"no status report for {timeout:g} s (agent hung or cut off)"
+                if self.pool.busy(self):
+                    if now - last_step > stall:
+                        return f"no step result for {stall:g} s with queries in flight (engine hung)"
+                else:
+                    last_step = now
 
-        tasks = [asyncio.ensure_future(c) for c in (read_steps(), read_status(), watch_stale())]
+        tasks = [asyncio.ensure_future(c) for c in (read_steps(), read_status(), watch_silence())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            return done.pop().result()
+            try:
+                reason = done.pop().result()
+            except grpc.aio.AioRpcError as exc:
+                reason = describe(exc)
+            silent = time.monotonic() - max(last_status, last_step)
+            return f"{reason}; last heard from {silent:.2f} s before"
         finally:
             for t in tasks:
                 t.cancel()

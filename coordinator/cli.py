@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llmbench.common.auth import add_client_arguments, client_security
 from llmbench.coordinator import settings as lgsettings
+from llmbench.coordinator.agent_link import LinkConfig
 from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
                                           run_session)
 
@@ -32,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for an agent to answer")
     p.add_argument("--ready-timeout", type=float, default=900.0,
                    help="seconds to wait for an answering agent to finish loading its model")
+    p.add_argument("--agent-timeout", type=float, default=LinkConfig.agent_timeout_s,
+                   help="seconds an agent may send no status (nor answer keepalive pings) before it counts as "
+                        "lost and its queries continue on other agents")
+    add_client_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> CoordinatorConfig:
@@ -46,7 +52,9 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         target_qps=args.target_qps, duration_s=args.duration,
         demo=demo,
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
-        progress_s=args.progress)
+        progress_s=args.progress,
+        link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
+                        security=client_security(args)))
 
 
 def report(result: RunResult) -> int:
@@ -59,6 +67,10 @@ def report(result: RunResult) -> int:
     s = result.snapshot
     shares = ", ".join(f"{a.address} {a.queries_done}" for a in s.agents)
     print(f"Queries per agent: {shares}" + (f"; {s.redispatched} re-dispatched" if s.redispatched else ""))
+    for a in s.agents:
+        if a.losses:
+            print(f"Agent {a.address} lost {a.losses} time(s), {a.redispatched} queries re-dispatched; "
+                  f"last: {a.last_error}")
     print(f"LoadGen logs: {result.output.resolve()}")
     if result.duplicates:
         print(f"ERROR: {result.duplicates} duplicate answers were refused (a coordinator bug)")

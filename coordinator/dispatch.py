@@ -115,6 +115,11 @@ class Pool:
     def ready_agents(self) -> list[AgentSlot]:
         return [s for s in self.slots.values() if s.capacity is not None and not s.draining]
 
+    def busy(self, link: Link) -> bool:
+        """Whether queries are in flight on this link (its agent owes us step results)."""
+        slot = self._slot(link)
+        return slot is not None and bool(slot.inflight)
+
     # --- jobs ----------------------------------------------------------------------------------
     def submit(self, jobs: list[Job]) -> None:
         if self.failed:
@@ -254,13 +259,21 @@ class Pool:
         self._schedule_pump()
 
     def _requeue(self, jobs: list[Job]) -> None:
-        give_up = [j for j in jobs if j.attempts >= self.cfg.max_attempts]
-        for job in give_up:
-            job.error = job.error or f"gave up after {job.attempts} attempts"
-        self.queue.extendleft(reversed([j for j in jobs if j.attempts < self.cfg.max_attempts]))
+        retry: list[Job] = []
+        finish: list[Job] = []
+        for job in jobs:
+            if len(job.tokens) >= job.max_new_tokens:  # every token arrived, only the finish was lost
+                job.error = ""
+                finish.append(job)
+            elif job.attempts >= self.cfg.max_attempts:
+                job.error = job.error or f"gave up after {job.attempts} attempts"
+                finish.append(job)
+            else:
+                retry.append(job)
+        self.queue.extendleft(reversed(retry))
         self.metrics.queued = len(self.queue)
-        if give_up:
-            self._complete(give_up)
+        if finish:
+            self._complete(finish)
 
     def _complete(self, jobs: list[Job]) -> None:
         now = time.monotonic()
@@ -308,20 +321,29 @@ class Pool:
                 slot.counters.est_free_tokens = slot.capacity.free_tokens()
 
     async def wait_ready(self, connect_timeout_s: float, ready_timeout_s: float) -> None:
-        """Wait until every agent added so far is ready; raise naming the ones that are not."""
+        """Wait until every agent added so far is ready. One that has not answered within
+        connect_timeout_s is left behind with a warning if another agent is up (it keeps being
+        retried and gets work once it comes up); otherwise raise naming the ones that are not ready."""
         start = time.monotonic()
+        left_behind: set[str] = set()
         while True:
-            pending = [s for s in self.slots.values() if not s.ready_event.is_set()]
-            if not pending:
+            pending = [s for s in self.slots.values() if not s.ready_event.is_set() and s.address not in left_behind]
+            if not pending and self.ready_agents():
                 return
             waited = time.monotonic() - start
+            others_up = any(s.ready_event.is_set() or (s.link is not None and s.link.reached)
+                            for s in self.slots.values())
             for s in pending:
                 reached = s.link is not None and s.link.reached
-                if waited > (ready_timeout_s if reached else connect_timeout_s):
-                    why = s.link.last_error if s.link is not None else "lost"
-                    if reached:
-                        raise TimeoutError(f"agent {s.address} answers but was not ready after {waited:.0f} s ({why})")
-                    raise ConnectionError(f"agent {s.address} did not answer within {waited:.0f} s ({why})")
+                why = s.link.last_error if s.link is not None else "lost"
+                if reached and waited > ready_timeout_s:
+                    raise TimeoutError(f"agent {s.address} answers but was not ready after {waited:.0f} s ({why})")
+                if not reached and waited > connect_timeout_s:
+                    if not others_up:
+                        raise ConnectionError(f"agent {s.address} did not answer within {waited:.0f} s ({why})")
+                    left_behind.add(s.address)
+                    log.warning("agent %s did not answer within %.0f s (%s): starting without it; it is used "
+                                "as soon as it comes up", s.address, waited, why)
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:

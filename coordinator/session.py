@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.coordinator import datasets, prompt, settings as lgsettings
-from llmbench.coordinator.agent_link import AgentLink
+from llmbench.coordinator.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
 from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line, record_throughput
@@ -49,6 +49,7 @@ class CoordinatorConfig:
     no_agent_timeout_s: float = 60.0  # queries waiting and no agent ready: give up
     progress_s: float = 5.0  # 0: no progress lines
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)  # loss detection, TLS, token
 
 
 @dataclass
@@ -85,7 +86,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     loop = asyncio.get_running_loop()
     timings = metrics.timings_s  # the caller may have put earlier phases there (agent start)
     t0 = time.monotonic()
-    pool = Pool(lambda address, p: AgentLink(address, p), metrics, cfg.dispatch)
+    pool = Pool(lambda address, p: AgentLink(address, p, cfg.link), metrics, cfg.dispatch)
     watcher = AgentWatcher(cfg.agents, pool.add_agent, pool.remove_agent)
     tasks: list[asyncio.Task] = []
     try:

@@ -225,14 +225,17 @@ async def test_fail_all_answers_everything_once():
     assert sorted(rec.done) == [0, 1, 2, 3] and all(j.error for j in rec.done.values())
 
 
-async def test_wait_ready_names_the_missing_agent():
+async def test_wait_ready_names_the_missing_agent(caplog):
     pool, links, _ = make_pool()
-    pool.add_agent("a:1")
     pool.add_agent("b:2")
-    pool.on_ready(links["a:1"], status(100))
     links["b:2"].last_error = "UNAVAILABLE: connection refused"
     with pytest.raises(ConnectionError, match=r"agent b:2 did not answer .*connection refused"):
         await pool.wait_ready(0.1, 10)
+    pool.add_agent("a:1")  # with another agent up, the missing one is left behind (and used once it comes up)
+    pool.on_ready(links["a:1"], status(100))
+    await pool.wait_ready(0.1, 10)
+    assert "agent b:2 did not answer" in caplog.text and "starting without it" in caplog.text
+    assert "b:2" in pool.slots and links["b:2"].closed is False
 
 
 async def test_waiting_queue_at_an_agent_is_bounded():
