@@ -21,6 +21,7 @@ from llmbench.agent.factory import create_engine
 from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
 from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput
+from llmbench.common.auth import ClientSecurity, add_client_arguments, client_security
 from llmbench.proto import pb, rpc
 
 SUBMIT_CHUNK = 256  # queries per Serve message, to stay far below the message size limit
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --agent to answer")
+    add_client_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = _read_input(args.input)
     if args.agent:
         results = asyncio.run(generate_remote(args.agent, prompts, args.max_new_tokens, args.ignore_eos,
-                                              args.connect_timeout))
+                                              args.connect_timeout, client_security(args)))
     else:
         results = generate_local(cfg, prompts, args.max_new_tokens, args.ignore_eos)
     for p, r in zip(prompts, results):
@@ -149,9 +151,11 @@ def generate_local(cfg: EngineConfig, prompts: list[Prompt], max_new_tokens: int
 
 
 async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: int, ignore_eos: bool,
-                          connect_timeout: float) -> list[Result]:
+                          connect_timeout: float, security: ClientSecurity | None = None) -> list[Result]:
     results = [Result() for _ in prompts]
-    async with grpc.aio.insecure_channel(address) as channel:
+    security = security or ClientSecurity()
+    metadata = security.metadata
+    async with security.aio_channel(address) as channel:
         try:
             await asyncio.wait_for(channel.channel_ready(), connect_timeout)
         except asyncio.TimeoutError:
@@ -161,9 +165,10 @@ async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: i
         try:
             await _wait_serving(channel, address)
             by_tokens = [i for i, p in enumerate(prompts) if p.tokens is not None]
-            texts = [_generate_text(stub, i, prompts[i].text, max_new_tokens, ignore_eos, results)
+            texts = [_generate_text(stub, i, prompts[i].text, max_new_tokens, ignore_eos, results, metadata)
                      for i, p in enumerate(prompts) if p.text is not None]
-            await asyncio.gather(_serve_tokens(stub, prompts, by_tokens, max_new_tokens, ignore_eos, results), *texts)
+            await asyncio.gather(_serve_tokens(stub, prompts, by_tokens, max_new_tokens, ignore_eos, results, metadata),
+                                 *texts)
         except grpc.aio.AioRpcError as exc:
             raise ConnectionError(f"agent {address}: {exc.code().name}: {exc.details()}") from None
     return results
@@ -186,11 +191,11 @@ async def _wait_serving(channel: grpc.aio.Channel, address: str) -> None:
 
 
 async def _serve_tokens(stub: rpc.AgentStub, prompts: list[Prompt], indices: list[int], max_new_tokens: int,
-                        ignore_eos: bool, results: list[Result]) -> None:
+                        ignore_eos: bool, results: list[Result], metadata: tuple = ()) -> None:
     """All token prompts on one Serve stream, so the agent batches them."""
     if not indices:
         return
-    call = stub.Serve()
+    call = stub.Serve(metadata=metadata)
     for start in range(0, len(indices), SUBMIT_CHUNK):
         batch = [pb.Query(id=i, prompt_tokens=prompts[i].tokens, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
                  for i in indices[start:start + SUBMIT_CHUNK]]
@@ -207,10 +212,10 @@ async def _serve_tokens(stub: rpc.AgentStub, prompts: list[Prompt], indices: lis
 
 
 async def _generate_text(stub: rpc.AgentStub, i: int, text: str, max_new_tokens: int, ignore_eos: bool,
-                         results: list[Result]) -> None:
+                         results: list[Result], metadata: tuple = ()) -> None:
     request = pb.GenerateRequest(text=text, max_new_tokens=max_new_tokens, ignore_eos=ignore_eos)
     try:
-        async for msg in stub.Generate(request):
+        async for msg in stub.Generate(request, metadata=metadata):
             results[i].tokens.extend(msg.tokens)
             if msg.finish_reason:
                 results[i].finish_reason = FinishReason(msg.finish_reason).name.lower()

@@ -8,6 +8,17 @@ metadata on every call.
 
 The token comes from a file (`--auth-token-file`) or the LLMBENCH_AUTH_TOKEN environment variable.
 Without TLS it crosses the network in clear text: use both off loopback (docs/security.md).
+
+A server, e.g. the coordinator's status server (thread pool) or the agent (grpc.aio):
+
+    add_server_arguments(parser)                    # --tls-cert --tls-key --tls-client-ca --auth-token-file
+    security = server_security(args, host)
+    server = grpc.server(pool, interceptors=security.interceptors(aio=False))  # grpc.aio: interceptors()
+    creds = security.credentials()
+    port = server.add_secure_port(addr, creds) if creds else server.add_insecure_port(addr)
+
+A client: `ClientSecurity(...).aio_channel(address)` / `.channel(address)`, and `metadata=security.metadata`
+on each call.
 """
 from __future__ import annotations
 
@@ -89,8 +100,11 @@ class ServerSecurity:
         ca = read_file(self.client_ca, "--tls-client-ca") if self.client_ca else None
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
-    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        return [BearerTokenInterceptor(self.token)] if self.token else []
+    def interceptors(self, aio: bool = True) -> list:
+        """For grpc.aio.server(interceptors=...), or grpc.server(...) with aio=False."""
+        if not self.token:
+            return []
+        return [BearerTokenInterceptor(self.token) if aio else SyncBearerTokenInterceptor(self.token)]
 
     def describe(self) -> str:
         tls = "mutual TLS" if self.client_ca else "TLS" if self.tls else "plaintext"
@@ -145,42 +159,71 @@ def _digest(value: str | bytes) -> bytes:
     return hashlib.sha256(value.encode() if isinstance(value, str) else value).digest()
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call without `authorization: Bearer <token>` with UNAUTHENTICATED, except the
-    methods under `open_prefixes` (health). Compared in constant time (over SHA-256 digests, so not
-    even the length leaks)."""
+UNAUTHENTICATED_MESSAGE = "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')"
 
-    def __init__(self, token: str, open_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
+
+class _TokenCheck:
+    """Whether a call may pass: its method is open, or it carries the token. Compared in constant time
+    (over SHA-256 digests, so not even the length leaks)."""
+
+    def __init__(self, token: str, open_prefixes: tuple[str, ...]) -> None:
         self._expected = _digest(f"Bearer {token}")
         self._open = open_prefixes
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or wrong bearer token (send metadata 'authorization: Bearer <token>')")
-        self._deny = {
-            "unary_unary": grpc.unary_unary_rpc_method_handler(deny),
-            "unary_stream": grpc.unary_stream_rpc_method_handler(deny),
-            "stream_unary": grpc.stream_unary_rpc_method_handler(deny),
-            "stream_stream": grpc.stream_stream_rpc_method_handler(deny),
-        }
-
-    def authorized(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+    def allows(self, details: grpc.HandlerCallDetails) -> bool:
+        if (details.method or "").startswith(self._open):
+            return True
         ok = False
-        for key, value in metadata or ():
+        for key, value in details.invocation_metadata or ():
             if key == AUTH_HEADER:
                 ok |= hmac.compare_digest(_digest(value), self._expected)
         return ok
 
+
+def _denials(deny) -> dict[tuple[bool, bool], grpc.RpcMethodHandler]:
+    """A refusing handler per (request_streaming, response_streaming): the refusal must match the
+    method's shape."""
+    return {(False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny)}
+
+
+def _denial(denials: dict, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler:
+    if handler is None:  # unknown method: refused the same way, revealing nothing
+        return denials[True, True]
+    return denials[handler.request_streaming, handler.response_streaming]
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """For grpc.aio servers: every call without `authorization: Bearer <token>` gets UNAUTHENTICATED,
+    except methods under `open_prefixes` (health)."""
+
+    def __init__(self, token: str, open_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
+        self._check = _TokenCheck(token, open_prefixes)
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        self._denials = _denials(deny)
+
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
-        method = handler_call_details.method or ""
-        if method.startswith(self._open) or self.authorized(handler_call_details.invocation_metadata):
-            return await continuation(handler_call_details)
         handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: refuse it the same way, revealing nothing
-            return self._deny["stream_stream"]
-        kind = ("stream" if handler.request_streaming else "unary") + "_" + \
-               ("stream" if handler.response_streaming else "unary")
-        return self._deny[kind]
+        return handler if self._check.allows(handler_call_details) else _denial(self._denials, handler)
+
+
+class SyncBearerTokenInterceptor(grpc.ServerInterceptor):
+    """The same for thread-pool servers (grpc.server)."""
+
+    def __init__(self, token: str, open_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
+        self._check = _TokenCheck(token, open_prefixes)
+
+        def deny(request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        self._denials = _denials(deny)
+
+    def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
+        handler = continuation(handler_call_details)
+        return handler if self._check.allows(handler_call_details) else _denial(self._denials, handler)
 
 
 def add_server_arguments(p: argparse.ArgumentParser) -> None:

@@ -336,6 +336,9 @@ class Pool:
             for s in pending:
                 reached = s.link is not None and s.link.reached
                 why = s.link.last_error if s.link is not None else "lost"
+                if reached and why.startswith(("UNAUTHENTICATED", "PERMISSION_DENIED")):
+                    raise PermissionError(f"agent {s.address} refused the coordinator ({why}); give the agents' "
+                                          "token with --auth-token-file or $LLMBENCH_AUTH_TOKEN")
                 if reached and waited > ready_timeout_s:
                     raise TimeoutError(f"agent {s.address} answers but was not ready after {waited:.0f} s ({why})")
                 if not reached and waited > connect_timeout_s:
