@@ -2,11 +2,14 @@
 
 It keeps the real engine's contract (validation, KV admission by blocks, max batch, cancellation,
 one StepOutput per step per sink) so the coordinator cannot tell the difference except by the
-name "simulated", which it reports everywhere.
+name "simulated", which it reports everywhere. Like greedy decoding, each token is a function of the
+whole context so far (a running CRC-32 of prompt and output), so a query resumed elsewhere with its
+prompt plus the tokens it already had continues exactly as it would have.
 """
 from __future__ import annotations
 
 import array
+import sys
 import threading
 import time
 import zlib
@@ -29,11 +32,13 @@ class _Query:
     sink: Sink
     req: Request
     blocks: int
-    seed: int
+    context_crc: int  # CRC-32 of the context (prompt + output so far) as int32 bytes
     generated: int = 0
 
     def next_token(self) -> int:
-        return (self.seed + 7919 * (self.generated + 1)) % NORMAL_TOKENS
+        token = self.context_crc % NORMAL_TOKENS
+        self.context_crc = zlib.crc32(token.to_bytes(4, sys.byteorder), self.context_crc)
+        return token
 
 
 class SimulatedEngine:
@@ -150,7 +155,7 @@ class SimulatedEngine:
                 self._finished += 1
             return
         prompt = array.array("i", req.prompt)
-        q = _Query(sink, req, self._blocks_for(req), zlib.crc32(prompt.tobytes()) + len(prompt))
+        q = _Query(sink, req, self._blocks_for(req), zlib.crc32(prompt.tobytes()))
         self._queries[(sink, req.id)] = q
         with self._lock:
             self._waiting.append(q)
