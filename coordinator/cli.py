@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
 from pathlib import Path
 
 from llmbench.common.auth import add_client_arguments, client_security
-from llmbench.coordinator import settings as lgsettings
+from llmbench.coordinator import prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
+from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
+from llmbench.coordinator.report import REPORT_FILE, finish_run
 from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
                                           run_session)
+from llmbench.coordinator.status_service import StatusServer
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +31,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
     p.add_argument("--output", type=Path, help="folder for LoadGen's logs")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
+    p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (shown on a terminal)")
+    p.add_argument("--status-port", type=int,
+                   help="serve the run's status (Coordinator.WatchRun) here for `llmbench tui --connect`, e.g. 50060")
+    p.add_argument("--status-host", default="127.0.0.1",
+                   help="address for --status-port (default loopback only; 0.0.0.0 for all)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port at /metrics")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address for --metrics-port (default loopback only; 0.0.0.0 for all)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,6 +86,7 @@ def report(result: RunResult) -> int:
             print(f"Agent {a.address} lost {a.losses} time(s), {a.redispatched} queries re-dispatched; "
                   f"last: {a.last_error}")
     print(f"LoadGen logs: {result.output.resolve()}")
+    print(f"Report: {(result.output / REPORT_FILE).resolve()}")
     if result.duplicates:
         print(f"ERROR: {result.duplicates} duplicate answers were refused (a coordinator bug)")
     if result.error or s.failed:
@@ -79,12 +94,49 @@ def report(result: RunResult) -> int:
     return 0 if result.ok else 1
 
 
+def wants_tui(args: argparse.Namespace) -> bool:
+    return not args.no_tui and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetrics, say=print) -> RunResult:
+    """The run with its front: the TUI on a terminal, progress lines otherwise; the status and metrics
+    endpoints if asked; report.md at the end. Log records also go to the run's log (TUI, watchers)."""
+    for flag in ("status_port", "metrics_port"):
+        if not 0 <= (getattr(args, flag) or 0) <= 65535:
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
+    note = metrics.echo(say)
+    with contextlib.ExitStack() as stack:
+        handler = LogToMetrics(metrics)
+        logging.getLogger("llmbench").addHandler(handler)
+        stack.callback(logging.getLogger("llmbench").removeHandler, handler)
+        if args.status_port is not None:
+            status = StatusServer(metrics, args.status_host, args.status_port)
+            status.start()
+            stack.callback(status.stop)
+            note(f"run status on {status.address}: watch with `llmbench tui --connect {status.address}`")
+        if args.metrics_port is not None:
+            exporter = prometheus.exporter(metrics, args.metrics_host, args.metrics_port)
+            note(f"Prometheus metrics on http://{args.metrics_host}:{exporter.start()}/metrics")
+            stack.callback(exporter.stop)
+        if wants_tui(args):
+            from llmbench.tui.live import run_live  # the TUI is this command's face on a terminal
+            return run_live(cfg, metrics)
+        try:
+            result = run_session(cfg, say=say, metrics=metrics)
+        except BaseException as exc:  # watchers learn how it ended before the status server stops
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            metrics.finish("aborted" if interrupted else "failed", "interrupted" if interrupted else str(exc))
+            raise
+        finish_run(result, metrics)
+        return result
+
+
 def run(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ValueError("--output DIR is required (the folder for LoadGen's logs)")
     cfg = config_from_args(args, args.agents, args.output)
     try:
-        result = run_session(cfg)
+        result = run_front(cfg, args, RunMetrics())
     except BaseException as exc:
         leave_if_loadgen_running(exc, "coordinator")
         raise

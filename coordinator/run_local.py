@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmbench.coordinator.cli import add_run_arguments, config_from_args, report
-from llmbench.coordinator.session import check_choices, leave_if_loadgen_running, run_session
+from llmbench.coordinator.cli import add_run_arguments, config_from_args, report, run_front
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.session import check_choices, leave_if_loadgen_running
 
 LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
 AGENT_START_TIMEOUT_S = 120.0
@@ -105,19 +106,21 @@ def run(args: argparse.Namespace) -> int:
     output = args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    metrics = RunMetrics()
     print(f"llmbench run: {args.agents} local agents ({args.engine} engine"
           f"{', model ' + args.model if args.engine == 'paged' else ''}), {args.scenario} {args.mode}, "
           f"results in {output}", flush=True)
     agents: list[LocalAgent] = []
     try:
         agents = start_agents(args, output)
+        metrics.timings_s["agent processes"] = time.monotonic() - started
         print(f"agents listening on {', '.join(a.address for a in agents)}", flush=True)
         args.demo = not args.mlperf_settings
         cfg = config_from_args(args, ",".join(a.address for a in agents), output)
         if cfg.demo is not None:
             print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
                   "the changes are listed below and in the summary.", flush=True)
-        result = run_session(cfg, say=lambda line: print(line, flush=True))
+        result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True))
     except BaseException as exc:
         stop_agents(agents)
         leave_if_loadgen_running(exc, "run")
