@@ -1,0 +1,158 @@
+"""The Textual app: one run's progress, throughput, latencies, agents and log, from any Source.
+
+It polls its source at a fixed rate (4 Hz), never per token or per message. q leaves: when the run
+belongs to this process it first asks, then aborts it and waits for the run to end (agent streams
+closed) before leaving; when attached it only leaves. tab / shift+tab and 1-3 switch views.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Log, Static, TabbedContent, TabPane
+
+from llmbench.tui.source import Source
+from llmbench.tui.state import LOG_LINES, RunView
+from llmbench.tui.widgets import AgentsTable, LatencyTable, Progress, Throughput, header_line
+
+REFRESH_S = 0.25
+ABORT_WAIT_S = 20.0  # the run gets this long to close its agent streams after an abort
+VIEWS = ("overview", "agents", "log")
+CONFIRM_ABORT = ("Abort the run? LoadGen stops early, the agents' streams are closed and no report is written. "
+                 "y: abort   n: keep running")
+
+
+class RunApp(App):
+    ENABLE_COMMAND_PALETTE = False
+    CSS = """
+    #header { background: $primary; color: $text; padding: 0 1; }
+    #banner { background: $warning; color: $text; padding: 0 1; display: none; }
+    #banner.shown { display: block; }
+    TabPane { padding: 0 1; }
+    LatencyTable, AgentsTable { height: auto; max-height: 16; margin-bottom: 1; }
+    """
+    BINDINGS = [
+        Binding("q", "leave", "quit"),
+        Binding("ctrl+c", "leave", "quit", show=False, priority=True),
+        Binding("tab", "switch(1)", "next view", priority=True),
+        Binding("shift+tab", "switch(-1)", "previous view", show=False, priority=True),
+        Binding("1", "show_view('overview')", "overview"),
+        Binding("2", "show_view('agents')", "agents"),
+        Binding("3", "show_view('log')", "log"),
+        Binding("y", "confirm(True)", "abort", show=False),
+        Binding("n", "confirm(False)", "keep running", show=False),
+        Binding("escape", "confirm(False)", "keep running", show=False),
+    ]
+
+    def __init__(self, source: Source, refresh_s: float = REFRESH_S) -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_s = refresh_s
+        self.run_view = RunView()
+        self.confirming = False
+        self.aborting_since: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"llmbench · waiting for {self.source.description}", id="header", markup=False)
+        with TabbedContent(id="views", initial="overview"):
+            with TabPane("1 Overview", id="overview"):
+                yield Progress()
+                yield Throughput()
+                yield LatencyTable(id="latency")
+                yield AgentsTable(AgentsTable.COMPACT, id="agents-compact")
+            with TabPane("2 Agents", id="agents"):
+                yield AgentsTable(AgentsTable.FULL, id="agents-full")
+            with TabPane("3 Log", id="log"):
+                yield Log(max_lines=LOG_LINES, id="log-pane")
+        yield Static("", id="banner", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.set_interval(self.refresh_s, self.refresh_view)
+        self.refresh_view()
+
+    def on_unmount(self) -> None:
+        self.source.close()
+
+    # --- refresh ----------------------------------------------------------------------------------
+    def refresh_view(self) -> None:
+        for msg in self.source.poll():
+            self.run_view.apply(msg)
+        if self.run_view.status is not None:
+            self.query_one("#header", Static).update(header_line(self.run_view.status))
+            self.query_one(Progress).show(self.run_view)
+            self.query_one(Throughput).show(self.run_view)
+            self.query_one(LatencyTable).show(self.run_view)
+            for table in self.query(AgentsTable):
+                table.show(self.run_view)
+            lines = self.run_view.take_lines()
+            if lines:
+                self.query_one("#log-pane", Log).write_lines(lines)
+        self.show_banner(self.banner_text())
+        if self.aborting_since is not None and (
+                self.source.ended or time.monotonic() - self.aborting_since > ABORT_WAIT_S):
+            self.exit()
+
+    def run_over(self) -> bool:
+        s = self.run_view.status
+        return (s is not None and s.finished) or self.source.ended
+
+    def banner_text(self) -> str:
+        s = self.run_view.status
+        if self.aborting_since is not None:
+            return "Aborting the run: stopping LoadGen's queries and closing the agent streams..."
+        if self.confirming:
+            return CONFIRM_ABORT
+        if s is not None and s.finished:
+            how = {"done": "Run finished", "failed": "Run FAILED", "aborted": "Run aborted"}.get(s.phase, "Run over")
+            where = f"; report: {s.output_dir}/report.md" if s.phase == "done" else ""
+            return f"{how}: {s.outcome}{where}. Press q to leave."
+        if self.source.problem:
+            return f"{self.source.problem}. q: leave"
+        if self.source.ended:
+            return "The run ended without a final status. Press q to leave."
+        return ""
+
+    def show_banner(self, text: str) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(text)
+        banner.set_class(bool(text), "shown")
+
+    # --- actions ----------------------------------------------------------------------------------
+    def action_leave(self) -> None:
+        if not self.source.controls_run or self.run_over():
+            self.exit()
+        elif self.aborting_since is None:
+            self.confirming = True
+            self.show_banner(self.banner_text())
+
+    def action_confirm(self, yes: bool) -> None:
+        if not self.confirming:
+            return
+        self.confirming = False
+        if yes:
+            self.abort_run()
+        self.show_banner(self.banner_text())
+
+    def abort_run(self) -> None:
+        """Stop the run now (y after q, or SIGTERM) and leave once it has ended."""
+        self.confirming = False
+        if self.aborting_since is None:
+            self.aborting_since = time.monotonic()
+            self.source.abort()
+
+    def abort_run_threadsafe(self) -> None:
+        """abort_run from a signal handler or another thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.abort_run)
+
+    def action_switch(self, step: int) -> None:
+        views = self.query_one("#views", TabbedContent)
+        views.active = VIEWS[(VIEWS.index(views.active) + step) % len(VIEWS)]
+
+    def action_show_view(self, name: str) -> None:
+        self.query_one("#views", TabbedContent).active = name
