@@ -53,6 +53,7 @@ class RunApp(App):
         self.run_view = RunView()
         self.confirming = False
         self.aborting_since: float | None = None
+        self.source_ended = False  # as of the last poll (read before it: the last message comes first)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def compose(self) -> ComposeResult:
@@ -80,6 +81,9 @@ class RunApp(App):
 
     # --- refresh ----------------------------------------------------------------------------------
     def refresh_view(self) -> None:
+        if not self.is_running:  # shutting down: the widgets are being removed under the timer
+            return
+        self.source_ended = self.source.ended
         for msg in self.source.poll():
             self.run_view.apply(msg)
         if self.run_view.status is not None:
@@ -94,12 +98,12 @@ class RunApp(App):
                 self.query_one("#log-pane", Log).write_lines(lines)
         self.show_banner(self.banner_text())
         if self.aborting_since is not None and (
-                self.source.ended or time.monotonic() - self.aborting_since > ABORT_WAIT_S):
+                self.source_ended or time.monotonic() - self.aborting_since > ABORT_WAIT_S):
             self.exit()
 
     def run_over(self) -> bool:
         s = self.run_view.status
-        return (s is not None and s.finished) or self.source.ended
+        return (s is not None and s.finished) or self.source_ended
 
     def banner_text(self) -> str:
         s = self.run_view.status
@@ -113,7 +117,7 @@ class RunApp(App):
             return f"{how}: {s.outcome}{where}. Press q to leave."
         if self.source.problem:
             return f"{self.source.problem}. q: leave"
-        if self.source.ended:
+        if self.source_ended:
             return "The run ended without a final status. Press q to leave."
         return ""
 
