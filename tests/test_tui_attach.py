@@ -1,0 +1,196 @@
+"""Attach mode: a real coordinator status server (Coordinator.WatchRun) and `llmbench tui --connect`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmbench.coordinator import run_local
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.session import CoordinatorConfig
+from llmbench.coordinator.status_service import StatusServer
+from llmbench.proto import pb
+from llmbench.tui.app import RunApp
+from llmbench.tui.live import BenchmarkThread
+from llmbench.tui.source import RemoteSource
+
+CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def banner(app: RunApp) -> str:
+    return str(app.query_one("#banner").render())
+
+
+async def wait_for(pilot, check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+@pytest.fixture(scope="module")
+def sim_agents(tmp_path_factory):
+    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=20000, agent_args="")
+    agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
+    yield agents
+    run_local.stop_agents(agents)
+
+
+@pytest.mark.slow
+def test_attached_tui_follows_a_real_run_to_its_end(sim_agents, tmp_path):
+    metrics = RunMetrics()
+    server = StatusServer(metrics, "127.0.0.1", 0)
+    port = server.start()
+    cfg = CoordinatorConfig(agents=",".join(a.address for a in sim_agents), output=tmp_path / "out",
+                            scenario="Server", max_samples=40, target_qps=60, duration_s=2, progress_s=0)
+    runner = BenchmarkThread(cfg, metrics)
+    source = RemoteSource(f"127.0.0.1:{port}", interval_ms=200).start()
+    app = RunApp(source, refresh_s=0.1)
+    mid_run = []
+
+    async def scenario():
+        runner.start()
+        async with app.run_test(size=(140, 45)) as pilot:
+            def over() -> bool:
+                s = app.run_view.status
+                if s is not None and 0 < s.completed < s.expected:
+                    mid_run.append(s.completed)
+                return s is not None and s.finished
+            await wait_for(pilot, over, 60)
+            await pilot.pause(0.2)
+            s = app.run_view.status
+            assert s.phase == "done" and banner(app).startswith(f"Run finished: {metrics.outcome}")
+            assert s.completed == s.expected == metrics.expected and s.output_dir == str(tmp_path / "out")
+            table = app.query_one("#agents-full")
+            assert sorted(str(k.value) for k in table.rows) == sorted(a.address for a in sim_agents)
+            assert table.get_row(sim_agents[0].address)[4] == "simulated (simulated)"
+            assert app.query_one("#latency").get_row("TTFT")[1] == str(s.expected)
+            assert list(app.run_view.tokens_per_s) == [p.tokens_per_s for p in metrics.throughput()]
+            assert any(line.startswith("report: ") for line in app.run_view.log)
+            assert source.ended and source.problem == ""
+            await pilot.press("q")  # an attached viewer just leaves
+            await pilot.pause(0.2)
+            assert not app.is_running
+    try:
+        asyncio.run(scenario())
+        # A watcher that comes late gets the whole story in its first message.
+        late = RemoteSource(f"127.0.0.1:{port}").start()
+        deadline = time.monotonic() + 10
+        while not late.ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (first,) = late.poll()
+        assert first.finished and len(first.throughput) == len(metrics.throughput()) > 0
+        assert first.log_seq == 1 and len(first.log_lines) == len(metrics.log_since(0)[1])
+    finally:
+        runner.join(10)
+        server.stop()
+    assert mid_run, "never saw the run in progress"
+    assert runner.error is None and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_dropped_connection_is_shown_and_the_viewer_reconnects():
+    metrics = RunMetrics(scenario="Offline", mode="performance", expected=100)
+    port = free_port()
+    server = StatusServer(metrics, "127.0.0.1", port)
+    server.start()
+    source = RemoteSource(f"127.0.0.1:{port}", interval_ms=100, retry_s=0.2).start()
+    app = RunApp(source, refresh_s=0.05)
+
+    async def scenario():
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: app.run_view.status is not None)
+            server.stop(grace_s=0)  # the coordinator goes away mid-run
+            await wait_for(pilot, lambda: "before the run was over" in banner(app) or "lost" in banner(app))
+            assert f"127.0.0.1:{port}" in banner(app) and "retrying every 0.2 s" in banner(app)
+            metrics.completed = 42
+            again = StatusServer(metrics, "127.0.0.1", port)
+            again.start()
+            try:
+                await wait_for(pilot, lambda: app.run_view.status.completed == 42)
+                await pilot.pause(0.2)
+                assert banner(app) == ""
+                metrics.finish("done", "VALID (Offline): 12 samples/s, 1536 tokens/s")
+                await wait_for(pilot, lambda: banner(app).startswith("Run finished: VALID (Offline)"))
+            finally:
+                again.stop()
+    asyncio.run(scenario())
+
+
+def test_unreachable_coordinator_is_named_in_the_banner():
+    port = free_port()
+    source = RemoteSource(f"127.0.0.1:{port}", retry_s=0.2).start()
+    app = RunApp(source, refresh_s=0.05)
+
+    async def scenario():
+        async with app.run_test(size=(140, 45)) as pilot:
+            await wait_for(pilot, lambda: "cannot reach" in banner(app), 10)
+            assert banner(app).startswith(f"cannot reach the coordinator at 127.0.0.1:{port} (UNAVAILABLE")
+            assert banner(app).endswith("retrying every 0.2 s. q: leave")
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_tui_connect_without_a_terminal_prints_progress_until_the_run_ends(tmp_path):
+    port = free_port()
+    coordinator = subprocess.Popen(
+        [*CLI, "run", "--engine", "simulated", "--tokens-per-s", "4000", "--scenario", "Server", "--target-qps", "40",
+         "--duration", "3", "--max-samples", "40", "--output", str(tmp_path / "out"), "--status-port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        watcher = subprocess.run([*CLI, "tui", "--connect", f"127.0.0.1:{port}", "--interval", "0.2"],
+                                 capture_output=True, text=True, timeout=60)
+        out = watcher.stdout
+        assert watcher.returncode == 0, out + watcher.stderr
+        assert "LoadGen settings: model llama3_1-8b, scenario Server" in out  # the run's log lines
+        assert "samples/s" in out and "ETA" in out  # progress lines
+        assert "llmbench tui: the run is over (done): " in out and "report: " in out
+        assert coordinator.wait(60) == 0
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+        coordinator.wait()
+
+
+@pytest.mark.parametrize("address", ["nonsense", "host:", "host:99999"])
+def test_tui_connect_bad_address_is_one_clear_line(address):
+    r = subprocess.run([*CLI, "tui", "--connect", address], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_port_in_use_is_one_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(OSError, match=f"cannot serve the run status on 127.0.0.1:{s.getsockname()[1]}"):
+            StatusServer(RunMetrics(), "127.0.0.1", s.getsockname()[1]).start()
+
+
+def test_watchrun_streams_at_the_asked_interval_and_ends_with_the_run():
+    metrics = RunMetrics(scenario="Server", mode="performance")
+    server = StatusServer(metrics, "127.0.0.1", 0)
+    port = server.start()
+    source = RemoteSource(f"127.0.0.1:{port}", interval_ms=100).start()
+    try:
+        time.sleep(1.05)
+        metrics.finish("failed", "no agent ready for 60 s")
+        deadline = time.monotonic() + 5
+        while not source.ended and time.monotonic() < deadline:
+            time.sleep(0.02)
+        messages: list[pb.RunStatus] = source.poll()
+    finally:
+        source.close()
+        server.stop()
+    assert 8 <= len(messages) <= 14  # about one per 100 ms, then the last one
+    assert [m.finished for m in messages].count(True) == 1 and messages[-1].finished
+    assert messages[-1].phase == "failed" and messages[-1].outcome == "no agent ready for 60 s"
