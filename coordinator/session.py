@@ -56,7 +56,9 @@ class CoordinatorConfig:
 class RunResult:
     output: Path
     settings: lgsettings.BenchSettings
-    dataset: Dataset
+    # Not in repr: Python's asyncio.run formats the main task (and so this result) when it restores
+    # SIGINT, and 13,368 prompt arrays take half a minute to format.
+    dataset: Dataset = field(repr=False)
     summary: Summary
     snapshot: Snapshot
     duplicates: int  # answers the SUT ledger refused (must be 0)
