@@ -171,11 +171,13 @@ class RunMetrics:
             self.redispatched += n
             counters.redispatched += n
 
-    def sample(self) -> None:
-        """Record a throughput point if one is due; call it about every SERIES_EVERY_S."""
+    def sample(self, force: bool = False) -> None:
+        """Record a throughput point if one is due (call it about every SERIES_EVERY_S), or now if
+        forced (the end of the test: the history covers all of it)."""
         now = time.monotonic()
         with self._lock:
-            if self._points and now - self._points[-1][0] < self._every_s - 0.1 * SERIES_EVERY_S:
+            last = self._points[-1][0] if self._points else None
+            if last is not None and (now <= last or not force and now - last < self._every_s - 0.1 * SERIES_EVERY_S):
                 return
             self._points.append((now, self.completed, self.output_tokens))
             if len(self._points) > SERIES_MAX_POINTS:

@@ -135,7 +135,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             sut.abort()
             raise
         timings["loadgen"] = time.monotonic() - t2
-        metrics.sample()
+        metrics.sample(force=True)
         snapshot = metrics.snapshot()
         if cfg.progress_s > 0:
             say(progress_line(snapshot))

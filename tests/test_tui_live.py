@@ -168,4 +168,5 @@ def test_llmbench_run_on_a_terminal_waits_for_q_after_the_end_then_prints_the_su
         assert term.read_until("Result is : ", 1) and f"Report: {(out / 'report.md').resolve()}" in term.screen
     finally:
         term.close()
-    assert (out / "report.md").is_file()
+    text = (out / "report.md").read_text()
+    assert "| start the local agent processes |" in text and "| the LoadGen test |" in text

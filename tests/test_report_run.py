@@ -1,0 +1,140 @@
+"""report.md and its charts after a real short run (simulated agents on loopback, real LoadGen)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import re
+import struct
+
+import pytest
+from matplotlib import image
+
+from llmbench.coordinator import report, run_local
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.session import CoordinatorConfig, run_benchmark
+from llmbench.coordinator.summary import read_summary
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One Server run: (result, metrics, report path, charted series)."""
+    folder = tmp_path_factory.mktemp("run")
+    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=4000, agent_args="")
+    agents = run_local.start_agents(args, folder)
+    try:
+        metrics = RunMetrics()
+        cfg = CoordinatorConfig(agents=",".join(a.address for a in agents), output=folder / "out", scenario="Server",
+                                max_samples=40, target_qps=50, duration_s=3, progress_s=0)
+        result = asyncio.run(run_benchmark(cfg, metrics, say=lambda line: None))
+    finally:
+        run_local.stop_agents(agents)
+    path, drawn = report.write_report(result, metrics)
+    return result, metrics, path, drawn
+
+
+def section(text: str, title: str) -> str:
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert m, f"no section {title!r}"
+    return m.group(1)
+
+
+@pytest.mark.slow
+def test_report_has_the_sections_and_the_numbers_of_the_run(finished_run):
+    result, metrics, path, _ = finished_run
+    text = path.read_text()
+    assert path == result.output / "report.md"
+    summary = read_summary(result.output)
+    assert f"**Outcome: {summary.result} (Server): {summary.samples_per_s:g} samples/s" in text
+
+    settings = section(text, "Settings")
+    assert "| target_qps | 50 | 1 | --target-qps |" in settings
+    assert "| min_duration (ms) | 3000 | 600000 | --duration |" in settings
+    assert "| ttft_latency (ns) | 2000000000 | 2000000000 |  |" in settings  # unchanged: no reason
+    assert f"{len(result.settings.changes)} settings differ from MLPerf's" in settings
+    assert "Dataset: synthetic(n=40, seed=0), 40 samples" in settings
+
+    loadgen = section(text, "LoadGen summary")
+    assert f"| result | **{summary.result}** |" in loadgen
+    assert f"| samples per second | {summary.samples_per_s:g} |" in loadgen
+    assert f"| TTFT p99 (ms) | {summary.ttft_p99_ms:.1f} (limit 2000) |" in loadgen
+    s = result.snapshot
+    assert f"| TTFT | {s.ttft_s.count} | {s.ttft_s.p50 * 1000:.1f} |" in loadgen
+    assert f"Queries: {s.completed:,} answered, 0 failed" in loadgen
+
+    agents = section(text, "Work per agent")
+    shares = []
+    for a in s.agents:
+        row = next(line for line in agents.splitlines() if line.startswith(f"| {a.address} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:4] == [a.status.node_name, "cpu", "simulated (simulated)"]
+        assert int(cells[4].replace(",", "")) == a.queries_done > 0
+        shares.append(float(cells[5].rstrip("%")))
+    assert sum(shares) == pytest.approx(100, abs=0.2)
+
+    projection = section(text, "Projection for the full dataset")
+    m = re.search(r"At the measured ([\d.]+) samples/s, the full 13,368-sample CNN/DailyMail set would take "
+                  r"\*\*(\d+) min (\d+) s\*\*", projection)
+    assert m and float(m.group(1)) == pytest.approx(summary.samples_per_s, abs=0.01)
+    assert int(m.group(2)) * 60 + int(m.group(3)) == pytest.approx(13368 / summary.samples_per_s, abs=1)
+
+    wall = section(text, "Wall-clock time")
+    assert f"| the LoadGen test | {result.timings_s['loadgen']:.1f} |" in wall
+    assert "| agents connected, model loaded and warmed up |" in wall and "| dataset preparation |" in wall
+    total = float(re.search(r"\| \*\*whole job\*\* \| \*\*([\d.]+)\*\* \|", wall).group(1))
+    assert total >= sum(result.timings_s.values()) - 0.1
+    assert "## Accuracy" not in text  # a performance run has no accuracy table
+
+
+@pytest.mark.slow
+def test_charts_are_pngs_of_the_run_series(finished_run):
+    result, metrics, path, drawn = finished_run
+    for name in ("throughput.png", "latency.png", "agents.png"):
+        data = (result.output / name).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width >= 400 and height >= 150
+        assert image.imread(result.output / name).shape[:2] == (height, width)  # decodes as a whole
+        assert f"]({name})" in path.read_text()
+
+    points = metrics.throughput()
+    series = drawn["throughput"]
+    assert len(points) >= 3 and series["elapsed_s"] == [p.elapsed_s for p in points]
+    assert series["tokens_per_s"] == [p.tokens_per_s for p in points]
+    steps = [b - a for a, b in zip([0.0] + series["elapsed_s"], series["elapsed_s"])]
+    assert sum(r * dt for r, dt in zip(series["samples_per_s"], steps)) == pytest.approx(result.snapshot.completed)
+
+    latency = drawn["latency"]
+    assert len(latency["ttft_ms"]) == result.snapshot.ttft_s.count == result.snapshot.completed
+    assert max(latency["ttft_ms"]) == pytest.approx(result.snapshot.ttft_s.max * 1000)
+    assert latency["limits_ms"] == [2000.0, 100.0]
+
+    load = drawn["agents"]
+    assert load["queries"] == [float(a.queries_done) for a in result.snapshot.agents]
+    assert sum(load["queries"]) == result.snapshot.completed
+    assert sum(load["output_tokens"]) == result.snapshot.output_tokens
+
+
+@pytest.mark.slow
+def test_accuracy_table_and_failures_go_into_the_report(finished_run):
+    result, metrics, _, _ = finished_run
+    table = ["MLPerf accuracy, llama3.1-8b on CNN/DailyMail (40 samples)", "rouge1         38.9000  >= 38.3914  PASS"]
+    scored = dataclasses.replace(result, accuracy_lines=table, error="agent 127.0.0.1:1: gave up after 4 attempts")
+    path, _ = report.write_report(scored, metrics)
+    text = path.read_text()
+    assert section(text, "Accuracy").strip() == "```\n" + "\n".join(table) + "\n```"
+    assert "**Outcome: 0 of " in text and "gave up after 4 attempts" in text
+    path, _ = report.write_report(result, metrics)  # leave the run's own report behind
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(finished_run, tmp_path, caplog):
+    result, _, _, _ = finished_run
+    metrics = RunMetrics()
+    gone = dataclasses.replace(result, output=tmp_path / "removed")  # the output dir vanished meanwhile
+    with caplog.at_level("WARNING", logger="llmbench.coordinator"):
+        assert report.finish_run(gone, metrics) is None
+    assert f"no report written in {tmp_path / 'removed'}" in caplog.text
+    assert metrics.finished and metrics.phase == "done" and metrics.outcome == report.outcome(result)
