@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmbench.agent.engine_watch import DEFAULT_STALL_S, watch_engine
+from llmbench.agent.interceptors import MalformedRequestInterceptor
 from llmbench.agent.ports import bind
 from llmbench.agent.screening import screen, size_problem
 from llmbench.agent.status import StatusReporter
@@ -263,7 +264,8 @@ class AgentServer:
         self.reporter = StatusReporter(self.engine, self.agent_id, self.node_name)
         self.servicer = AgentServicer(self.engine, self.reporter)
         self.health = HealthServicer()
-        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=self.security.interceptors())
+        self.server = grpc.aio.server(options=SERVER_OPTIONS,
+                                      interceptors=[*self.security.interceptors(), MalformedRequestInterceptor()])
         rpc.add_AgentServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection([AGENT_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME], self.server)
