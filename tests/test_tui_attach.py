@@ -15,6 +15,7 @@ from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.session import CoordinatorConfig
 from llmbench.coordinator.status_service import StatusServer
 from llmbench.proto import pb
+from llmbench.tui import cli as tui_cli
 from llmbench.tui.app import RunApp
 from llmbench.tui.live import BenchmarkThread
 from llmbench.tui.source import RemoteSource
@@ -148,6 +149,9 @@ def test_tui_connect_without_a_terminal_prints_progress_until_the_run_ends(tmp_p
          "--duration", "3", "--max-samples", "40", "--output", str(tmp_path / "out"), "--status-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
+        for line in coordinator.stdout:  # watch once the status server is up
+            if line.startswith("run status on "):
+                break
         watcher = subprocess.run([*CLI, "tui", "--connect", f"127.0.0.1:{port}", "--interval", "0.2"],
                                  capture_output=True, text=True, timeout=60)
         out = watcher.stdout
@@ -155,17 +159,25 @@ def test_tui_connect_without_a_terminal_prints_progress_until_the_run_ends(tmp_p
         assert "LoadGen settings: model llama3_1-8b, scenario Server" in out  # the run's log lines
         assert "samples/s" in out and "ETA" in out  # progress lines
         assert "llmbench tui: the run is over (done): " in out and "report: " in out
-        assert coordinator.wait(60) == 0
+        rest, _ = coordinator.communicate(timeout=60)
+        assert coordinator.returncode == 0, rest
     finally:
         if coordinator.poll() is None:
             coordinator.kill()
         coordinator.wait()
 
 
-@pytest.mark.parametrize("address", ["nonsense", "host:", "host:99999"])
-def test_tui_connect_bad_address_is_one_clear_line(address):
-    r = subprocess.run([*CLI, "tui", "--connect", address], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr and "Traceback" not in r.stderr
+def test_tui_connect_bad_address_is_one_clear_line():
+    r = subprocess.run([*CLI, "tui", "--connect", "nonsense"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "llmbench tui: error: --connect 'nonsense': expected HOST:PORT, e.g. 127.0.0.1:50060"
+
+
+@pytest.mark.parametrize("address", ["host:", "host:99999", ":50060", "[::1]50060"])
+def test_tui_connect_refuses_addresses_without_host_and_port(address):
+    args = argparse.Namespace(connect=address, interval=0.5, no_tui=True)
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        tui_cli.run(args)
 
 
 def test_status_port_in_use_is_one_clear_error():

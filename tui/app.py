@@ -36,6 +36,7 @@ class RunApp(App):
     BINDINGS = [
         Binding("q", "leave", "quit"),
         Binding("ctrl+c", "leave", "quit", show=False, priority=True),
+        Binding("ctrl+q", "leave", "quit", show=False, priority=True),
         Binding("tab", "switch(1)", "next view", priority=True),
         Binding("shift+tab", "switch(-1)", "previous view", show=False, priority=True),
         Binding("1", "show_view('overview')", "overview"),

@@ -62,14 +62,13 @@ class Throughput(Vertical):
                                   ("samples", view.samples_per_s, view.status.samples_per_s)):
             unit = "output tokens/s" if name == "tokens" else "samples/s"
             peak = max(series, default=0.0)
-            self.query_one(f"#{name}-label", Static).update(f"{unit}: {now:,.1f} now, peak {peak:,.1f} "
-                                                            f"(last {len(series)} s)")
+            self.query_one(f"#{name}-label", Static).update(f"{unit}: {now:,.1f} now, peak {peak:,.1f}")
             self.query_one(f"#{name}-spark", Sparkline).data = list(series)
 
 
 class LatencyTable(DataTable):
     """TTFT and TPOT percentiles beside the scenario's p99 limits."""
-    COLUMNS = ("latency", "queries", "p50 ms", "p90 ms", "p99 ms", "max ms", "p99 limit ms", "p99")
+    COLUMNS = ("latency", "queries", "p50 ms", "p90 ms", "p99 ms", "max ms", "p99 limit ms", "vs limit")
 
     def on_mount(self) -> None:
         self.cursor_type = "none"
