@@ -45,6 +45,7 @@ class LocalSource:
         self.feed = StatusFeed(metrics)
         self.runner = runner
         self.description = "this process"
+        self._over = False  # the last status went out: the screen keeps the end as it was
 
     @property
     def problem(self) -> str:
@@ -55,7 +56,11 @@ class LocalSource:
         return not self.runner.is_alive()
 
     def poll(self) -> list[pb.RunStatus]:
-        return [self.feed.next()]
+        if self._over:
+            return []
+        status = self.feed.next()
+        self._over = status.finished
+        return [status]
 
     def abort(self) -> None:
         self.runner.abort()
