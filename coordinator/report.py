@@ -13,12 +13,13 @@ import time
 from pathlib import Path
 
 from llmbench.coordinator import charts
+from llmbench.coordinator.accuracy import DATACENTER
 from llmbench.coordinator.metrics import Percentiles, RunMetrics
 from llmbench.coordinator.session import RunResult
 
 log = logging.getLogger("llmbench.coordinator")
 REPORT_FILE = "report.md"
-FULL_DATASET = 13368  # CNN/DailyMail validation, the MLPerf llama3.1-8b set
+FULL_DATASET = DATACENTER.samples  # CNN/DailyMail validation: MLPerf's llama3.1-8b set
 CHART_FILES = {"throughput": "throughput.png", "latency": "latency.png", "agents": "agents.png"}
 PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spent on
     "agent processes": "start the local agent processes",
