@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmbench.cli.main import _parser
+from llmbench.cli.main import parse_args
 
 tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
 
@@ -55,7 +55,7 @@ def test_dockerfile_structure():
 
 def test_default_command_parses_as_an_agent():
     cmd = json.loads(dict(instructions())["CMD"])
-    args = _parser().parse_args(cmd)
+    args = parse_args(cmd)
     assert cmd[0] == "agent" and args.host == "0.0.0.0"
     assert str(args.port) == dict(instructions())["EXPOSE"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmbench.cli.main import COMMANDS, _parser
+from llmbench.cli.main import COMMANDS, parse_args
 from llmbench.coordinator import discovery
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,7 @@ def parse_with_cli(argv: list[str]):
     if importlib.util.find_spec(COMMANDS[argv[0]][0]) is None:
         print(f"`llmbench {argv[0]}` is not built yet: its manifest args were not parsed")
         return None
-    return _parser().parse_args(argv)  # argparse exits 2 on an unknown or malformed flag
+    return parse_args(argv)  # argparse exits 2 on an unknown or malformed flag
 
 
 def test_user_conf_matches_the_systemd_copy():

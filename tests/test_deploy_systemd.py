@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbench.cli.main import COMMANDS, _parser
+from llmbench.cli.main import COMMANDS, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"
@@ -122,7 +122,7 @@ def test_exec_start_parses_with_the_cli(unit, env, command):
     if importlib.util.find_spec(COMMANDS[command][0]) is None:
         print(f"`llmbench {command}` is not built yet: only the unit's shape was checked")
         pytest.skip(f"`llmbench {command}` is not built yet")
-    args = _parser().parse_args(argv[1:])  # argparse exits 2 on an unknown or malformed flag
+    args = parse_args(argv[1:])  # argparse exits 2 on an unknown or malformed flag
     if command == "agent":
         assert (args.host, args.port, args.model) == ("0.0.0.0", 50051, env_file(env)["LLMBENCH_MODEL"])
         assert args.node_name == socket.gethostname()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbench.cli.main import _parser
+from llmbench.cli.main import parse_args
 from llmbench.coordinator import mesh_launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +37,13 @@ def test_local_appdef_roles_and_flags():
     ports = []
     for role in app.roles[:3]:
         assert role.args[:4] == ["-m", "llmbench.coordinator.mesh_launch", "agent", "--done"]
-        args = _parser().parse_args(["agent", *after_dashes(role.args)])
+        args = parse_args(["agent", *after_dashes(role.args)])
         assert (args.host, args.model, args.max_batch) == ("127.0.0.1", "tiny", 8)
         assert role.resource.gpu == 1 and role.port_map == {"grpc": args.port}
         ports.append(args.port)
     assert ports == [40000, 40001, 40002]
     coord = app.roles[3]
-    args = _parser().parse_args(["coordinator", *after_dashes(coord.args)])
+    args = parse_args(["coordinator", *after_dashes(coord.args)])
     assert args.agents == "127.0.0.1:40000,127.0.0.1:40001,127.0.0.1:40002"
     assert (args.scenario, args.max_samples, args.duration) == ("Server", 50, 5.0)
     done = coord.args[coord.args.index("--done") + 1]
@@ -55,13 +55,13 @@ def test_cluster_appdef_finds_agents_through_volcano_and_shares_a_volume():
     tx = component()
     app = tx.mesh(agents=2, cluster=True, results_pvc="llmbench-shared", image="registry.example.com/llmbench:1")
     coord = app.roles[-1]
-    args = _parser().parse_args(["coordinator", *after_dashes(coord.args)])
+    args = parse_args(["coordinator", *after_dashes(coord.args)])
     assert args.agents == "${VC_AGENT0_0_HOSTS}:50051,${VC_AGENT1_0_HOSTS}:50052"
     assert str(args.output).startswith("/results/")
     for role in app.roles:
         assert role.image == "registry.example.com/llmbench:1"
         assert [(m.src, m.dst_path, m.read_only) for m in role.mounts] == [("llmbench-shared", "/results", False)]
-    assert _parser().parse_args(["agent", *after_dashes(app.roles[0].args)]).host == "0.0.0.0"
+    assert parse_args(["agent", *after_dashes(app.roles[0].args)]).host == "0.0.0.0"
     with pytest.raises(ValueError, match="results_pvc"):
         tx.mesh(cluster=True)
     with pytest.raises(ValueError, match="at least 1"):
