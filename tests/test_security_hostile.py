@@ -1,0 +1,122 @@
+"""Hostile input with known answers on a real agent process: oversized messages, prompts and
+max_new_tokens far beyond any limit, token ids out of range, and bytes that are not gRPC at all.
+The agent answers each with a clear status or per-query error, allocates nothing for what it refuses,
+and keeps serving."""
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import time
+
+import grpc
+import psutil
+import pytest
+
+from llmbench.agent.server import MAX_MESSAGE_BYTES
+from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE
+from llmbench.proto import pb, rpc
+
+from test_reliability_loss import Agent
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    a = Agent(tmp_path_factory.mktemp("agent"), tokens_per_s=1e6)
+    yield a
+    a.stop()
+
+
+def serve(stub, *queries: pb.Query) -> dict[int, tuple[int, str]]:
+    """One Serve stream, open until every query (each must be refused) got its error; errors by id."""
+    requests: queue.Queue = queue.Queue()
+    requests.put(pb.ServeRequest(submit=pb.QueryBatch(queries=queries)))
+    call = stub.Serve(iter(requests.get, None), timeout=30)
+    errors = {}
+    while len(errors) < len(queries):
+        step = next(call)
+        assert not step.ids, "a refused query produced tokens"
+        errors.update((e.id, (e.code, e.message)) for e in step.errors)
+    requests.put(None)
+    assert list(call) == []
+    return errors
+
+
+def still_serves(address: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        replies = rpc.AgentStub(channel).Generate(pb.GenerateRequest(tokens=pb.TokenList(ids=[1, 2]),
+                                                                     max_new_tokens=3, ignore_eos=True), timeout=10)
+        assert sum(len(r.tokens) for r in replies) == 3
+
+
+def rss(agent: Agent) -> int:
+    return psutil.Process(agent.proc.pid).memory_info().rss
+
+
+def test_oversized_messages_are_refused_unread(agent):
+    body = b"\x00" * (MAX_MESSAGE_BYTES + 1)
+    options = [("grpc.max_send_message_length", -1)]
+    with grpc.insecure_channel(agent.address, options=options) as channel:
+        for call in (lambda: list(channel.unary_stream("/llmbench.v1.Agent/Generate")(body, timeout=30)),
+                     lambda: list(channel.stream_stream("/llmbench.v1.Agent/Serve")(iter([body]), timeout=30))):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "larger than max" in err.value.details()
+    still_serves(agent.address)
+
+
+def test_absurd_sizes_get_per_query_errors_without_allocation(agent):
+    with grpc.insecure_channel(agent.address) as channel:
+        stub = rpc.AgentStub(channel)
+        serve(stub, pb.Query(id=0, prompt_tokens=[1], max_new_tokens=2**31 - 1))  # warm: first-call allocations
+        before = rss(agent)
+        start = time.monotonic()
+        huge = pb.Query(id=1, prompt_tokens=[1000] * 10_000_000, max_new_tokens=1)  # 20 MB wire
+        errors = serve(stub, huge, *[pb.Query(id=i, prompt_tokens=[1, 2], max_new_tokens=2**31 - 1)
+                                     for i in range(2, 1002)])
+        assert errors[1] == (pb.ERROR_CODE_TOO_LONG,
+                             f"prompt of 10000000 tokens exceeds the context of {MAX_CONTEXT} tokens")
+        assert all(errors[i][0] == pb.ERROR_CODE_TOO_LONG and "2147483647" in errors[i][1] for i in range(2, 1002))
+        many_stops = serve(stub, pb.Query(id=7, prompt_tokens=[1], max_new_tokens=1, stop_token_ids=range(10_000)))
+        assert many_stops[7] == (pb.ERROR_CODE_INVALID_QUERY, "10000 stop token ids; at most 256 are allowed")
+        for request, code in ((pb.GenerateRequest(tokens=pb.TokenList(ids=[1]), max_new_tokens=2**31 - 1),
+                               grpc.StatusCode.OUT_OF_RANGE),
+                              (pb.GenerateRequest(tokens=pb.TokenList(ids=[1000] * 10_000_000)), grpc.StatusCode.OUT_OF_RANGE),
+                              (pb.GenerateRequest(tokens=pb.TokenList(ids=[1]), max_new_tokens=-5),
+                               grpc.StatusCode.INVALID_ARGUMENT)):
+            with pytest.raises(grpc.RpcError) as err:
+                list(stub.Generate(request, timeout=30))
+            assert err.value.code() == code, err.value
+        elapsed = time.monotonic() - start
+        grown = rss(agent) - before
+    print(f"absurd sizes refused in {elapsed:.2f} s; agent RSS grew {grown / 2**20:.0f} MiB")
+    assert elapsed < 10 and grown < 256 * 2**20  # copied to a Python list, the 10M-token prompt alone is 360 MB
+    still_serves(agent.address)
+
+
+def test_token_ids_out_of_range(agent):
+    with grpc.insecure_channel(agent.address) as channel:
+        errors = serve(rpc.AgentStub(channel),
+                       pb.Query(id=1, prompt_tokens=[1, -1], max_new_tokens=2),
+                       pb.Query(id=2, prompt_tokens=[VOCAB_SIZE], max_new_tokens=2),
+                       pb.Query(id=3, prompt_tokens=[5, 6, 2**31 - 1], max_new_tokens=2),
+                       pb.Query(id=4, prompt_tokens=[5], max_new_tokens=2, stop_token_ids=[-7]))
+    assert errors[1] == (pb.ERROR_CODE_INVALID_QUERY,
+                         f"prompt token -1 at position 1 is outside the vocabulary 0..{VOCAB_SIZE - 1}")
+    assert errors[2][0] == errors[3][0] == errors[4][0] == pb.ERROR_CODE_INVALID_QUERY
+    assert f"token {VOCAB_SIZE} at position 0" in errors[2][1] and "2147483647 at position 2" in errors[3][1]
+    assert "stop ids [-7]" in errors[4][1]
+
+
+@pytest.mark.parametrize("junk", [os.urandom(4096), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                  b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(512), b"PRI * HTTP/2.0\r\n"])
+def test_bytes_that_are_not_grpc(agent, junk):
+    host, port = agent.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(junk)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):  # the agent answers (GOAWAY, or nothing) and closes
+            pass
+    assert agent.proc.poll() is None
+    still_serves(agent.address)
