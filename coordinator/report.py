@@ -34,7 +34,9 @@ _CHANGE = re.compile(r"^(?P<label>.+?): (?P<value>.+?) \(mlperf\.conf: (?P<base>
 def outcome(result: RunResult) -> str:
     """One line for the TUI, the status stream and the log."""
     s, summary = result.snapshot, result.summary
-    if result.error or s.failed or result.duplicates:
+    if result.duplicates:
+        return f"{result.duplicates} duplicate answers were refused (a coordinator bug)"
+    if result.error or s.failed:
         return f"{s.failed} of {s.completed} queries failed: {result.error or 'see the log'}"
     if not summary.result:
         return f"accuracy run: {s.completed} samples answered" + (f"; {result.accuracy_lines[-1]}"
