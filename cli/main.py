@@ -3,14 +3,14 @@ import importlib
 import logging
 import sys
 
-# subcommand -> module providing add_arguments(parser) and run(args) -> int.
+# subcommand -> module (or module:object) providing add_arguments(parser) and run(args) -> int.
 # Imported lazily so `llmbench agent` never loads coordinator code and vice versa.
 COMMANDS = {
     "agent": ("llmbench.agent.cli", "serve a model over gRPC (a mesh node)"),
     "generate": ("llmbench.agent.generate_cli", "generate from JSONL prompts, in-process or via an agent"),
     "bench": ("llmbench.agent.bench", "engine-only throughput benchmark (no gRPC)"),
-    "coordinator": ("llmbench.coordinator.cli", "run MLPerf LoadGen against agents"),
-    "run": ("llmbench.coordinator.run_local", "start local agents and run the coordinator (the demo)"),
+    "coordinator": ("llmbench.tui.front:Coordinator", "run MLPerf LoadGen against agents"),
+    "run": ("llmbench.tui.front:Run", "start local agents and run the coordinator (the demo)"),
     "accuracy": ("llmbench.coordinator.accuracy_cli", "score an mlperf_log_accuracy.json with ROUGE"),
     "compliance": ("llmbench.coordinator.compliance_cli", "MLPerf compliance checks (TEST06)"),
     "tui": ("llmbench.tui.cli", "watch a running coordinator"),
@@ -29,7 +29,9 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            mod = importlib.import_module(module)
+            path, _, attr = module.partition(":")
+            mod = importlib.import_module(path)
+            mod = getattr(mod, attr) if attr else mod
             mod.add_arguments(p)
             p.set_defaults(_module=mod)
     return parser

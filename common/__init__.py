@@ -1,1 +1,2 @@
-"""Small pure helpers shared by agent and coordinator (no I/O, no torch, no gRPC)."""
+"""Small helpers shared by agent and coordinator (auth, metrics exposition, workload shapes); never
+imports either side."""

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security
 from llmbench.coordinator import prometheus, settings as lgsettings
@@ -98,8 +99,13 @@ def wants_tui(args: argparse.Namespace) -> bool:
     return not args.no_tui and sys.stdout.isatty() and sys.stderr.isatty()
 
 
-def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetrics, say=print) -> RunResult:
-    """The run with its front: the TUI on a terminal, progress lines otherwise; the status and metrics
+# A front that shows a run live (the TUI); given by llmbench.tui, which sits above the coordinator.
+LiveFront = Callable[[CoordinatorConfig, RunMetrics], RunResult]
+
+
+def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetrics, say=print,
+              live: LiveFront | None = None) -> RunResult:
+    """The run with its front: `live` on a terminal, progress lines otherwise; the status and metrics
     endpoints if asked; report.md at the end. Log records also go to the run's log (TUI, watchers)."""
     for flag in ("status_port", "metrics_port"):
         if not 0 <= (getattr(args, flag) or 0) <= 65535:
@@ -118,9 +124,8 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
             exporter = prometheus.exporter(metrics, args.metrics_host, args.metrics_port)
             note(f"Prometheus metrics on http://{args.metrics_host}:{exporter.start()}/metrics")
             stack.callback(exporter.stop)
-        if wants_tui(args):
-            from llmbench.tui.live import run_live  # the TUI is this command's face on a terminal
-            return run_live(cfg, metrics)
+        if live is not None and wants_tui(args):
+            return live(cfg, metrics)
         try:
             result = run_session(cfg, say=say, metrics=metrics)
         except BaseException as exc:  # watchers learn how it ended before the status server stops
@@ -131,12 +136,12 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
         return result
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
     if args.output is None:
         raise ValueError("--output DIR is required (the folder for LoadGen's logs)")
     cfg = config_from_args(args, args.agents, args.output)
     try:
-        result = run_front(cfg, args, RunMetrics())
+        result = run_front(cfg, args, RunMetrics(), live=live)
     except BaseException as exc:
         leave_if_loadgen_running(exc, "coordinator")
         raise

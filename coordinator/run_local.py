@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmbench.coordinator.cli import add_run_arguments, config_from_args, report, run_front
+from llmbench.coordinator.cli import LiveFront, add_run_arguments, config_from_args, report, run_front
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.session import check_choices, leave_if_loadgen_running
 
@@ -99,7 +99,7 @@ def stop_agents(agents: list[LocalAgent]) -> None:
             agent.process.wait()
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
     check_choices(args.scenario, args.mode)
     if args.agents < 1:
         raise ValueError(f"--agents must be at least 1, got {args.agents}")
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if cfg.demo is not None:
             print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
                   "the changes are listed below and in the summary.", flush=True)
-        result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True))
+        result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True), live=live)
     except BaseException as exc:
         stop_agents(agents)
         leave_if_loadgen_running(exc, "run")

@@ -1,0 +1,33 @@
+"""`llmbench coordinator` and `llmbench run` with the TUI as their face on a terminal.
+
+The coordinator knows nothing of the TUI (tui -> coordinator): it takes a live front, given here.
+"""
+from __future__ import annotations
+
+import argparse
+
+from llmbench.coordinator import cli as coordinator_cli
+from llmbench.coordinator import run_local
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.session import CoordinatorConfig, RunResult
+
+
+def live(cfg: CoordinatorConfig, metrics: RunMetrics) -> RunResult:
+    from llmbench.tui.live import run_live  # Textual loads only when a terminal shows it
+    return run_live(cfg, metrics)
+
+
+class Coordinator:
+    add_arguments = staticmethod(coordinator_cli.add_arguments)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        return coordinator_cli.run(args, live=live)
+
+
+class Run:
+    add_arguments = staticmethod(run_local.add_arguments)
+
+    @staticmethod
+    def run(args: argparse.Namespace) -> int:
+        return run_local.run(args, live=live)
