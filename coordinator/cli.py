@@ -23,6 +23,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", default="Server",
                    help="Offline, Server (default) or Interactive (Server with 500 ms TTFT / 30 ms TPOT limits)")
     p.add_argument("--mode", default="performance", help="performance or accuracy (default performance)")
+    p.add_argument("--compliance", choices=["TEST06"],
+                   help="run under the compliance test's audit settings, then check its log (TEST06: first "
+                        "token, trailing EOS, token_count)")
     p.add_argument("--dataset", default="synthetic",
                    help="'synthetic' (default), MLPerf's cnn_eval.json, or CNN/DailyMail articles (needs --tokenizer)")
     p.add_argument("--tokenizer", help="tokenizer for raw articles and accuracy: model folder or tokenizer file")
@@ -65,7 +68,7 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         tokenizer=args.tokenizer, user_conf=args.user_conf,
         max_samples=args.max_samples or (demo.samples if demo and args.dataset == "synthetic" else None),
         target_qps=args.target_qps, duration_s=args.duration,
-        demo=demo,
+        demo=demo, compliance=args.compliance,
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
         progress_s=args.progress,
         link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
@@ -77,7 +80,7 @@ def report(result: RunResult) -> int:
     print()
     for line in result.summary.lines():
         print(line)
-    for line in result.accuracy_lines:
+    for line in result.accuracy_lines + result.compliance_lines:
         print(line)
     s = result.snapshot
     shares = ", ".join(f"{a.address} {a.queries_done}" for a in s.agents)

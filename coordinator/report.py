@@ -133,6 +133,12 @@ def accuracy_section(result: RunResult) -> list[str]:
     return ["## Accuracy", "", "```", *result.accuracy_lines, "```", ""]
 
 
+def compliance_section(result: RunResult) -> list[str]:
+    if not result.compliance_lines:
+        return []
+    return ["## Compliance", "", "```", *result.compliance_lines, "```", ""]
+
+
 def measured_rate(result: RunResult) -> float:
     """Samples per second: LoadGen's figure, else answered samples over the LoadGen test's wall time."""
     if result.summary.samples_per_s:
@@ -187,7 +193,7 @@ def write_report(result: RunResult, metrics: RunMetrics) -> tuple[Path, dict[str
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
              f"**Outcome: {outcome(result)}**", ""]
     lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
-    lines += accuracy_section(result) + projection_section(result) + wall_clock_section(result, metrics) + chart_lines
+    lines += accuracy_section(result) + compliance_section(result) + projection_section(result) + wall_clock_section(result, metrics) + chart_lines
     path = result.output / REPORT_FILE
     path.write_text("\n".join(lines))
     return path, drawn

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmbench.coordinator import datasets, prompt, settings as lgsettings
+from llmbench.coordinator import compliance, datasets, prompt, settings as lgsettings
 from llmbench.coordinator.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
@@ -43,6 +43,7 @@ class CoordinatorConfig:
     target_qps: float | None = None
     duration_s: float | None = None
     demo: lgsettings.DemoScale | None = None
+    compliance: str | None = None  # "TEST06": run under its audit.config, then check the log
     seed: int = 0
     connect_timeout_s: float = 10.0  # an agent that never answers
     ready_timeout_s: float = 900.0  # an agent that answers but is still loading its model
@@ -64,6 +65,7 @@ class RunResult:
     duplicates: int  # answers the SUT ledger refused (must be 0)
     error: str  # why queries failed, "" on a clean run
     accuracy_lines: list[str]
+    compliance_lines: list[str]
     timings_s: dict[str, float]  # wall-clock per phase
 
     @property
@@ -129,8 +131,9 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         metrics.phase = "loadgen"
         metrics.mark_started()
         tasks.append(asyncio.create_task(record_throughput(metrics)))
+        audit = compliance.write_audit_config(cfg.output) if cfg.compliance else None
         try:
-            await run_in_daemon_thread(sut.run, cfg.output)
+            await run_in_daemon_thread(sut.run, cfg.output, audit)
         except BaseException:
             sut.abort()
             raise
@@ -151,8 +154,14 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     accuracy_lines = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
     if accuracy_lines:
         timings["accuracy"] = time.monotonic() - t3
+    compliance_lines = []
+    if cfg.compliance:
+        checked = compliance.check_test06(cfg.output, scenario=bench.loadgen_scenario)
+        compliance_lines = checked.report().splitlines()
+        (cfg.output / "verify_accuracy.txt").write_text(checked.verify_accuracy_txt())
     return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,
-                     duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines, timings_s=timings)
+                     duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines,
+                     compliance_lines=compliance_lines, timings_s=timings)
 
 
 def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchSettings:

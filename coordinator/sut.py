@@ -97,7 +97,7 @@ class LoadGenSut:
             lg.QuerySamplesComplete(responses)  # arrays stay alive until it returns
 
     # --- the test (blocking: run it off the loop) ----------------------------------------------
-    def run(self, output_dir: Path) -> None:
+    def run(self, output_dir: Path, audit_config: Path | None = None) -> None:
         output_dir.mkdir(parents=True, exist_ok=True)
         log_settings = lg.LogSettings()
         log_settings.log_output.outdir = str(output_dir)
@@ -107,7 +107,9 @@ class LoadGenSut:
         sut = lg.ConstructSUT(self.issue_queries, self.flush_queries)
         qsl = lg.ConstructQSL(total, min(total, self.settings.performance_sample_count), _noop, _noop)
         try:
-            lg.StartTestWithLogSettings(sut, qsl, self.settings.test, log_settings)
+            # Always an explicit audit file: LoadGen would otherwise read a stray ./audit.config.
+            audit = audit_config or output_dir / "no-audit.config"
+            lg.StartTestWithLogSettings(sut, qsl, self.settings.test, log_settings, str(audit))
         finally:
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)

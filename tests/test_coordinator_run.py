@@ -209,3 +209,26 @@ def test_bad_input_is_one_clear_line(tmp_path, flags, message):
         args[flag] = value
     r = llmbench("coordinator", *[x for kv in args.items() for x in kv], timeout=30)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compliance_test06_run_is_audited_and_checked(sim_agents, tmp_path):
+    """--compliance TEST06: LoadGen runs under TEST06's audit.config (it logs responses in a
+    performance run) and the three checks run on that log at the end."""
+    out = tmp_path / "out"
+    r = llmbench("coordinator", "--agents", addresses(sim_agents), "--scenario", "Server", "--max-samples", "50",
+                 "--target-qps", "100", "--duration", "3", "--compliance", "TEST06", "--output", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (out / "audit.config").is_file() and accuracy_entries(out)  # a performance run that logged responses
+    assert "first token check" in r.stdout and "TEST06: PASS" in r.stdout, r.stdout
+    assert "TEST06 verification complete" in (out / "verify_accuracy.txt").read_text()
+    assert "## Compliance" in (out / "report.md").read_text()
+
+
+def test_stray_audit_config_in_the_working_folder_is_ignored(sim_agents, tmp_path):
+    (tmp_path / "audit.config").write_text("*.*.mode = 1\n")  # would make LoadGen run accuracy-only
+    out = tmp_path / "out"
+    r = subprocess.run([*CLI, "coordinator", "--agents", addresses(sim_agents), "--scenario", "Server",
+                        "--max-samples", "20", "--target-qps", "100", "--duration", "2", "--output", str(out)],
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert read_summary(out).mode == "PerformanceOnly"
