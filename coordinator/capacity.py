@@ -17,7 +17,6 @@ from llmbench.proto import pb
 
 class Capacity:
     def __init__(self, first: pb.AgentStatus) -> None:
-        self.status = first
         self._base_received = first.queries_received_total
         self._base_finished = first.queries_finished_total
         self._sent = 0  # queries sent on this link
@@ -26,10 +25,16 @@ class Capacity:
         self._unseen_sent_demand = 0
         self._unseen_finished: deque[tuple[int, int]] = deque()
         self._unseen_finished_demand = 0
+        self._take(first)
 
-    @property
-    def kv_tokens_total(self) -> int:
-        return int(self.status.kv_blocks_total) * int(self.status.kv_block_size)
+    def _take(self, status: pb.AgentStatus) -> None:
+        # Plain ints: has_room runs for many agents per dispatched query, protobuf field reads are slow.
+        self.status = status
+        self.kv_tokens_total = int(status.kv_blocks_total) * int(status.kv_block_size)
+        self._available = int(status.kv_tokens_available)
+        self._free_slots = max(int(status.max_batch) - int(status.running), 0)
+        self._waiting = int(status.waiting)
+        self._default_max_waiting = max(4, int(status.max_batch) // 8)
 
     def on_sent(self, demand: int) -> None:
         self._sent += 1
@@ -43,7 +48,7 @@ class Capacity:
         self._unseen_finished_demand += demand
 
     def on_status(self, status: pb.AgentStatus) -> None:
-        self.status = status
+        self._take(status)
         seen_sent = status.queries_received_total - self._base_received
         while self._unseen_sent and self._unseen_sent[0][0] <= seen_sent:
             self._unseen_sent_demand -= self._unseen_sent.popleft()[1]
@@ -52,19 +57,17 @@ class Capacity:
             self._unseen_finished_demand -= self._unseen_finished.popleft()[1]
 
     def free_tokens(self) -> int:
-        return int(self.status.kv_tokens_available) - self._unseen_sent_demand + self._unseen_finished_demand
+        return self._available - self._unseen_sent_demand + self._unseen_finished_demand
 
     def has_room(self, demand: int, overcommit: float, max_waiting: int) -> bool:
         """Room for a query of `demand` KV tokens: free tokens stay above -overcommit x the KV size (a
         bounded overcommit keeps the agent's waiting queue non-empty while there is work) and fewer
         than max_waiting (0: max(4, max_batch // 8)) queries wait there."""
-        max_waiting = max_waiting or max(4, self.status.max_batch // 8)
         slack = int(overcommit * self.kv_tokens_total)
-        return self.free_tokens() - demand >= -slack and self.waiting() < max_waiting
+        return self.free_tokens() - demand >= -slack and self.waiting() < (max_waiting or self._default_max_waiting)
 
     def waiting(self) -> int:
         """Queries received (or on their way) that will wait for a batch slot, as far as we can tell:
         unseen ones fill the free slots of the last report first, and each unseen finish frees one."""
-        free_slots = max(int(self.status.max_batch) - int(self.status.running), 0)
-        unseen = len(self._unseen_sent) - free_slots - len(self._unseen_finished)
-        return max(int(self.status.waiting) + unseen, 0)
+        unseen = len(self._unseen_sent) - self._free_slots - len(self._unseen_finished)
+        return max(self._waiting + unseen, 0)

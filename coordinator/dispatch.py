@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 from llmbench.coordinator.capacity import Capacity
 from llmbench.coordinator.job import Job
 from llmbench.coordinator.metrics import AgentCounters, RunMetrics
+from llmbench.coordinator.routing import Router
 from llmbench.proto import pb
 
 log = logging.getLogger("llmbench.coordinator")
@@ -86,6 +87,7 @@ class Pool:
         self.listener: Listener | None = None
         self.slots: dict[str, AgentSlot] = {}
         self.queue: deque[Job] = deque()
+        self.router = Router(self.cfg)
         self._next_wire_id = 0
         self._pump_scheduled = False
         self._closed = False
@@ -97,6 +99,7 @@ class Pool:
         slot = self.slots.get(address)
         if slot is not None:
             slot.draining = False  # re-added while draining: keep it
+            self.router.changed(slot)
             return
         slot = self.slots[address] = AgentSlot(address, self.metrics.agent(address))
         slot.counters.state = "connecting"
@@ -109,6 +112,7 @@ class Pool:
             return
         slot.draining = True
         slot.counters.state = "draining"
+        self.router.changed(slot)
         if not drain or not slot.inflight or slot.link is None:
             self._drop(slot, "removed", forget=True)
 
@@ -153,6 +157,7 @@ class Pool:
         slot.counters.status = status
         slot.counters.state = "draining" if slot.draining else "ready"
         slot.ready_event.set()
+        self.router.changed(slot)
         log.info("agent %s ready: %s (%s engine) on %s, %d KV tokens", link.address, status.model.name,
                  status.model.engine, status.model.device, slot.capacity.kv_tokens_total)
         self._schedule_pump()
@@ -164,6 +169,7 @@ class Pool:
         slot.capacity.on_status(status)
         slot.counters.status = status
         slot.counters.est_free_tokens = slot.capacity.free_tokens()
+        self.router.changed(slot)
         self._schedule_pump()
 
     def on_step(self, link: Link, step: pb.StepResult) -> None:
@@ -213,9 +219,11 @@ class Pool:
             self._requeue(retry)
         if done:
             self._complete(done)
+        if done or retry:  # KV came back; a step of tokens alone changes no capacity estimate
+            self.router.changed(slot)
+            self._schedule_pump()
         if slot.draining and not slot.inflight:
             self._drop(slot, "removed", forget=True)
-        self._schedule_pump()
 
     def on_lost(self, link: Link, reason: str) -> None:
         slot = self._slot(link)
@@ -244,6 +252,7 @@ class Pool:
         """Close the slot's link and move its in-flight queries to other agents."""
         link, slot.link, slot.capacity = slot.link, None, None
         slot.ready_event.clear()
+        self.router.changed(slot)
         if link is not None:
             link.close()
         jobs = list(slot.inflight.values())
@@ -296,14 +305,12 @@ class Pool:
 
     def _pump(self) -> None:
         self._pump_scheduled = False
-        slots = self.ready_agents()
-        while self.queue and slots:
+        fed: dict[str, AgentSlot] = {}
+        while self.queue:
             job = self.queue[0]
-            takers = [s for s in slots if s.accepts(job, self.cfg)]
-            if not takers:
-                break
-            # Most free KV; among equals (idle agents) the one that got the fewest so far.
-            slot = max(takers, key=lambda s: (s.capacity.free_tokens(), -s.counters.queries_sent))
+            slot = self.router.pick(job)
+            if slot is None:
+                break  # no agent takes the head of the queue: everything waits behind it
             self.queue.popleft()
             self._next_wire_id += 1
             slot.inflight[self._next_wire_id] = job
@@ -312,8 +319,12 @@ class Pool:
             job.attempts += 1
             job.agent = slot.address
             slot.counters.queries_sent += 1
+            self.router.changed(slot)
+            fed[slot.address] = slot
+        if not self.queue:
+            self.router.drained()
         self.metrics.queued = len(self.queue)
-        for slot in slots:
+        for slot in fed.values():
             if slot.outbox:
                 slot.link.send(slot.outbox)
                 slot.outbox = []
