@@ -42,6 +42,7 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 10_000),  # find dead coordinators
     ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.ping_timeout_ms", 5_000),  # what gRPC 1.84 actually waits for a ping's answer
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1_000),  # let coordinators ping us often
     ("grpc.http2.max_ping_strikes", 0),
 ]

@@ -49,8 +49,11 @@ class LinkConfig:
 
     def channel_options(self) -> list[tuple[str, int]]:
         # HTTP/2 pings notice a vanished host or a cut network even while no status is due.
+        # gRPC 1.84 fails an unanswered ping after http2.ping_timeout_ms (default 60 s), whatever
+        # keepalive_timeout_ms says: both are set.
         half_ms = max(int(self.agent_timeout_s * 500), 200)
-        return [*CHANNEL_OPTIONS, ("grpc.keepalive_time_ms", half_ms), ("grpc.keepalive_timeout_ms", half_ms)]
+        return [*CHANNEL_OPTIONS, ("grpc.keepalive_time_ms", half_ms), ("grpc.keepalive_timeout_ms", half_ms),
+                ("grpc.http2.ping_timeout_ms", half_ms)]
 
 
 def describe(exc: BaseException) -> str:

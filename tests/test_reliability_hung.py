@@ -9,7 +9,11 @@ import socket
 import threading
 import time
 
+import grpc
 import pytest
+
+from llmbench.coordinator.agent_link import LinkConfig
+from llmbench.proto import pb, rpc
 
 from test_reliability_loss import Agent, Coordinator, check_accuracy_log
 
@@ -62,12 +66,14 @@ class BlackholeProxy:
                     s.close()
 
 
-def run_with_fault(tmp_path, agents: list[Agent], victim: Agent, victim_address: str, fault) -> tuple[Coordinator, float]:
+def run_with_fault(tmp_path, agents: list[Agent], victim: Agent, victim_address: str, fault,
+                   samples: int = SAMPLES) -> tuple[Coordinator, float]:
     """Offline accuracy run over agents (victim reached at victim_address); fault() strikes once the
     victim holds running queries and returns when it struck. Returns (coordinator, detection seconds)."""
     addresses = [victim_address if a is victim else a.address for a in agents]
     c = Coordinator("--agents", ",".join(addresses), "--agent-timeout", str(AGENT_TIMEOUT_S), "--scenario", "Offline",
-                    "--mode", "accuracy", "--max-samples", str(SAMPLES), "--output", str(tmp_path / "out"), "--progress", "1")
+                    "--mode", "accuracy", "--max-samples", str(samples), "--output", str(tmp_path / "out"),
+                    "--progress", "1")
     c.wait_for("^LoadGen settings")
     deadline = time.monotonic() + 20
     while victim.status().running < 2:
@@ -110,12 +116,33 @@ def test_cut_off_agent_is_lost(agents, tmp_path):
     victim = agents[0]
     proxy = BlackholeProxy(victim.address)
     try:
-        c, detected = run_with_fault(tmp_path, agents, victim, proxy.address, proxy.cut)
+        c, detected = run_with_fault(tmp_path, agents, victim, proxy.address, proxy.cut, samples=100)
         reason = next(line for _, line in c.lines if f"agent {proxy.address} lost" in line)
         print(f"cut-off detected after {detected:.2f} s: {reason.strip()}")
         assert detected < AGENT_TIMEOUT_S + 1.5, reason
         assert c.finish() == 0, c.text
-        check_accuracy_log(tmp_path / "out", SAMPLES, first_tokens=False)
+        check_accuracy_log(tmp_path / "out", 100, first_tokens=False)
         assert re.search(rf"Agent {re.escape(proxy.address)} lost 1 time\(s\), [1-9]\d* queries re-dispatched", c.text)
     finally:
         proxy.close()
+
+
+def test_keepalive_alone_breaks_a_call_to_a_stopped_agent(tmp_path):
+    """No status stream, no deadline: the coordinator's channel settings alone end a call whose agent
+    stopped answering (HTTP/2 pings every agent_timeout/2, each allowed agent_timeout/2)."""
+    agent = Agent(tmp_path, tokens_per_s=20)
+    try:
+        options = LinkConfig(agent_timeout_s=AGENT_TIMEOUT_S).channel_options()
+        with grpc.insecure_channel(agent.address, options=options) as channel:
+            replies = rpc.AgentStub(channel).Generate(pb.GenerateRequest(tokens=pb.TokenList(ids=[1]),
+                                                                         max_new_tokens=5000, ignore_eos=True))
+            next(replies)
+            stopped = agent.signal(signal.SIGSTOP)
+            with pytest.raises(grpc.RpcError) as err:
+                for _ in replies:
+                    pass
+            broken = time.monotonic() - stopped
+        print(f"keepalive ended the call {broken:.2f} s after SIGSTOP: {err.value.code()}: {err.value.details()}")
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and broken < 2 * AGENT_TIMEOUT_S
+    finally:
+        agent.stop()
