@@ -154,6 +154,7 @@ class AgentServicer(rpc.AgentServicer):
                         continue
                     refused, accepted = screen(queries, open_ids, self.engine.info.max_context)
                     if refused.errors:
+                        refused.step = self.engine.stats().steps_total  # keeps steps monotonic on the stream
                         queue.put_nowait(refused)
                     open_ids.update(r.id for r in accepted)
                     if accepted:
