@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.common.auth import ClientSecurity
+from llmbench.coordinator.job import encode_submit
 from llmbench.proto import pb, rpc
 
 MAX_MESSAGE_BYTES = 64 << 20
@@ -30,6 +31,7 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+SERVE_METHOD = f"/{pb.DESCRIPTOR.services_by_name['Agent'].full_name}/Serve"
 HEALTH_POLL_S = 0.2
 CLOSE_GRACE_S = 1.0  # after hanging up, how long the agent may take to end the stream
 
@@ -69,12 +71,12 @@ class AgentLink:
         self.cfg = cfg or LinkConfig()
         self.reached = False
         self.last_error = "connecting"
-        self._outbox: asyncio.Queue[pb.ServeRequest | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()  # serialized ServeRequests
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"agent {address}")
 
     def send(self, queries: list[pb.Query]) -> None:
-        self._outbox.put_nowait(pb.ServeRequest(submit=pb.QueryBatch(queries=queries)))
+        self._outbox.put_nowait(encode_submit(queries))
 
     def close(self) -> None:
         """Hang up: closing the request side cancels whatever still runs on the agent."""
@@ -111,7 +113,9 @@ class AgentLink:
             first = await status_call.read()
             if first is grpc.aio.EOF:
                 return False, "the status stream ended at once"
-            serve_call = stub.Serve(self._requests(), metadata=metadata)
+            serve = channel.stream_stream(SERVE_METHOD, request_serializer=None,  # already bytes
+                                          response_deserializer=pb.StepResult.FromString)
+            serve_call = serve(self._requests(), metadata=metadata)
             if self._closing:
                 return False, "closed"
             ready = True
@@ -147,7 +151,7 @@ class AgentLink:
             await asyncio.sleep(HEALTH_POLL_S)
         return False
 
-    async def _requests(self) -> AsyncIterator[pb.ServeRequest]:
+    async def _requests(self) -> AsyncIterator[bytes]:
         while True:
             item = await self._outbox.get()
             if item is None:

@@ -23,16 +23,18 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import numpy as np
+import psutil
 
 from llmbench.coordinator.agent_link import AgentLink
 from llmbench.coordinator.dispatch import Pool
-from llmbench.coordinator.job import Job
+from llmbench.coordinator.job import Job, wire_body
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.run_local import start_agents, stop_agents
 from llmbench.coordinator.synthetic import make_synthetic
 
 SIM_VOCAB = 128256
 WARMUP_QUERIES_PER_AGENT = 8
+QUERIES_PER_AGENT = 400
 
 
 @dataclass
@@ -42,19 +44,23 @@ class Figures:
     tokens: int
     wall_s: float
     cpu_s: float  # the coordinator process, all threads
+    agents_cpu_s: float  # all agent processes together
+    agent_cores: int
     step_messages: int
     status_messages: int
 
     def row(self) -> str:
-        return (f"| {self.agents} | {self.queries} | {self.tokens / self.wall_s:,.0f} | {self.queries / self.wall_s:,.0f} "
-                f"| {100 * self.cpu_s / self.wall_s:.0f} % | {self.tokens / self.cpu_s:,.0f} "
-                f"| {self.step_messages / self.wall_s:,.0f} | {self.tokens / max(self.step_messages, 1):.0f} "
-                f"| {self.status_messages / self.wall_s:,.0f} |")
+        w = self.wall_s
+        return (f"| {self.agents} | {self.queries} | {self.tokens / w:,.0f} | {self.queries / w:,.0f} "
+                f"| {100 * self.cpu_s / w:.0f} % | {self.tokens / self.cpu_s:,.0f} "
+                f"| {100 * self.agents_cpu_s / w / self.agent_cores:.0f} % of {self.agent_cores} "
+                f"| {self.step_messages / w:,.0f} | {self.tokens / max(self.step_messages, 1):.0f} "
+                f"| {self.status_messages / w:,.0f} |")
 
 
-HEADER = ("| agents | queries | tokens/s | queries/s | coordinator CPU (of 1 core) | tokens per CPU-second "
-          "| step messages/s | tokens per step message | status messages/s |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+HEADER = ("| agents | queries | tokens/s | queries/s | coordinator CPU (of 1 core) | tokens per coordinator CPU-s "
+          "| agents' CPU (cores) | step messages/s | tokens per step message | status messages/s |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 class Counter:
@@ -100,8 +106,17 @@ class CountingPool(Pool):
         super().on_status(link, status)
 
 
-async def drive(addresses: list[str], prompts: list[np.ndarray], queries: int, max_new_tokens: int,
-                profile: bool) -> Figures:
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def drive(addresses: list[str], pids: list[int], agent_cores: int, prompts: list[np.ndarray], queries: int,
+                max_new_tokens: int, profile: bool) -> Figures:
     pool = CountingPool(lambda address, p: AgentLink(address, p), RunMetrics())
     counter = Counter()
     pool.listener = counter
@@ -109,30 +124,31 @@ async def drive(addresses: list[str], prompts: list[np.ndarray], queries: int, m
         for address in addresses:
             pool.add_agent(address)
         await pool.wait_ready(30.0, 60.0)
+        bodies = [wire_body(p, max_new_tokens, 1) for p in prompts]  # as the SUT does when LoadGen loads samples
 
         async def batch(n: int, start: int) -> None:
             counter.done, counter.tokens, counter.target = 0, 0, n
             counter.all_done.clear()
-            pool.submit([Job(start + i, i % len(prompts), prompts[i % len(prompts)], max_new_tokens)
-                         for i in range(n)])
+            pool.submit([Job(start + i, i % len(prompts), prompts[i % len(prompts)], max_new_tokens,
+                             wire_body=bodies[i % len(prompts)]) for i in range(n)])
             await counter.all_done.wait()
 
         await batch(WARMUP_QUERIES_PER_AGENT * len(addresses), 0)
         profiler = cProfile.Profile() if profile else None
         steps, statuses = pool.steps, pool.statuses
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu, agents_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pids)
         if profiler:
             profiler.enable()
         await batch(queries, 1 << 30)
         if profiler:
             profiler.disable()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu, agents_cpu = time.perf_counter() - wall, time.process_time() - cpu, cpu_seconds(pids) - agents_cpu
         if counter.failed:
             raise RuntimeError(f"{counter.failed} queries failed: {pool.failed}")
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        return Figures(len(addresses), queries, counter.tokens, wall, cpu, pool.steps - steps,
-                       pool.statuses - statuses)
+        return Figures(len(addresses), queries, counter.tokens, wall, cpu, agents_cpu, agent_cores,
+                       pool.steps - steps, pool.statuses - statuses)
     finally:
         await pool.close()
 
@@ -140,13 +156,15 @@ async def drive(addresses: list[str], prompts: list[np.ndarray], queries: int, m
 def measure(agents: int, queries: int, max_new_tokens: int, agent_args: str, folder: Path,
             cores: list[int], profile: bool = False) -> Figures:
     """cores: this process's own core first, the agents' after it (the same one if there is only one)."""
-    pin(set(cores[1:]) or {cores[0]})  # the agents inherit this
+    agent_cores = set(cores[1:]) or {cores[0]}
+    pin(agent_cores)  # the agents inherit this
     args = argparse.Namespace(agents=agents, engine="simulated", tokens_per_s=1e12, agent_args=agent_args)
     local = start_agents(args, folder)
     try:
         pin({cores[0]})
         prompts = make_synthetic(1000, SIM_VOCAB).prompts
-        return asyncio.run(drive([a.address for a in local], prompts, queries, max_new_tokens, profile))
+        return asyncio.run(drive([a.address for a in local], [a.process.pid for a in local], len(agent_cores),
+                                 prompts, queries, max_new_tokens, profile))
     finally:
         stop_agents(local)
 
@@ -155,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m llmbench.coordinator.ceiling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--agents", default="8,32,128", help="agent counts to measure, comma-separated")
-    p.add_argument("--queries", type=int, default=20000, help="queries per measurement")
+    p.add_argument("--queries", type=int, default=20000,
+                   help=f"queries per measurement, at least {QUERIES_PER_AGENT} per agent (so the queue stays backed up)")
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--agent-args", default="--max-batch 256", help="extra flags for every simulated agent")
+    p.add_argument("--agent-args", default="--max-batch 512",
+                   help="extra flags for every simulated agent (default: batches like an H200 agent's in Offline)")
     p.add_argument("--profile", action="store_true", help="cProfile the coordinator's loop thread (slows it)")
     args = p.parse_args(argv)
     counts = [int(k) for k in args.agents.split(",")]
@@ -165,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--agents and --queries must be positive")
     cores = sorted(os.sched_getaffinity(0))
     print(f"{len(cores)} cores; coordinator pinned to core {cores[0]}, agents on the rest; "
-          f"{args.queries} queries of {args.max_new_tokens} tokens, CNN/DM-shaped prompts", flush=True)
+          f"{args.queries}+ queries of {args.max_new_tokens} tokens, CNN/DM-shaped prompts; agents {args.agent_args}",
+          flush=True)
     rows = []
     with TemporaryDirectory() as tmp:
         for k in counts:
             folder = Path(tmp) / f"agents-{k}"
             folder.mkdir()
-            rows.append(measure(k, args.queries, args.max_new_tokens, args.agent_args, folder, cores,
+            rows.append(measure(k, max(args.queries, QUERIES_PER_AGENT * k), args.max_new_tokens, args.agent_args, folder, cores,
                                 args.profile))
             print(rows[-1].row(), flush=True)
     print(HEADER)

@@ -16,7 +16,7 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from llmbench.coordinator.dispatch import Pool
-from llmbench.coordinator.job import Job
+from llmbench.coordinator.job import Job, wire_body
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.settings import BenchSettings
@@ -36,6 +36,7 @@ class LoadGenSut:
         self.report_first_tokens = settings.loadgen_scenario == "Server"
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
+        self._wire_bodies: dict[int, bytes] = {}  # QSL index -> its query, encoded while LoadGen loads samples
         self.duplicates = 0  # answers refused by the ledger (a bug if ever non-zero)
         self.aborted = False  # the loop is gone: LoadGen's thread answers what it still issues
         pool.listener = self
@@ -43,7 +44,9 @@ class LoadGenSut:
     # --- LoadGen thread ------------------------------------------------------------------------
     def issue_queries(self, samples: list) -> None:
         ds = self.dataset
-        jobs = [Job(s.id, s.index, ds.prompts[s.index], ds.max_new_tokens, ds.min_new_tokens) for s in samples]
+        bodies = self._wire_bodies
+        jobs = [Job(s.id, s.index, ds.prompts[s.index], ds.max_new_tokens, ds.min_new_tokens,
+                    wire_body=bodies.get(s.index, b"")) for s in samples]
         if not self.aborted:
             try:
                 self.loop.call_soon_threadsafe(self._submit, jobs)
@@ -61,6 +64,16 @@ class LoadGenSut:
 
     def flush_queries(self) -> None:
         pass  # every query is already on its way
+
+    def load_samples(self, indices: list[int]) -> None:
+        """QSL: encode these samples' queries now, before the timed run, not at dispatch."""
+        ds = self.dataset
+        for i in indices:
+            self._wire_bodies[i] = wire_body(ds.prompts[i], ds.max_new_tokens, ds.min_new_tokens)
+
+    def unload_samples(self, indices: list[int]) -> None:
+        for i in indices:
+            self._wire_bodies.pop(i, None)
 
     # --- loop thread ---------------------------------------------------------------------------
     def _submit(self, jobs: list[Job]) -> None:
@@ -105,7 +118,8 @@ class LoadGenSut:
         log_settings.enable_trace = False
         total = len(self.dataset)
         sut = lg.ConstructSUT(self.issue_queries, self.flush_queries)
-        qsl = lg.ConstructQSL(total, min(total, self.settings.performance_sample_count), _noop, _noop)
+        qsl = lg.ConstructQSL(total, min(total, self.settings.performance_sample_count), self.load_samples,
+                              self.unload_samples)
         try:
             # Always an explicit audit file: LoadGen would otherwise read a stray ./audit.config.
             audit = audit_config or output_dir / "no-audit.config"
@@ -113,7 +127,3 @@ class LoadGenSut:
         finally:
             lg.DestroyQSL(qsl)
             lg.DestroySUT(sut)
-
-
-def _noop(_indices: list) -> None:
-    pass  # prompts are in memory already
