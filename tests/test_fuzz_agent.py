@@ -216,7 +216,7 @@ def test_fuzz_agent_with_10000_random_requests(tmp_path):
         with grpc.insecure_channel(agent.address) as channel:
             stub = rpc.AgentStub(channel)
 
-            @settings(FUZZ, max_examples=450)
+            @settings(FUZZ, max_examples=550)
             @given(SERVE_CASE)
             def fuzz_serve(case) -> None:
                 check_serve(stub, *case, counts)

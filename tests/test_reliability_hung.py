@@ -99,7 +99,7 @@ def test_sigstopped_agent_is_lost_then_used_again(agents, tmp_path):
     c, detected = run_with_fault(tmp_path, agents, victim, victim.address, lambda: victim.signal(signal.SIGSTOP))
     reason = next(line for _, line in c.lines if f"agent {victim.address} lost" in line)
     print(f"SIGSTOP detected after {detected:.2f} s: {reason.strip()}")
-    assert 1.0 < detected < AGENT_TIMEOUT_S + 1.5, reason
+    assert detected < AGENT_TIMEOUT_S + 1.5, reason
     victim.signal(signal.SIGCONT)
     before = victim.status().queries_received_total  # the old queries, dropped once it sees the hang-up
     deadline = time.monotonic() + 20
