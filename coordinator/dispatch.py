@@ -25,6 +25,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Protocol
 
 from llmbench.coordinator.capacity import Capacity
@@ -178,17 +179,23 @@ class Pool:
             return
         now = time.monotonic()
         firsts: list[Job] = []
-        tokens = step.tokens
-        pos = 0
-        for wire_id, n in zip(step.ids, step.counts):
-            job = slot.inflight.get(wire_id)
-            if job is not None and n > 0:
-                if job.first_token_at is None:
-                    job.first_token_at = now
-                    firsts.append(job)
-                job.tokens.extend(tokens[pos:pos + n])
-            pos += n
-        self.metrics.record_tokens(slot.counters, pos)
+        # The per-token hot loop: one token per query is the common step, so no slices for it.
+        tokens = iter(step.tokens)
+        for job, n in zip(map(slot.inflight.get, step.ids), step.counts):
+            if n == 1:
+                token = next(tokens)
+                if job is None:
+                    continue
+                job.tokens.append(token)
+            else:
+                new = list(islice(tokens, n))
+                if job is None or not new:
+                    continue
+                job.tokens.extend(new)
+            if job.first_token_at is None:
+                job.first_token_at = now
+                firsts.append(job)
+        self.metrics.record_tokens(slot.counters, len(step.tokens))
         done: list[Job] = []
         retry: list[Job] = []
         for wire_id, reason in zip(step.finished_ids, step.finish_reasons):
