@@ -6,8 +6,9 @@ For each K it starts K simulated agents (`llmbench agent --engine simulated`, un
 fast as they can) on the other cores, pins itself to one core, then hands all queries to the dispatch
 Pool at once (as LoadGen Offline does, without LoadGen) with CNN/DM-shaped prompts and 128 output
 tokens each, and times until every query is back. Besides the wall rates it prints the coordinator's
-CPU share of its core: near 100 % means the figure is the coordinator's ceiling; well below means the
-agents were the limit, and tokens per coordinator CPU-second is the ceiling it would reach.
+CPU share of its core (near 100 %: the wall figure is the coordinator's ceiling; well below: the agents
+were the limit), its idle share (agents connected, no queries: status streams), and the ceiling: the
+tokens/s at which the core would be full, at the measured CPU cost per token on top of the idle share.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import psutil
 
-from llmbench.coordinator.agent_link import AgentLink
+from llmbench.coordinator.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.dispatch import Pool
 from llmbench.coordinator.job import Job, wire_body
 from llmbench.coordinator.metrics import RunMetrics
@@ -34,6 +35,7 @@ from llmbench.coordinator.synthetic import make_synthetic
 
 SIM_VOCAB = 128256
 WARMUP_QUERIES_PER_AGENT = 8
+IDLE_S = 3.0
 QUERIES_PER_AGENT = 400
 
 
@@ -45,22 +47,30 @@ class Figures:
     wall_s: float
     cpu_s: float  # the coordinator process, all threads
     agents_cpu_s: float  # all agent processes together
+    idle_cpu: float  # the coordinator's CPU share with the agents connected and no queries (status streams)
     agent_cores: int
     step_messages: int
     status_messages: int
 
+    @property
+    def ceiling(self) -> float:
+        """Tokens/s with the core saturated: the idle share stays, the rest goes to tokens at the measured
+        cost per token."""
+        per_token = max(self.cpu_s - self.idle_cpu * self.wall_s, 1e-9) / self.tokens
+        return (1 - self.idle_cpu) / per_token
+
     def row(self) -> str:
         w = self.wall_s
         return (f"| {self.agents} | {self.queries} | {self.tokens / w:,.0f} | {self.queries / w:,.0f} "
-                f"| {100 * self.cpu_s / w:.0f} % | {self.tokens / self.cpu_s:,.0f} "
+                f"| {100 * self.cpu_s / w:.0f} % | {100 * self.idle_cpu:.1f} % | {self.ceiling:,.0f} "
                 f"| {100 * self.agents_cpu_s / w / self.agent_cores:.0f} % of {self.agent_cores} "
                 f"| {self.step_messages / w:,.0f} | {self.tokens / max(self.step_messages, 1):.0f} "
                 f"| {self.status_messages / w:,.0f} |")
 
 
-HEADER = ("| agents | queries | tokens/s | queries/s | coordinator CPU (of 1 core) | tokens per coordinator CPU-s "
+HEADER = ("| agents | queries | tokens/s | queries/s | coordinator CPU (of 1 core) | idle CPU | ceiling tokens/s "
           "| agents' CPU (cores) | step messages/s | tokens per step message | status messages/s |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 class Counter:
@@ -116,8 +126,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 async def drive(addresses: list[str], pids: list[int], agent_cores: int, prompts: list[np.ndarray], queries: int,
-                max_new_tokens: int, profile: bool) -> Figures:
-    pool = CountingPool(lambda address, p: AgentLink(address, p), RunMetrics())
+                max_new_tokens: int, status_interval_ms: int, profile: bool) -> Figures:
+    link = LinkConfig(status_interval_ms=status_interval_ms)
+    pool = CountingPool(lambda address, p: AgentLink(address, p, link), RunMetrics())
     counter = Counter()
     pool.listener = counter
     try:
@@ -134,6 +145,9 @@ async def drive(addresses: list[str], pids: list[int], agent_cores: int, prompts
             await counter.all_done.wait()
 
         await batch(WARMUP_QUERIES_PER_AGENT * len(addresses), 0)
+        idle = time.process_time()
+        await asyncio.sleep(IDLE_S)
+        idle = (time.process_time() - idle) / IDLE_S
         profiler = cProfile.Profile() if profile else None
         steps, statuses = pool.steps, pool.statuses
         wall, cpu, agents_cpu = time.perf_counter(), time.process_time(), cpu_seconds(pids)
@@ -147,14 +161,14 @@ async def drive(addresses: list[str], pids: list[int], agent_cores: int, prompts
             raise RuntimeError(f"{counter.failed} queries failed: {pool.failed}")
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        return Figures(len(addresses), queries, counter.tokens, wall, cpu, agents_cpu, agent_cores,
+        return Figures(len(addresses), queries, counter.tokens, wall, cpu, agents_cpu, idle, agent_cores,
                        pool.steps - steps, pool.statuses - statuses)
     finally:
         await pool.close()
 
 
 def measure(agents: int, queries: int, max_new_tokens: int, agent_args: str, folder: Path,
-            cores: list[int], profile: bool = False) -> Figures:
+            cores: list[int], status_interval_ms: int, profile: bool = False) -> Figures:
     """cores: this process's own core first, the agents' after it (the same one if there is only one)."""
     agent_cores = set(cores[1:]) or {cores[0]}
     pin(agent_cores)  # the agents inherit this
@@ -164,7 +178,7 @@ def measure(agents: int, queries: int, max_new_tokens: int, agent_args: str, fol
         pin({cores[0]})
         prompts = make_synthetic(1000, SIM_VOCAB).prompts
         return asyncio.run(drive([a.address for a in local], [a.process.pid for a in local], len(agent_cores),
-                                 prompts, queries, max_new_tokens, profile))
+                                 prompts, queries, max_new_tokens, status_interval_ms, profile))
     finally:
         stop_agents(local)
 
@@ -178,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--agent-args", default="--max-batch 512",
                    help="extra flags for every simulated agent (default: batches like an H200 agent's in Offline)")
+    p.add_argument("--status-interval-ms", type=int, default=LinkConfig.status_interval_ms,
+                   help="how often each agent reports its status to the coordinator")
     p.add_argument("--profile", action="store_true", help="cProfile the coordinator's loop thread (slows it)")
     args = p.parse_args(argv)
     counts = [int(k) for k in args.agents.split(",")]
@@ -193,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(tmp) / f"agents-{k}"
             folder.mkdir()
             rows.append(measure(k, max(args.queries, QUERIES_PER_AGENT * k), args.max_new_tokens, args.agent_args, folder, cores,
-                                args.profile))
+                                args.status_interval_ms, args.profile))
             print(rows[-1].row(), flush=True)
     print(HEADER)
     for r in rows:
