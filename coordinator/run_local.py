@@ -3,7 +3,8 @@
 With no arguments: two agents on the tiny random model, Server scenario over the synthetic
 CNN/DM-shaped dataset, with demo-scaled LoadGen settings (printed as such), results in
 ./results/<timestamp>. Agents are subprocesses (`llmbench agent --port 0`); each one's output goes
-to agent-N.log in the results folder, and all are stopped on exit, error or Ctrl-C.
+to agent-N.log in the results folder, and all are stopped on exit, error or Ctrl-C. With --gpus, one
+agent per local GPU, each seeing only its own (CUDA_VISIBLE_DEVICES).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmbench.coordinator.cli import LiveFront, add_run_arguments, config_from_args, report, run_front
+from llmbench.coordinator.gpus import SPEC_HELP, select_gpus
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.session import check_choices, leave_if_loadgen_running
 
@@ -32,11 +34,16 @@ class LocalAgent:
     process: subprocess.Popen
     log_path: Path
     address: str = ""
+    gpu: str = ""  # its CUDA_VISIBLE_DEVICES, "" when not given one
+
+    def describe(self) -> str:
+        return f"{self.address} (GPU {self.gpu})" if self.gpu else self.address
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--agents", type=int, default=2, help="how many local agents to start (default 2)")
+    p.add_argument("--agents", type=int, help="how many local agents to start (default 2; with --gpus one per GPU)")
+    p.add_argument("--gpus", help=f"one agent per local GPU: {SPEC_HELP}")
     p.add_argument("--model", default="tiny", help="model folder or preset for the agents (default tiny)")
     p.add_argument("--engine", choices=["paged", "simulated"], default="paged",
                    help="paged: the real engine; simulated: fake tokens (no model) for load tests")
@@ -46,27 +53,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use MLPerf's settings as they are (600 s minimum) instead of the demo scale")
 
 
-def agent_command(args: argparse.Namespace) -> list[str]:
+def agent_command(args: argparse.Namespace, on_gpu: bool = False) -> list[str]:
     cmd = [sys.executable, "-c", _AGENT_MAIN, "agent", "--host", "127.0.0.1", "--port", "0", "--engine", args.engine]
     if args.engine == "simulated":
         cmd += ["--tokens-per-s", str(args.tokens_per_s)]
     else:
-        cmd += ["--model", args.model]
+        cmd += ["--model", args.model] + (["--device", "cuda"] if on_gpu else [])  # never a silent CPU fallback
     return cmd + args.agent_args.split()
 
 
-def start_agents(args: argparse.Namespace, output: Path) -> list[LocalAgent]:
-    """Start the agents and wait for each one's listening line (not for the model: the coordinator
-    waits for health SERVING)."""
+def start_agents(args: argparse.Namespace, output: Path, gpus: list[str] | None = None) -> list[LocalAgent]:
+    """Start args.agents agents, or one per GPU id in `gpus` (its CUDA_VISIBLE_DEVICES), and wait for each
+    one's listening line (not for the model: the coordinator waits for health SERVING). If one fails,
+    the others are stopped."""
+    count = len(gpus) if gpus else args.agents
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.agents)))  # share the cores
-    agents = []
-    for i in range(args.agents):
-        log_path = output / f"agent-{i}.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(agent_command(args), stdout=log_file, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env)
-        agents.append(LocalAgent(proc, log_path))
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))  # share the cores
+    agents: list[LocalAgent] = []
+    try:
+        for i in range(count):
+            gpu = gpus[i] if gpus else ""
+            log_path = output / f"agent-{i}.log"
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(agent_command(args, on_gpu=bool(gpu)), stdout=log_file,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**env, "CUDA_VISIBLE_DEVICES": gpu} if gpu else env)
+            agents.append(LocalAgent(proc, log_path, gpu=gpu))
+        wait_listening(agents)
+    except BaseException:
+        stop_agents(agents)
+        raise
+    return agents
+
+
+def wait_listening(agents: list[LocalAgent]) -> None:
     deadline = time.monotonic() + AGENT_START_TIMEOUT_S
     for agent in agents:
         while not agent.address:
@@ -82,7 +102,6 @@ def start_agents(args: argparse.Namespace, output: Path) -> list[LocalAgent]:
                                    f"{AGENT_START_TIMEOUT_S:g} s (see {agent.log_path})")
             else:
                 time.sleep(0.05)
-    return agents
 
 
 def stop_agents(agents: list[LocalAgent]) -> None:
@@ -101,20 +120,25 @@ def stop_agents(agents: list[LocalAgent]) -> None:
 
 def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
     check_choices(args.scenario, args.mode)
+    gpus = select_gpus(args.gpus) if args.gpus is not None else None
+    if gpus is not None and args.agents not in (None, len(gpus)):
+        raise ValueError(f"--agents {args.agents} and --gpus {args.gpus} ({len(gpus)} GPUs) disagree: "
+                         "--gpus starts one agent per GPU")
+    args.agents = len(gpus) if gpus is not None else 2 if args.agents is None else args.agents
     if args.agents < 1:
         raise ValueError(f"--agents must be at least 1, got {args.agents}")
     output = args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
     output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     metrics = RunMetrics()
-    print(f"llmbench run: {args.agents} local agents ({args.engine} engine"
+    print(f"llmbench run: {args.agents} local agents{' on GPUs ' + ','.join(gpus) if gpus else ''} ({args.engine} engine"
           f"{', model ' + args.model if args.engine == 'paged' else ''}), {args.scenario} {args.mode}, "
           f"results in {output}", flush=True)
     agents: list[LocalAgent] = []
     try:
-        agents = start_agents(args, output)
+        agents = start_agents(args, output, gpus)
         metrics.timings_s["agent processes"] = time.monotonic() - started
-        print(f"agents listening on {', '.join(a.address for a in agents)}", flush=True)
+        print(f"agents listening on {', '.join(a.describe() for a in agents)}", flush=True)
         args.demo = not args.mlperf_settings
         cfg = config_from_args(args, ",".join(a.address for a in agents), output)
         if cfg.demo is not None:
