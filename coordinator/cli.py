@@ -11,7 +11,7 @@ from typing import Callable
 from llmbench.common.auth import add_client_arguments, client_security
 from llmbench.coordinator import prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
-from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
+from llmbench.coordinator.metrics import LogToMetrics, RunMetrics, utilisation_lines
 from llmbench.coordinator.report import REPORT_FILE, finish_run
 from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
                                           run_session)
@@ -85,6 +85,10 @@ def report(result: RunResult) -> int:
     s = result.snapshot
     shares = ", ".join(f"{a.address} {a.queries_done}" for a in s.agents)
     print(f"Queries per agent: {shares}" + (f"; {s.redispatched} re-dispatched" if s.redispatched else ""))
+    print("Agent utilisation over the LoadGen test (busy: share of the time with queries in flight; "
+          "KV: mean share of the cache in use):")
+    for line in utilisation_lines(s):
+        print(line)
     for a in s.agents:
         if a.losses:
             print(f"Agent {a.address} lost {a.losses} time(s), {a.redispatched} queries re-dispatched; "

@@ -144,7 +144,7 @@ class Pool:
         for slot in self.slots.values():
             jobs.extend(slot.inflight.values())
             slot.inflight.clear()
-            slot.counters.inflight = 0
+            self.metrics.record_inflight(slot.counters, 0)
         for job in jobs:
             job.error = job.error or reason
         self._complete(jobs)
@@ -155,7 +155,7 @@ class Pool:
         if slot is None:
             return
         slot.capacity = Capacity(status)
-        slot.counters.status = status
+        self.metrics.record_status(slot.counters, status)
         slot.counters.state = "draining" if slot.draining else "ready"
         slot.ready_event.set()
         self.router.changed(slot)
@@ -168,7 +168,7 @@ class Pool:
         if slot is None or slot.capacity is None:
             return
         slot.capacity.on_status(status)
-        slot.counters.status = status
+        self.metrics.record_status(slot.counters, status)
         slot.counters.est_free_tokens = slot.capacity.free_tokens()
         self.router.changed(slot)
         self._schedule_pump()
@@ -219,7 +219,7 @@ class Pool:
             else:
                 job.error = problem
                 done.append(job)
-        slot.counters.inflight = len(slot.inflight)
+        self.metrics.record_inflight(slot.counters, len(slot.inflight))
         if firsts and self.listener is not None:
             self.listener.first_tokens(firsts)
         if retry:
@@ -265,7 +265,7 @@ class Pool:
         jobs = list(slot.inflight.values())
         slot.inflight.clear()
         slot.outbox.clear()
-        slot.counters.inflight = 0
+        self.metrics.record_inflight(slot.counters, 0)
         slot.counters.state = state
         if jobs:
             self.metrics.record_redispatched(slot.counters, len(jobs))
@@ -335,7 +335,7 @@ class Pool:
             if slot.outbox:
                 slot.link.send(slot.outbox)
                 slot.outbox = []
-                slot.counters.inflight = len(slot.inflight)
+                self.metrics.record_inflight(slot.counters, len(slot.inflight))
                 slot.counters.est_free_tokens = slot.capacity.free_tokens()
 
     async def wait_ready(self, connect_timeout_s: float, ready_timeout_s: float) -> None:

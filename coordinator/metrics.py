@@ -46,6 +46,15 @@ class AgentCounters:
     last_error: str = ""
     est_free_tokens: int = 0  # the dispatcher's capacity estimate at the last decision
     status: pb.AgentStatus | None = None  # the agent's last report
+    busy_s: float = 0.0  # time with queries in flight since the test started (in a Snapshot: up to it)
+    busy_since: float | None = None  # when the current stretch with queries in flight began
+    kv_used_sum: float = 0.0  # sum over status reports since the test started of the share of KV in use
+    kv_reports: int = 0
+
+    @property
+    def kv_used(self) -> float | None:
+        """Mean share of the agent's KV cache in use, over its reports since the test started."""
+        return self.kv_used_sum / self.kv_reports if self.kv_reports else None
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,9 @@ class RunMetrics:
             self._history.append((self.started_at, self.completed, self.output_tokens))
             self._points = [(self.started_at, self.completed, self.output_tokens)]
             self._every_s = SERIES_EVERY_S
+            for a in self.agents.values():
+                a.busy_s, a.kv_used_sum, a.kv_reports = 0.0, 0.0, 0
+                a.busy_since = self.started_at if a.inflight else None
 
     def agent(self, address: str) -> AgentCounters:
         with self._lock:
@@ -147,6 +159,23 @@ class RunMetrics:
     def record_issued(self, n: int) -> None:
         with self._lock:
             self.issued += n
+
+    def record_inflight(self, counters: AgentCounters, n: int) -> None:
+        """The agent has n queries in flight now; keeps its busy time."""
+        with self._lock:
+            counters.inflight = n
+            if n and counters.busy_since is None:
+                counters.busy_since = time.monotonic()
+            elif not n and counters.busy_since is not None:
+                counters.busy_s += time.monotonic() - counters.busy_since
+                counters.busy_since = None
+
+    def record_status(self, counters: AgentCounters, status: pb.AgentStatus) -> None:
+        with self._lock:
+            counters.status = status
+            if status.kv_blocks_total:
+                counters.kv_used_sum += 1 - status.kv_blocks_free / status.kv_blocks_total
+                counters.kv_reports += 1
 
     def record_tokens(self, counters: AgentCounters, n: int) -> None:
         with self._lock:
@@ -222,7 +251,8 @@ class RunMetrics:
                 self._history.popleft()
             t0, done0, tok0 = self._history[0]
             span = now - t0
-            agents = tuple(replace(a) for a in self.agents.values())
+            agents = tuple(replace(a, busy_s=a.busy_s + (now - a.busy_since if a.busy_since is not None else 0.0))
+                           for a in self.agents.values())
             inflight = sum(a.inflight for a in agents)
             ttft, tpot = list(self.ttft), list(self.tpot)
             counts = dict(
@@ -251,6 +281,20 @@ class LogToMetrics(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.metrics.add_log(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def utilisation_lines(s: Snapshot) -> list[str]:
+    """Per agent: share of the queries and tokens, time with queries in flight, mean KV cache in use."""
+    queries = sum(a.queries_done for a in s.agents) or 1
+    tokens = sum(a.output_tokens for a in s.agents) or 1
+    width = max((len(a.address) for a in s.agents), default=0)
+    lines = []
+    for a in s.agents:
+        busy = f"{100 * min(a.busy_s / s.elapsed_s, 1.0):5.1f} %" if s.elapsed_s > 0 else "    ?"
+        kv = f"{100 * a.kv_used:3.0f} %" if a.kv_used is not None else "  ?"
+        lines.append(f"  {a.address:<{width}}  {100 * a.queries_done / queries:5.1f} % of queries  "
+                     f"{100 * a.output_tokens / tokens:5.1f} % of tokens  busy {busy}  KV in use {kv}")
+    return lines
 
 
 def progress_line(s: Snapshot) -> str:
