@@ -14,6 +14,7 @@ from llmbench.agent.runner import ModelRunner, plan_kv_blocks
 from llmbench.agent.scheduler import Batch, Scheduler, Sequence
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
+from llmbench.agent.validation import request_problem
 
 log = logging.getLogger(__name__)
 
@@ -166,28 +167,10 @@ class PagedEngine:
                 self._finished += 1
 
     def _validate(self, req: Request, sink: Sink) -> tuple[ErrorCode, str] | None:
-        vocab = self.info.vocab_size
-        if len(req.prompt) == 0:
-            return ErrorCode.INVALID_QUERY, "empty prompt"
-        if min(req.prompt) < 0 or max(req.prompt) >= vocab:
-            bad = next(t for t in req.prompt if not 0 <= t < vocab)
-            return ErrorCode.INVALID_QUERY, f"prompt token id {bad} outside the vocabulary [0, {vocab})"
-        if any(not 0 <= t < vocab for t in req.stop_ids):
-            return ErrorCode.INVALID_QUERY, f"stop ids {list(req.stop_ids)} outside [0, {vocab})"
-        if req.max_new_tokens <= 0:
-            return ErrorCode.INVALID_QUERY, f"max_new_tokens must be > 0, got {req.max_new_tokens}"
-        if req.min_new_tokens < 0:
-            return ErrorCode.INVALID_QUERY, f"min_new_tokens must be >= 0, got {req.min_new_tokens}"
-        total = len(req.prompt) + req.max_new_tokens
-        if total > self.max_context:
-            return ErrorCode.TOO_LONG, (f"prompt {len(req.prompt)} + max_new_tokens {req.max_new_tokens} "
-                                        f"exceeds max_context {self.max_context}")
-        if self.blocks_for(req) > self.blocks.num_blocks:
-            return ErrorCode.TOO_LONG, (f"prompt + max_new_tokens = {total} tokens exceeds the whole "
-                                        f"KV cache ({self.blocks.num_blocks * self.cfg.block_size} tokens)")
         if (sink, req.id) in self._seqs:
             return ErrorCode.DUPLICATE_ID, f"query id {req.id} is already running"
-        return None
+        return request_problem(req, self.info.vocab_size, self.max_context, self.blocks_for(req),
+                               self.blocks.num_blocks)
 
     def _admit(self, requests: list[Request], sink: Sink, out: dict[Sink, StepOutput]) -> None:
         with self._cond:

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from llmbench.agent.engine_watch import DEFAULT_STALL_S, watch_engine
 from llmbench.agent.interceptors import MalformedRequestInterceptor
-from llmbench.agent.ports import bind
+from llmbench.common.ports import bind
 from llmbench.agent.screening import screen, size_problem
 from llmbench.agent.status import StatusReporter
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
+from llmbench.agent.validation import request_problem
 
 VOCAB_SIZE = 128256  # Llama 3's
 EOS_IDS = (128001, 128008, 128009)
@@ -161,25 +162,7 @@ class SimulatedEngine:
             self._waiting.append(q)
 
     def _validate(self, req: Request) -> tuple[ErrorCode, str] | None:
-        n = len(req.prompt)
-        if n == 0:
-            return ErrorCode.INVALID_QUERY, "prompt is empty"
-        if min(req.prompt) < 0 or max(req.prompt) >= VOCAB_SIZE:
-            i, t = next((i, t) for i, t in enumerate(req.prompt) if not 0 <= t < VOCAB_SIZE)
-            return ErrorCode.INVALID_QUERY, f"prompt token {t} at position {i} is outside the vocabulary 0..{VOCAB_SIZE - 1}"
-        if any(not 0 <= t < VOCAB_SIZE for t in req.stop_ids):
-            return ErrorCode.INVALID_QUERY, f"stop ids {list(req.stop_ids)} outside the vocabulary 0..{VOCAB_SIZE - 1}"
-        if req.max_new_tokens <= 0:
-            return ErrorCode.INVALID_QUERY, f"max_new_tokens must be >= 1, got {req.max_new_tokens}"
-        if req.min_new_tokens < 0:
-            return ErrorCode.INVALID_QUERY, f"min_new_tokens must be >= 0, got {req.min_new_tokens}"
-        if n + req.max_new_tokens > self.info.max_context:
-            return (ErrorCode.TOO_LONG, f"prompt ({n} tokens) + max_new_tokens ({req.max_new_tokens}) exceeds "
-                                        f"the context of {self.info.max_context} tokens")
-        if self._blocks_for(req) > self.num_blocks:
-            return (ErrorCode.TOO_LONG, f"prompt + max_new_tokens needs {self._blocks_for(req)} KV blocks, "
-                                        f"the cache has {self.num_blocks}")
-        return None
+        return request_problem(req, VOCAB_SIZE, self.info.max_context, self._blocks_for(req), self.num_blocks)
 
     def _blocks_for(self, req: Request) -> int:
         return -(-(len(req.prompt) + req.max_new_tokens) // self.block_size)

@@ -6,20 +6,22 @@ import socket
 import grpc
 
 
-def bind(server: grpc.aio.Server, host: str, port: int, credentials: grpc.ServerCredentials | None) -> int:
-    """Add a TLS (credentials given) or plaintext port; returns the bound port number."""
-    check_port_free(host, port)
+def bind(server: grpc.Server | grpc.aio.Server, host: str, port: int,
+         credentials: grpc.ServerCredentials | None = None, what: str = "listen") -> int:
+    """Add a TLS (credentials given) or plaintext port; returns the bound port number. `what` names
+    the server in the error: "cannot <what> on HOST:PORT"."""
+    check_port_free(host, port, what)
     address = f"{host_for_grpc(host)}:{port}"
     try:
         bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:
         bound = 0
     if not bound:
-        raise OSError(f"cannot listen on {host}:{port} (address in use or not available)")
+        raise OSError(f"cannot {what} on {host}:{port} (address in use or not available)")
     return bound
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, what: str = "listen") -> None:
     """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr."""
     if port == 0:
         return
@@ -28,7 +30,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host.strip("[]"), port))
         except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+            raise OSError(f"cannot {what} on {host}:{port} ({exc.strerror})") from None
 
 
 def host_for_grpc(host: str) -> str:

@@ -8,7 +8,6 @@ out after the loop has ended.
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent import futures
@@ -17,6 +16,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmbench.coordinator.metrics import AgentCounters, Percentiles, RunMetrics
+from llmbench.common.ports import bind, host_for_grpc
 from llmbench.proto import pb, rpc
 
 DEFAULT_INTERVAL_MS = 500
@@ -98,20 +98,14 @@ class StatusServer:
 
     @property
     def address(self) -> str:
-        return f"{_bracketed(self.host)}:{self.port}"
+        return f"{host_for_grpc(self.host)}:{self.port}"
 
     def start(self) -> int:
-        _check_port_free(self.host, self.port)
         server = grpc.server(futures.ThreadPoolExecutor(MAX_WATCHERS, thread_name_prefix="watch-run"),
                              maximum_concurrent_rpcs=MAX_WATCHERS, options=[("grpc.so_reuseport", 0)])
         rpc.add_CoordinatorServicer_to_server(_Servicer(self.metrics, self._stopping), server)
         reflection.enable_server_reflection([COORDINATOR_SERVICE, reflection.SERVICE_NAME], server)
-        try:
-            port = server.add_insecure_port(f"{_bracketed(self.host)}:{self.port}")
-        except RuntimeError:
-            port = 0
-        if not port:
-            raise OSError(f"cannot serve the run status on {self.host}:{self.port} (address in use or not available)")
+        port = bind(server, self.host, self.port, what="serve the run status")
         server.start()
         self._server, self.port = server, port
         return port
@@ -123,18 +117,3 @@ class StatusServer:
             self._server.stop(grace_s).wait()
             self._server = None
 
-
-def _bracketed(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """One clear line instead of gRPC's own bind failure, which logs C++ errors to stderr."""
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise OSError(f"cannot serve the run status on {host}:{port} ({exc.strerror})") from None

@@ -54,7 +54,7 @@ def test_bad_requests_get_errors_and_good_one_completes(tiny):
                       8: ErrorCode.TOO_LONG, 9: ErrorCode.INVALID_QUERY, 1: ErrorCode.DUPLICATE_ID,
                       10: ErrorCode.INVALID_QUERY}
     messages = {qid: msg for o in outs for qid, _, msg in o.errors}
-    assert str(v) in messages[3] and "max_context" in messages[7] and "KV cache" in messages[8]
+    assert str(v) in messages[3] and "context of" in messages[7] and "KV blocks" in messages[8]
     assert sum(o.counts.count(1) for o in outs) == 4
     assert [f for o in outs for f in o.finished] == [(1, FinishReason.LENGTH)]
     assert all(len(o.ids) == len(o.counts) == len(o.tokens) for o in outs)
