@@ -1,24 +1,17 @@
 """Fused Triton elementwise kernels vs the model's torch path (CPU: Triton interpreter; GPU when present)."""
 import dataclasses
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# TRITON_INTERPRET is read as triton is imported; if an earlier test imported it without, the kernel
-# tests run in a fresh process instead (test_kernels_in_a_fresh_process).
-KERNELS_HERE = DEVICE == "cuda" or "triton" not in sys.modules or os.environ.get("TRITON_INTERPRET") == "1"
-if DEVICE == "cpu":
-    os.environ["TRITON_INTERPRET"] = "1"
+# Without a GPU the kernels run in Triton's interpreter (switched on in conftest.py).
 pytest.importorskip("triton")
 from llmbench.agent import model as m  # noqa: E402
 from llmbench.agent import triton_fused as tf  # noqa: E402
 from llmbench.agent.config import PRESETS  # noqa: E402
 
-kernels_here = pytest.mark.skipif(not KERNELS_HERE, reason="triton was imported without the interpreter")
 # fp32 is the same math in another order; 16-bit outputs may differ by one rounding step
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
@@ -53,7 +46,6 @@ def written(buf: torch.Tensor) -> torch.Tensor:
     return inner
 
 
-@kernels_here
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("hidden", [64, 96, 4096])
 @pytest.mark.parametrize("with_residual", [True, False])
@@ -91,7 +83,6 @@ def rope_case(q_heads, kv_heads, head_dim, dtype, positions, seed):
     return qkv, q, k, torch.tensor(positions, device=DEVICE), tables
 
 
-@kernels_here
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("q_heads,kv_heads,head_dim", [(4, 2, 16), (12, 3, 96), (32, 8, 128)])
 def test_rope_in_place_matches_torch(dtype, q_heads, kv_heads, head_dim):
@@ -107,7 +98,6 @@ def test_rope_in_place_matches_torch(dtype, q_heads, kv_heads, head_dim):
     assert torch.equal(q[1], before[1, :q_heads * head_dim].view(q_heads, head_dim)), "position 0 must not move"
 
 
-@kernels_here
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("inter", [64, 96, 2500])
 def test_silu_and_mul_matches_torch(dtype, inter):
@@ -119,7 +109,6 @@ def test_silu_and_mul_matches_torch(dtype, inter):
     assert torch.equal(tf.silu_and_mul(x), out)
 
 
-@kernels_here
 def test_empty_batches():
     x = torch.zeros(0, 64, device=DEVICE)
     normed, res = tf.add_rmsnorm(x, x, torch.ones(64, device=DEVICE), 1e-5)
@@ -153,7 +142,6 @@ def test_bad_inputs_name_the_problem():
         tf.rope_(q, torch.zeros(3, 4, 16), torch.zeros(2, dtype=torch.long), table, table)
 
 
-@kernels_here
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype,tol,min_top1", [("float32", 1e-5, 1.0), ("float16", 1e-2, 1.0), pytest.param(
     "bfloat16", 3e-2, 0.9, marks=pytest.mark.skipif(DEVICE == "cpu", reason="bf16 is checked on the GPU"))])
@@ -186,13 +174,3 @@ def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1
     assert sorted(set(calls)) == ["add_rmsnorm", "rope_", "silu_and_mul"] and len(calls) == 4 * layers + 1
     top1 = (fused.argmax(-1) == ref.argmax(-1)).float().mean().item()
     assert rel_err(fused, ref) < tol and top1 >= min_top1, (rel_err(fused, ref), top1)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(KERNELS_HERE, reason="the kernel tests run in this process")
-def test_kernels_in_a_fresh_process():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout
