@@ -46,10 +46,9 @@ class Router:
 
     def pick(self, job: Job) -> AgentSlot | None:
         """The agent for `job`, or None: then the queue is blocked behind it."""
-        if self._blocked:
-            takers = [self._latest[a] for a, s in self._dirty.items() if s.accepts(job, self.cfg)]
-            self._dirty.clear()
-            return min(takers)[3] if takers else None
+        if self._blocked:  # agents that said no are not asked again until they change
+            self._dirty = {a: s for a, s in self._dirty.items() if s.accepts(job, self.cfg)}
+            return min(self._latest[a] for a in self._dirty)[3] if self._dirty else None
         passed: list[Entry] = []
         found = None
         while self._heap:

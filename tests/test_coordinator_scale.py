@@ -1,0 +1,137 @@
+"""The coordinator at scale: routing cost with many agents, the wire encoding of queries, per-agent
+utilisation, and agents of different speed and memory all kept busy."""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmbench.coordinator import run_local
+from llmbench.coordinator.dispatch import AgentSlot, DispatchConfig
+from llmbench.coordinator.job import Job, encode_submit, wire_body
+from llmbench.coordinator.metrics import RunMetrics, utilisation_lines
+from llmbench.proto import pb
+from test_coordinator_dispatch import jobs, make_pool, status, turn
+
+CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
+UTILISATION = re.compile(r"^\s+(\S+)\s+([\d.]+) % of queries\s+([\d.]+) % of tokens\s+busy\s+([\d.]+) %"
+                         r"\s+KV in use\s+(?:(\d+) %|\?)$", re.MULTILINE)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def test_submit_encoding_is_protobufs():
+    rng = np.random.default_rng(0)
+    queries = [pb.Query(id=i, prompt_tokens=rng.integers(0, 128_000, n).tolist(), max_new_tokens=128, min_new_tokens=1,
+                        stop_token_ids=[128009] if i % 2 else [])
+               for i, n in enumerate([1, 40, 127, 128, 5000, 20_000])]  # lengths across varint byte boundaries
+    assert encode_submit(queries) == pb.ServeRequest(submit=pb.QueryBatch(queries=queries)).SerializeToString()
+    assert encode_submit(queries[:1]) == pb.ServeRequest(submit=pb.QueryBatch(queries=queries[:1])).SerializeToString()
+    assert pb.ServeRequest.FromString(encode_submit([])).WhichOneof("kind") == "submit"
+
+
+def test_query_made_ahead_is_the_query_made_at_dispatch():
+    prompt = np.arange(1, 900, dtype=np.int32) * 131
+    ahead = Job(1, 7, prompt, 128, 1, wire_body=wire_body(prompt, 128, 1))
+    built = Job(1, 7, prompt, 128, 1)
+    assert ahead.wire_query(2**40) == built.wire_query(2**40) == pb.Query(
+        id=2**40, prompt_tokens=prompt.tolist(), max_new_tokens=128, min_new_tokens=1)
+    ahead.tokens = built.tokens = [5, 6]  # resumed elsewhere: prompt plus what it had, the rest to go
+    assert ahead.wire_query(3) == built.wire_query(3)
+    assert list(ahead.wire_query(3).prompt_tokens[-2:]) == [5, 6] and ahead.wire_query(3).max_new_tokens == 126
+
+
+@pytest.mark.anyio
+async def test_a_blocked_queue_asks_only_the_agents_that_changed(monkeypatch):
+    asked: list[str] = []
+    accepts = AgentSlot.accepts
+
+    def counting(self, job, cfg):
+        asked.append(self.address)
+        return accepts(self, job, cfg)
+
+    monkeypatch.setattr(AgentSlot, "accepts", counting)
+    pool, links, rec = make_pool(DispatchConfig(overcommit=0.0, max_waiting=100, reconnect_s=3600))
+    names = [f"a{i}:1" for i in range(60)]
+    for i, name in enumerate(names):
+        pool.add_agent(name)
+        pool.on_ready(links[name], status(2 * 128 + i))  # room for two queries of 128 tokens each
+    pool.submit(jobs(200))
+    await turn()
+    assert [len(links[n].queries) for n in names] == [2] * 60 and len(pool.queue) == 80
+    asked.clear()
+    for name in names:  # status reports that change nothing: nobody has room, the queue stays put
+        pool.on_status(links[name], status(50, received=2))
+    await turn()
+    assert len(pool.queue) == 80
+    asked.clear()
+    busy = links["a17:1"]
+    q = busy.queries[0]
+    busy.step({q.id: [1]}, finished=(q.id,))  # one agent gets room for one query
+    await turn()
+    assert len(busy.queries) == 3 and len(pool.queue) == 79 and rec.done[q.id - 1].tokens == [1]
+    assert set(asked) == {"a17:1"} and len(asked) <= 3  # not a look at all 60 agents
+    a, b = links["a3:1"], links["a40:1"]  # two get room in the same turn: the one with more gets the head
+    pool.on_status(a, status(300, received=2))  # room for two: 300, then 172 tokens free
+    pool.on_status(b, status(200, received=2))  # room for one
+    await turn()
+    assert [q.id for q in a.queries[2:]] == [122, 124] and [q.id for q in b.queries[2:]] == [123]
+    assert len(pool.queue) == 76 and pool.queue[0].index == 124
+
+
+def test_busy_time_and_shares():
+    metrics = RunMetrics()
+    a, b = metrics.agent("a:1"), metrics.agent("b:1")
+    metrics.record_inflight(a, 3)
+    metrics.mark_started()  # what was in flight before counts from here
+    metrics.record_tokens(a, 300)
+    metrics.record_tokens(b, 100)
+    metrics.record_status(a, pb.AgentStatus(kv_blocks_total=100, kv_blocks_free=20))
+    metrics.record_status(a, pb.AgentStatus(kv_blocks_total=100, kv_blocks_free=40))
+    for counters in (a, a, a, b):
+        metrics.record_completed(counters, 0.1, 0.01)
+    time.sleep(0.2)
+    metrics.record_inflight(a, 0)
+    metrics.record_inflight(b, 1)
+    time.sleep(0.2)
+    s = metrics.snapshot()
+    busy = {x.address: x.busy_s / s.elapsed_s for x in s.agents}
+    assert 0.4 < busy["a:1"] < 0.6 and 0.4 < busy["b:1"] < 0.6  # b's stretch is still going on
+    assert s.agents[0].kv_used == pytest.approx(0.7) and s.agents[1].kv_used is None
+    (la, lb) = UTILISATION.findall("\n".join(utilisation_lines(s)))
+    assert la[:3] == ("a:1", "75.0", "75.0") and lb[:3] == ("b:1", "25.0", "25.0") and la[4] == "70"
+
+
+@pytest.mark.slow
+def test_agents_of_different_speed_and_memory_all_stay_busy(tmp_path):
+    """Three simulated agents, the fastest with the most KV: each gets work in proportion to its speed and
+    none idles while work is queued."""
+    speeds, blocks = [24_000, 12_000, 6_000], [4000, 1500, 600]
+    agents = []
+    try:
+        for i, (speed, kv) in enumerate(zip(speeds, blocks)):
+            args = argparse.Namespace(agents=1, engine="simulated", tokens_per_s=speed,
+                                      agent_args=f"--num-kv-blocks {kv}")
+            (tmp_path / str(i)).mkdir()
+            agents += run_local.start_agents(args, tmp_path / str(i))
+        r = subprocess.run([*CLI, "coordinator", "--agents", ",".join(a.address for a in agents), "--scenario",
+                            "Offline", "--max-samples", "600", "--output", str(tmp_path / "out"), "--progress", "0"],
+                           capture_output=True, text=True, timeout=180)
+    finally:
+        run_local.stop_agents(agents)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {m[0]: [float(x) for x in m[1:]] for m in UTILISATION.findall(r.stdout)}
+    assert set(rows) == {a.address for a in agents}, r.stdout
+    for agent, speed in zip(agents, speeds):
+        queries, tokens, busy, kv = rows[agent.address]
+        assert tokens == pytest.approx(100 * speed / sum(speeds), abs=5), (agent.address, r.stdout)
+        assert busy > 85 and kv > 50, (agent.address, r.stdout)
