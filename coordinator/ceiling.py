@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="how often each agent reports its status to the coordinator")
     p.add_argument("--profile", action="store_true", help="cProfile the coordinator's loop thread (slows it)")
     args = p.parse_args(argv)
-    counts = [int(k) for k in args.agents.split(",")]
+    try:
+        counts = [int(k) for k in args.agents.split(",")]
+    except ValueError:
+        p.error(f"--agents {args.agents!r}: agent counts such as 8,32,128")
     if min(counts) < 1 or args.queries < 1:
         p.error("--agents and --queries must be positive")
     cores = sorted(os.sched_getaffinity(0))
