@@ -1,8 +1,20 @@
+import argparse
 import os
 
+import pytest
 import torch
 
 # Without a GPU the Triton kernels run in Triton's interpreter; the switch must be set before anything
 # (transformers, the engine) first imports triton.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def sim_agents(tmp_path_factory):
+    """Two simulated agents (20k tokens/s each) on loopback, shared by a test module."""
+    from llmbench.coordinator import run_local
+    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=20000, agent_args="")
+    agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
+    yield agents
+    run_local.stop_agents(agents)

@@ -29,13 +29,6 @@ def start_agents(folder: Path, n: int, engine: str = "simulated", tokens_per_s: 
     return run_local.start_agents(args, folder)
 
 
-@pytest.fixture(scope="module")
-def sim_agents(tmp_path_factory):
-    agents = start_agents(tmp_path_factory.mktemp("agents"), 2)
-    yield agents
-    run_local.stop_agents(agents)
-
-
 def llmbench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
 

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from llmbench.coordinator import run_local
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.session import CoordinatorConfig
 from llmbench.coordinator.status_service import StatusServer
@@ -38,14 +37,6 @@ async def wait_for(pilot, check, timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await pilot.pause(0.05)
-
-
-@pytest.fixture(scope="module")
-def sim_agents(tmp_path_factory):
-    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=20000, agent_args="")
-    agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
-    yield agents
-    run_local.stop_agents(agents)
 
 
 @pytest.mark.slow

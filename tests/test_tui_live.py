@@ -6,7 +6,6 @@ the summary follows.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import fcntl
 import os
@@ -32,14 +31,6 @@ from llmbench.tui.source import LocalSource
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b[()][0-9A-B]|\x1b[=>]")
-
-
-@pytest.fixture(scope="module")
-def sim_agents(tmp_path_factory):
-    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=20000, agent_args="")
-    agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
-    yield agents
-    run_local.stop_agents(agents)
 
 
 @pytest.mark.slow
