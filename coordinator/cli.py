@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from llmbench.common.auth import add_client_arguments, client_security
+from llmbench.common.auth import add_client_arguments, client_security, server_security
 from llmbench.coordinator import prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
 from llmbench.coordinator.metrics import LogToMetrics, RunMetrics, utilisation_lines
@@ -40,6 +40,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="serve the run's status (Coordinator.WatchRun) here for `llmbench tui --connect`, e.g. 50060")
     p.add_argument("--status-host", default="127.0.0.1",
                    help="address for --status-port (default loopback only; 0.0.0.0 for all)")
+    p.add_argument("--status-tls-cert", help="PEM certificate chain: serve the run status over TLS (with --status-tls-key)")
+    p.add_argument("--status-tls-key", help="PEM private key of --status-tls-cert")
+    p.add_argument("--status-tls-client-ca", help="PEM CA that watchers' certificates must chain to: mutual TLS")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port at /metrics")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default loopback only; 0.0.0.0 for all)")
@@ -123,7 +126,10 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
         logging.getLogger("llmbench").addHandler(handler)
         stack.callback(logging.getLogger("llmbench").removeHandler, handler)
         if args.status_port is not None:
-            status = StatusServer(metrics, args.status_host, args.status_port)
+            security = server_security(argparse.Namespace(
+                tls_cert=args.status_tls_cert, tls_key=args.status_tls_key, tls_client_ca=args.status_tls_client_ca,
+                auth_token_file=getattr(args, "auth_token_file", None)), args.status_host)
+            status = StatusServer(metrics, args.status_host, args.status_port, security)
             status.start()
             stack.callback(status.stop)
             note(f"run status on {status.address}: watch with `llmbench tui --connect {status.address}`")

@@ -15,8 +15,9 @@ from concurrent import futures
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from llmbench.coordinator.metrics import AgentCounters, Percentiles, RunMetrics
+from llmbench.common.auth import ServerSecurity
 from llmbench.common.ports import bind, host_for_grpc
+from llmbench.coordinator.metrics import AgentCounters, Percentiles, RunMetrics
 from llmbench.proto import pb, rpc
 
 DEFAULT_INTERVAL_MS = 500
@@ -89,8 +90,10 @@ class _Servicer(rpc.CoordinatorServicer):
 class StatusServer:
     """Coordinator.WatchRun (and reflection) on host:port; port 0 picks a free one."""
 
-    def __init__(self, metrics: RunMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, metrics: RunMetrics, host: str = "127.0.0.1", port: int = 0,
+                 security: ServerSecurity | None = None) -> None:
         self.metrics = metrics
+        self.security = security or ServerSecurity()
         self.host = host
         self.port = port
         self._stopping = threading.Event()
@@ -102,10 +105,11 @@ class StatusServer:
 
     def start(self) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(MAX_WATCHERS, thread_name_prefix="watch-run"),
+                             interceptors=self.security.interceptors(aio=False),
                              maximum_concurrent_rpcs=MAX_WATCHERS, options=[("grpc.so_reuseport", 0)])
         rpc.add_CoordinatorServicer_to_server(_Servicer(self.metrics, self._stopping), server)
         reflection.enable_server_reflection([COORDINATOR_SERVICE, reflection.SERVICE_NAME], server)
-        port = bind(server, self.host, self.port, what="serve the run status")
+        port = bind(server, self.host, self.port, self.security.credentials(), what="serve the run status")
         server.start()
         self._server, self.port = server, port
         return port

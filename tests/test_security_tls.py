@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,3 +298,43 @@ def test_mesh_over_mutual_tls_with_token(pki, tmp_path):
         assert len(json.loads(r.stdout)["tokens"]) == 4
     finally:
         run_local.stop_agents(agents)
+
+
+def watch_once(security: ClientSecurity, address: str) -> pb.RunStatus:
+    with security.channel(address) as channel:
+        call = rpc.CoordinatorStub(channel).WatchRun(pb.WatchRunRequest(interval_ms=100), metadata=security.metadata,
+                                                     timeout=10)
+        return next(iter(call))
+
+
+def test_run_status_channel_over_mutual_tls_with_token(pki):
+    """The coordinator's WatchRun (for `llmbench tui --connect`) takes the same TLS and token as agents."""
+    from llmbench.coordinator.metrics import RunMetrics
+    from llmbench.coordinator.status_service import StatusServer
+    from llmbench.tui.source import RemoteSource
+
+    ca, server, client = pki["ca"], pki["server"], pki["client"]
+    security = ServerSecurity(str(server.cert), str(server.key), str(ca.pem), TOKEN)
+    status = StatusServer(RunMetrics(), "127.0.0.1", 0, security)
+    address = f"127.0.0.1:{status.start()}"
+    good = ClientSecurity(str(ca.pem), str(client.cert), str(client.key), token=TOKEN)
+    try:
+        assert watch_once(good, address).elapsed_s >= 0
+        with pytest.raises(grpc.RpcError) as denied:
+            watch_once(ClientSecurity(str(ca.pem), str(client.cert), str(client.key)), address)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        stranger = pki["stranger"]
+        with pytest.raises(grpc.RpcError):  # a client certificate from another CA is refused
+            watch_once(ClientSecurity(str(ca.pem), str(stranger.cert), str(stranger.key), token=TOKEN), address)
+        with pytest.raises(grpc.RpcError):  # plaintext to a TLS port never gets through
+            watch_once(ClientSecurity(token=TOKEN), address)
+        source = RemoteSource(address, interval_ms=100, security=good).start()
+        try:
+            deadline = time.monotonic() + 10
+            while not source.poll() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert source.problem == ""
+        finally:
+            source.close()
+    finally:
+        status.stop(0.5)

@@ -10,6 +10,7 @@ import re
 import sys
 import time
 
+from llmbench.common.auth import add_client_arguments, client_security
 from llmbench.proto import pb
 from llmbench.tui.source import RemoteSource
 from llmbench.tui.state import RunView
@@ -23,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the coordinator's status address (its --status-port, e.g. 127.0.0.1:50060)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between status messages (default 0.5)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (the default off a terminal)")
+    add_client_arguments(p)  # TLS and the bearer token of a coordinator serving --status-tls-* / a token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--connect {args.connect!r}: expected HOST:PORT, e.g. 127.0.0.1:50060")
     if not 0.1 <= args.interval <= 60:
         raise ValueError(f"--interval {args.interval}: use 0.1 to 60 seconds")
-    source = RemoteSource(args.connect, interval_ms=int(args.interval * 1000)).start()
+    source = RemoteSource(args.connect, interval_ms=int(args.interval * 1000), security=client_security(args)).start()
     if not args.no_tui and sys.stdout.isatty() and sys.stderr.isatty():
         from llmbench.tui.app import RunApp
         app = RunApp(source)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import grpc
 
+from llmbench.common.auth import ClientSecurity
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.status_service import StatusFeed
 from llmbench.proto import pb, rpc
@@ -73,8 +74,10 @@ class RemoteSource:
     """A coordinator's Coordinator.WatchRun stream, read on a thread; reconnects until the run is over."""
     controls_run = False
 
-    def __init__(self, address: str, interval_ms: int = 500, retry_s: float = RETRY_S) -> None:
+    def __init__(self, address: str, interval_ms: int = 500, retry_s: float = RETRY_S,
+                 security: ClientSecurity | None = None) -> None:
         self.address = address
+        self.security = security or ClientSecurity()
         self.description = f"coordinator {address}"
         self.interval_ms = interval_ms
         self.retry_s = retry_s
@@ -107,9 +110,10 @@ class RemoteSource:
     def _read(self) -> None:
         connected = False
         while not self._closed.is_set():
-            with grpc.insecure_channel(self.address) as channel:
+            with self.security.channel(self.address) as channel:
                 try:
-                    self._call = rpc.CoordinatorStub(channel).WatchRun(pb.WatchRunRequest(interval_ms=self.interval_ms))
+                    self._call = rpc.CoordinatorStub(channel).WatchRun(pb.WatchRunRequest(interval_ms=self.interval_ms),
+                                                                       metadata=self.security.metadata)
                     for status in self._call:
                         connected, self.problem = True, ""
                         self._messages.put(status)
