@@ -18,3 +18,13 @@ def sim_agents(tmp_path_factory):
     agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
     yield agents
     run_local.stop_agents(agents)
+
+
+@pytest.fixture
+def splitter():
+    """MLPerf's sentence splitter (nltk Punkt); skips where neither punkt source is installed."""
+    from llmbench.coordinator import sentences
+    try:
+        return sentences.get_splitter()
+    except LookupError as exc:
+        pytest.skip(str(exc))

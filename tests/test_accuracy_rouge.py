@@ -6,7 +6,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from llmbench.cli.main import main as llmbench
-from llmbench.coordinator import accuracy, datasets, prompt, sentences
+from llmbench.coordinator import accuracy, datasets, prompt
 from llmbench.coordinator.samples import Dataset
 from test_data_tokenizer import tiny_tokenizer
 
@@ -14,14 +14,6 @@ PREDICTIONS = ["The mayor announced it on Monday. The city will open two new sch
                "A man was arrested after a crash.", "Shares rose 4 percent. Earnings hit a record."]
 REFERENCES = ["City to open two new schools.\nMayor announced it on Monday.",
               "Police arrested a man, 34, after a highway crash.", "Company shares rose 4 percent on record earnings."]
-
-
-@pytest.fixture
-def splitter():
-    try:
-        return sentences.get_splitter()
-    except LookupError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

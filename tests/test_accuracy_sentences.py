@@ -21,14 +21,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def splitter():
-    try:
-        return sentences.get_splitter()
-    except LookupError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.mark.parametrize("text, expected", CASES)
 def test_punkt_english_boundaries(splitter, text, expected):
     assert splitter.split(text) == expected
