@@ -47,9 +47,8 @@ def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor,
                     k_cache: torch.Tensor, v_cache: torch.Tensor,
                     meta: AttentionMetadata) -> torch.Tensor:
     """q [T,Hq,D], k/v [T,Hkv,D] -> [T,Hq,D]."""
-    kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    k_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
+    _write_cache(k_cache, meta.slot_mapping, k)
+    _write_cache(v_cache, meta.slot_mapping, v)
     out = torch.empty_like(q)
     p = meta.num_prefill_tokens
     if p:
@@ -59,10 +58,17 @@ def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor,
     return out
 
 
-def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+def _write_cache(cache: torch.Tensor, slots: torch.Tensor, x: torch.Tensor) -> None:
+    rows, x = cache.view(-1, *cache.shape[2:]), x.to(cache.dtype)
+    if cache.dtype == torch.float8_e4m3fn:  # index_copy_ has no fp8 kernels; the bytes copy the same
+        rows, x = rows.view(torch.uint8), x.view(torch.uint8)
+    rows.index_copy_(0, slots, x)
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
     block_size = cache.shape[1]
     blocks = block_table[: (length + block_size - 1) // block_size]
-    return cache[blocks].flatten(0, 1)[:length]
+    return cache[blocks].flatten(0, 1)[:length].to(dtype)
 
 
 class TorchAttention:
@@ -86,14 +92,14 @@ class TorchAttention:
         cu = meta.cu_seqlens_q.tolist()
         for i, seq_len in enumerate(meta.seq_lens.tolist()):
             table = meta.prefill_block_tables[i]
-            out[cu[i]:cu[i + 1]] = self._attend(q[cu[i]:cu[i + 1]], _gather(k_cache, table, seq_len),
-                                                _gather(v_cache, table, seq_len))
+            out[cu[i]:cu[i + 1]] = self._attend(q[cu[i]:cu[i + 1]], _gather(k_cache, table, seq_len, q.dtype),
+                                                _gather(v_cache, table, seq_len, q.dtype))
 
     def decode(self, q, k_cache, v_cache, meta, out) -> None:
         for i, ctx_len in enumerate(meta.context_lens.tolist()):
             table = meta.decode_block_tables[i]
-            out[i:i + 1] = self._attend(q[i:i + 1], _gather(k_cache, table, ctx_len),
-                                        _gather(v_cache, table, ctx_len))
+            out[i:i + 1] = self._attend(q[i:i + 1], _gather(k_cache, table, ctx_len, q.dtype),
+                                        _gather(v_cache, table, ctx_len, q.dtype))
 
 
 class TritonAttention:
@@ -142,8 +148,10 @@ def _flash_importable() -> bool:
     return True
 
 
-def select_backend(name: str, device: torch.device, block_size: int, scale: float) -> AttentionBackend:
-    """auto: torch on CPU; on CUDA flash-attn when installed and block_size fits it, else Triton."""
+def select_backend(name: str, device: torch.device, block_size: int, scale: float,
+                   fp8_kv: bool = False) -> AttentionBackend:
+    """auto: torch on CPU; on CUDA flash-attn when installed and block_size fits it (and the KV cache
+    is not fp8, which flash-attn 2 cannot read), else Triton."""
     if name not in ("auto", "torch", "triton", "flash"):
         raise ValueError(f"unknown attention backend {name!r}: use auto, torch, triton or flash")
     if device.type != "cuda":
@@ -151,7 +159,9 @@ def select_backend(name: str, device: torch.device, block_size: int, scale: floa
             raise ValueError(f"attention backend {name!r} needs a CUDA device (device is {device})")
         return TorchAttention(scale)
     if name == "auto":
-        name = "flash" if _flash_importable() and block_size % 256 == 0 else "triton"
+        name = "flash" if _flash_importable() and block_size % 256 == 0 and not fp8_kv else "triton"
+    if name == "flash" and fp8_kv:
+        raise ValueError("attention 'flash' cannot read an fp8 KV cache: use triton")
     if name == "flash" and block_size % 256:
         raise ValueError(f"attention 'flash' needs block_size a multiple of 256, got {block_size}")
     return {"torch": TorchAttention, "triton": TritonAttention, "flash": FlashAttention}[name](scale)

@@ -2,7 +2,8 @@
 
 All prompts are submitted at once (MLPerf Offline); each forward is timed to split step time into
 steps with prefill work and decode-only steps. The roofline is the FLOPs a sample needs over a
-matrix-multiply rate measured here, on this device, in the model's dtype.
+matrix-multiply rate measured here, on this device, in the model's dtype (and, with --quantization
+fp8, in fp8 for the layer GEMMs).
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from llmbench.agent.cli import add_precision_arguments
 from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
+from llmbench.agent.fp8 import quantize_rows_torch
 from llmbench.agent.loader import resolve_source
 from llmbench.agent.offline import generate
 from llmbench.agent.scheduler import Batch
@@ -35,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-step-tokens", type=int, default=0, help="default: 8192 on GPU, 2048 on CPU")
     p.add_argument("--memory-fraction", type=float, default=0.9)
     p.add_argument("--attention", default="auto")
+    add_precision_arguments(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
     p.add_argument("--hf-batch", type=int, default=0, help="static batch for --compare hf (default 128 GPU, 8 CPU)")
@@ -65,27 +69,38 @@ def make_prompts(cfg: ModelConfig, n: int, fixed_len: int, seed: int) -> list[li
     return prompts
 
 
-def flops_per_sample(cfg: ModelConfig, prompt_len: float, output_len: int) -> float:
-    """Matmul FLOPs: weights for every token, the LM head once per generated token, causal attention."""
+def flops_per_sample(cfg: ModelConfig, prompt_len: float, output_len: int) -> tuple[float, float]:
+    """Matmul FLOPs of one sample: (the layers' weights for every token fed in, the LM head once per
+    generated token plus causal attention)."""
     h = cfg.hidden_size
     layer = h * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * h + 3 * h * cfg.intermediate_size
     tokens = prompt_len + output_len - 1  # the last generated token is never fed back
-    weights = 2 * cfg.num_layers * layer * tokens + 2 * h * cfg.vocab_size * output_len
     # QK^T and PV: 4 * q_size FLOPs per (query, key) pair, causal pairs ~ L^2/2 in prefill.
     pairs = prompt_len ** 2 / 2 + output_len * (prompt_len + output_len / 2)
-    return weights + 4 * cfg.q_size * cfg.num_layers * pairs
+    return (2 * cfg.num_layers * layer * tokens,
+            2 * h * cfg.vocab_size * output_len + 4 * cfg.q_size * cfg.num_layers * pairs)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype) -> float:
-    """Measured FLOP/s of one large matrix product in dtype (median of several)."""
+def matmul_rate(device: torch.device, dtype: torch.dtype, fp8: bool = False) -> float:
+    """Measured FLOP/s of one large matrix product in dtype, or in fp8 with row-wise scales as the
+    quantized layers run it (median of several)."""
     n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    if fp8:
+        (a, sa), (b, sb) = quantize_rows_torch(a), quantize_rows_torch(b)
+        sb = sb.t().contiguous()
+
+        def product():
+            torch._scaled_mm(a, b.t(), scale_a=sa, scale_b=sb, out_dtype=dtype)
+    else:
+        def product():
+            a @ b
     times = []
     for _ in range(12):
         sync(device)
         t = time.perf_counter()
-        a @ b
+        product()
         sync(device)
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / float(np.median(times[2:]))
@@ -199,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                        memory_fraction=args.memory_fraction, attention=args.attention,
                        max_batch=args.max_batch or (512 if gpu else 64),
                        max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
-                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed)
+                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed, quantization=args.quantization,
+                       kv_cache_dtype=args.kv_cache_dtype)
     if n < 1 or args.output_len < 1:
         raise ValueError("--samples and --output-len must be >= 1")
     mc = resolve_source(cfg.model).config
@@ -211,7 +227,9 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.empty_cache()
     mean_prompt = float(np.mean([len(p) for p in prompts]))
     rate = matmul_rate(device, r["dtype"])
-    ceiling = rate / flops_per_sample(mc, mean_prompt, args.output_len)
+    layer_rate = matmul_rate(device, r["dtype"], fp8=True) if args.quantization == "fp8" else rate
+    layer_flops, other_flops = flops_per_sample(mc, mean_prompt, args.output_len)
+    ceiling = 1 / (layer_flops / layer_rate + other_flops / rate)
     samples_s = n / r["wall"]
     total_tokens = sum(map(len, prompts)) + r["out_tokens"]
     t = r["times"]
@@ -227,7 +245,10 @@ def run(args: argparse.Namespace) -> int:
         ("decode-only steps", f"{len(t.decode)}, mean {1e3 * np.mean(t.decode or [0]):.1f} ms"),
         ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
         ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
-        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"),
+        ("precision", f"{info.dtype}; layer GEMMs {'fp8' if args.quantization == 'fp8' else info.dtype}; "
+                      f"KV cache {info.kv_cache_dtype}"),
+        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"
+                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if layer_rate != rate else "")),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
     if args.compare == "hf":

@@ -46,6 +46,17 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-kv-blocks", type=int, default=d.num_kv_blocks, help="KV cache blocks (0: size from memory)")
     p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV block")
     p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"], default=d.attention)
+    add_precision_arguments(p)
+
+
+def add_precision_arguments(p: argparse.ArgumentParser) -> None:
+    """--quantization and --kv-cache-dtype, named as in vLLM."""
+    d = EngineConfig()
+    p.add_argument("--quantization", choices=["none", "fp8"], default=d.quantization,
+                   help="fp8: the layer GEMMs in e4m3 (per-channel weight, per-token activation scales); "
+                        "embeddings, norms and LM head stay in --dtype")
+    p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default=d.kv_cache_dtype,
+                   help="auto: the model dtype; fp8: e4m3 with scale 1 (half the KV bytes)")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
@@ -63,7 +74,8 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, device=args.device,
                         memory_fraction=args.memory_fraction, num_kv_blocks=args.num_kv_blocks,
                         block_size=args.block_size, max_batch=args.max_batch, max_step_tokens=args.max_step_tokens,
-                        attention=args.attention, tokens_per_s=args.tokens_per_s)
+                        attention=args.attention, quantization=args.quantization,
+                        kv_cache_dtype=args.kv_cache_dtype, tokens_per_s=args.tokens_per_s)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

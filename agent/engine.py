@@ -9,7 +9,8 @@ import torch
 
 from llmbench.agent.attention import select_backend
 from llmbench.agent.block_manager import BlockManager
-from llmbench.agent.loader import build_model, resolve_device, resolve_dtype, resolve_source
+from llmbench.agent.loader import (build_model, check_quantization, resolve_device, resolve_dtype,
+                                   resolve_kv_dtype, resolve_source)
 from llmbench.agent.runner import ModelRunner, plan_kv_blocks
 from llmbench.agent.scheduler import Batch, Scheduler, Sequence
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
@@ -30,6 +31,8 @@ class PagedEngine:
         mc = self.source.config
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.kv_dtype = resolve_kv_dtype(cfg.kv_cache_dtype, self.dtype)
+        check_quantization(cfg.quantization, self.device, self.dtype)
         if cfg.max_context > mc.max_position:
             raise ValueError(f"max_context {cfg.max_context} exceeds the model's "
                              f"max_position_embeddings {mc.max_position}")
@@ -39,7 +42,8 @@ class PagedEngine:
             vocab_size=mc.vocab_size, max_context=self.max_context, eos_ids=mc.eos_token_ids,
             parameters=mc.num_parameters(), engine="paged", max_batch=cfg.max_batch,
             max_step_tokens=cfg.max_step_tokens, kv_block_size=cfg.block_size,
-            model_path=str(self.source.path) if self.source.path else None)
+            model_path=str(self.source.path) if self.source.path else None, quantization=cfg.quantization,
+            kv_cache_dtype=str(self.kv_dtype).removeprefix("torch."))
         self.blocks = BlockManager(1, cfg.block_size)  # replaced at start()
         self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
         self.runner: ModelRunner | None = None
@@ -60,14 +64,16 @@ class PagedEngine:
         mc, cfg = self.source.config, self.cfg
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim ** -0.5)
-        model = build_model(self.source, backend, self.device, self.dtype, cfg.seed)
-        num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.max_context)
-        self.runner = ModelRunner(model, num_blocks, cfg.block_size, self.max_context)
+        backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim ** -0.5,
+                                 self.kv_dtype != self.dtype)
+        model = build_model(self.source, backend, self.device, self.dtype, cfg.seed, cfg.quantization)
+        num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.kv_dtype, self.max_context)
+        self.runner = ModelRunner(model, num_blocks, cfg.block_size, self.max_context, self.kv_dtype)
         self.blocks = BlockManager(num_blocks, cfg.block_size)
         self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
-        log.info("model %s on %s (%s), attention %s, max_context %d", self.info.name, self.device,
-                 self.info.dtype, backend.name, self.max_context)
+        log.info("model %s on %s (%s, quantization %s, KV cache %s), attention %s, max_context %d",
+                 self.info.name, self.device, self.info.dtype, cfg.quantization, self.info.kv_cache_dtype,
+                 backend.name, self.max_context)
         self._warm_up()
         if cfg.cuda_graphs and self.device.type == "cuda":
             self.runner.capture_decode_graphs(self.scheduler.max_running)

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from llmbench.agent.attention import AttentionBackend
 from llmbench.agent.config import PRESETS, ModelConfig, load_model_config
+from llmbench.agent.fp8 import FP8, quantize_model
 from llmbench.agent.model import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,27 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+def resolve_kv_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    if name not in ("auto", "fp8"):
+        raise ValueError(f"kv_cache_dtype {name!r} is not supported: use auto (the model dtype) or fp8")
+    return FP8 if name == "fp8" else dtype
+
+
+def check_quantization(name: str, device: torch.device, dtype: torch.dtype) -> None:
+    if name not in ("none", "fp8"):
+        raise ValueError(f"quantization {name!r} is not supported: use none or fp8")
+    if name != "fp8" or device.type != "cuda":
+        return
+    if dtype != torch.bfloat16:  # cuBLAS's row-wise scaled fp8 GEMM only writes bfloat16
+        raise ValueError(f"quantization fp8 on a GPU needs dtype bfloat16, got {str(dtype).removeprefix('torch.')}")
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        raise ValueError(f"quantization fp8 needs an Ada or Hopper GPU (compute capability >= 8.9); "
+                         f"{torch.cuda.get_device_name(device)} is "
+                         f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
+
+
 def build_model(source: ModelSource, backend: AttentionBackend, device: torch.device,
-                dtype: torch.dtype, seed: int = 0) -> LlamaForCausalLM:
+                dtype: torch.dtype, seed: int = 0, quantization: str = "none") -> LlamaForCausalLM:
     cfg = source.config
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg, backend, device, dtype).to(dtype)
@@ -77,6 +97,8 @@ def build_model(source: ModelSource, backend: AttentionBackend, device: torch.de
         _init_random(model, seed)
     else:
         _load_safetensors(model, source.path)
+    if quantization == "fp8":
+        quantize_model(model)
     return model.eval()
 
 

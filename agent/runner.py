@@ -29,8 +29,8 @@ def workspace_bytes(mc: ModelConfig, cfg: EngineConfig, dtype: torch.dtype) -> i
 
 
 def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dtype: torch.dtype,
-                   max_context: int) -> int:
-    block_bytes = kv_block_bytes(mc, cfg.block_size, dtype)
+                   kv_dtype: torch.dtype, max_context: int) -> int:
+    block_bytes = kv_block_bytes(mc, cfg.block_size, kv_dtype)
     if cfg.num_kv_blocks > 0:
         log.info("KV cache: %d blocks of %d tokens (%d tokens), as configured",
                  cfg.num_kv_blocks, cfg.block_size, cfg.num_kv_blocks * cfg.block_size)
@@ -61,7 +61,8 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, max_context: int = 0):
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, max_context: int = 0,
+                 kv_dtype: torch.dtype | None = None):
         self.model = model
         self.block_size = block_size
         self.max_context = max_context or model.cfg.max_position
@@ -72,9 +73,10 @@ class ModelRunner:
         self.num_blocks = num_blocks
         # One block more than the allocator hands out: padded CUDA-graph rows write there.
         shape = (num_blocks + 1, block_size, mc.num_kv_heads, mc.head_dim)
+        kv_dtype = kv_dtype or self.dtype
         for layer in model.layers:
-            layer.self_attn.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            layer.self_attn.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            layer.self_attn.k_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
+            layer.self_attn.v_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
         self.graphs: DecodeGraphs | None = None
 
     def capture_decode_graphs(self, max_batch: int) -> None:

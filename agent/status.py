@@ -55,7 +55,7 @@ class StatusReporter:
         i = self.engine.info
         return pb.ModelInfo(name=i.name, dtype=i.dtype, device=i.device, vocab_size=i.vocab_size,
                             max_context=i.max_context, eos_token_ids=list(i.eos_ids), parameters=i.parameters,
-                            engine=i.engine)
+                            engine=i.engine, quantization=i.quantization, kv_cache_dtype=i.kv_cache_dtype)
 
     def status(self) -> pb.AgentStatus:
         info = self.engine.info

@@ -64,7 +64,7 @@ def _attend_tile(
     page = tl.load(bt_row + n // PAGE, mask=n_ok, other=0).to(tl.int64)
     slot = n % PAGE
     k = tl.load(k_ptr + (page * stride_kb + slot * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
-                mask=n_ok[:, None], other=0.0)
+                mask=n_ok[:, None], other=0.0).to(q.dtype)  # an fp8 cache widens to q's type here
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
     if MASK == 1:
         s = tl.where(n_ok[None, :], s, float("-inf"))
@@ -75,8 +75,8 @@ def _attend_tile(
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     v = tl.load(v_ptr + (page * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + d[None, :],
-                mask=n_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+                mask=n_ok[:, None], other=0.0).to(q.dtype)
+    acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=PRECISION)
     return acc, m_new, l_i
 
 
@@ -235,8 +235,9 @@ def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
         raise ValueError(f"q heads/dim {tuple(q.shape[-2:])} do not fit {kv_heads} kv heads of dim {head_dim}")
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"q dtype must be float16, bfloat16 or float32, got {q.dtype}")
-    if k_cache.dtype != q.dtype or v_cache.dtype != q.dtype:
-        raise ValueError(f"cache dtype {k_cache.dtype}/{v_cache.dtype} differs from q dtype {q.dtype}")
+    if k_cache.dtype != v_cache.dtype or k_cache.dtype not in (q.dtype, torch.float8_e4m3fn):
+        raise ValueError(f"cache dtype {k_cache.dtype}/{v_cache.dtype} must be q's dtype {q.dtype} or "
+                         f"both float8_e4m3fn")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("q, k_cache and v_cache need a contiguous last (head_dim) dimension")
     if block_tables.dim() != 2 or block_tables.dtype != torch.int32:

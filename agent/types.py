@@ -69,6 +69,8 @@ class EngineInfo:
     max_step_tokens: int
     kv_block_size: int
     model_path: str | None = None  # HF folder the weights (and tokenizer) came from, None for presets
+    quantization: str = "none"  # "none" or "fp8" (the layer GEMMs)
+    kv_cache_dtype: str = ""  # the KV cache's element type, e.g. "bfloat16" or "float8_e4m3fn"
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class EngineConfig:
     max_step_tokens: int = 8192
     max_context: int = 0  # 0: the model's own limit
     attention: str = "auto"  # auto | torch | triton | flash
+    quantization: str = "none"  # none | fp8: layer GEMMs in e4m3, per-channel weight and per-token scales
+    kv_cache_dtype: str = "auto"  # auto (the model dtype) | fp8 (e4m3, scale 1, as vLLM's default)
     cuda_graphs: bool = True
     seed: int = 0
     tokens_per_s: float = 2000.0  # simulated engine only: output tokens/s of the whole engine

@@ -15,7 +15,7 @@ from pathlib import Path
 from llmbench.coordinator import charts
 from llmbench.coordinator.accuracy import DATACENTER
 from llmbench.coordinator.metrics import Percentiles, RunMetrics
-from llmbench.coordinator.session import RunResult
+from llmbench.coordinator.session import RunResult, precision
 
 log = logging.getLogger("llmbench.coordinator")
 REPORT_FILE = "report.md"
@@ -120,11 +120,12 @@ def agents_section(result: RunResult) -> list[str]:
     for a in agents:
         st = a.status
         rows.append([a.address, st.node_name if st else "-", st.model.device if st else "-",
-                     f"{st.model.name} ({st.model.engine})" if st else "-", f"{a.queries_done:,}",
+                     f"{st.model.name} ({st.model.engine})" if st else "-", precision(st.model) if st else "-",
+                     f"{a.queries_done:,}",
                      f"{100 * a.queries_done / queries:.1f}%", f"{a.output_tokens:,}", f"{100 * a.output_tokens / tokens:.1f}%",
                      a.redispatched, a.losses])
     return ["## Work per agent", ""] + _table(
-        ["agent", "node", "device", "model", "queries", "share", "output tokens", "share", "re-dispatched", "lost"], rows)
+        ["agent", "node", "device", "model", "precision", "queries", "share", "output tokens", "share", "re-dispatched", "lost"], rows)
 
 
 def accuracy_section(result: RunResult) -> list[str]:

@@ -26,8 +26,19 @@ from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line, re
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
 from llmbench.coordinator.sut import LoadGenSut
+from llmbench.proto import pb
 
 log = logging.getLogger("llmbench.coordinator")
+
+
+def precision(model: pb.ModelInfo) -> str:
+    """An agent's number formats in a few words, e.g. "bfloat16, fp8 GEMMs, KV float8_e4m3fn"."""
+    parts = [model.dtype or "?"]
+    if model.quantization and model.quantization != "none":
+        parts.append(f"{model.quantization} GEMMs")
+    if model.kv_cache_dtype and model.kv_cache_dtype != model.dtype:
+        parts.append(f"KV {model.kv_cache_dtype}")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -101,7 +112,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         timings["agents ready"] = time.monotonic() - t0
         for slot in pool.ready_agents():
             m = slot.capacity.status.model
-            say(f"agent {slot.address}: {m.name} ({m.engine} engine, {m.device}, {m.dtype}), "
+            say(f"agent {slot.address}: {m.name} ({m.engine} engine, {m.device}, {precision(m)}), "
                 f"{slot.capacity.kv_tokens_total} KV tokens")
 
         metrics.phase = "dataset"

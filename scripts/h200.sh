@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on the H200 machine (device tool, carry .whl): GPU tests, kernel and engine benchmarks, and
 # short LoadGen runs through the mesh; a short table last. Usage: scripts/h200.sh [phase ...]
-# phases: tests kernels fused bench eager profile hf offline server interactive (default: all).
+# phases: tests kernels fused bench eager profile hf offline server interactive (default: all), and
+# bench-fp8 (the layer GEMMs and KV cache in fp8). PRECISION (e.g. "--quantization fp8 --kv-cache-dtype
+# fp8") goes to every agent of the mesh phases.
 # Each mesh phase starts its agent with `llmbench run`, keeps LoadGen's logs in /tmp/runs and copies the
 # summary to $OUT (only 8 files come back from the device machine). Figures land in $OUT (or ./out).
 set -uo pipefail
@@ -16,7 +18,8 @@ export PYTHONPATH=/tmp/site
 lb() { python3 -m llmbench.cli "$@"; }
 mesh() {  # name, then llmbench run flags: one local agent on the GPU, LoadGen for DURATION seconds
   local name=$1; shift
-  lb run --model llama3.1-8b --agents 1 --duration "${DURATION:-60}" --output "/tmp/runs/$name" "$@" 2>&1 \
+  lb run --model llama3.1-8b --agents 1 --duration "${DURATION:-60}" --output "/tmp/runs/$name" "$@" \
+    --agent-args "${AGENT_ARGS:-} ${PRECISION:-}" 2>&1 \
     | grep -vE "^\[ *[0-9.]+ s\]" | tail -12
   cp "/tmp/runs/$name/mlperf_log_summary.txt" "$OUT/$name.txt" 2>/dev/null
 }
@@ -26,31 +29,34 @@ summary=()
 for phase in $phases; do
   start=$SECONDS
   case $phase in
-    tests) python3 -m pytest -q -p no:cacheprovider -s tests/test_engine_model.py tests/test_triton_attention.py \
-             tests/test_engine_triton.py tests/test_triton_fused.py 2>&1 | tee "$OUT/tests.txt" \
+    tests) python3 -m pytest -q -p no:cacheprovider -s ${TESTS:-tests/test_engine_model.py tests/test_triton_attention.py \
+             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py} 2>&1 | tee "$OUT/tests.txt" \
              | grep -E "passed|failed|FAILED|rel L2|Error" ;;
-    kernels) python3 -m llmbench.agent.triton_bench 2>&1 | tee "$OUT/kernels.txt" | tail -25 ;;
+    kernels) { python3 -m llmbench.agent.triton_bench; python3 -m llmbench.agent.triton_fp8; } 2>&1 \
+               | tee "$OUT/kernels.txt" | tail -32 ;;
     fused) python3 -m llmbench.agent.triton_fused 2>&1 | tee "$OUT/fused.txt" | tail -12 ;;
     bench) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -16 ;;
+    bench-fp8) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --quantization fp8 --kv-cache-dtype fp8 \
+                 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -17 ;;
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
              | tee "$OUT/eager.txt" | tail -16 ;;
     profile) lb bench --model llama3.1-8b --samples 600 --profile 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
     hf) lb bench --model llama3.1-8b --samples 256 --compare hf --hf-samples 256 --hf-batch 128 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
-    offline) mesh offline --scenario Offline --max-samples 3000 --target-qps "${OFFLINE_QPS:-36}" \
-               --agent-args "--max-batch 1024" ;;
+    offline) AGENT_ARGS="--max-batch 1024" mesh offline --scenario Offline --max-samples 3000 \
+               --target-qps "${OFFLINE_QPS:-36}" ;;
     server) for q in ${SERVER_QPS:-24 30}; do
-              mesh "server-$q" --scenario Server --target-qps "$q" --agent-args "--max-step-tokens 2048"
+              AGENT_ARGS="--max-step-tokens ${SERVER_STEP_TOKENS:-2048}" mesh "server-$q" --scenario Server --target-qps "$q"
             done ;;
     interactive) q=${INTERACTIVE_QPS:-8}
-                 mesh "interactive-$q" --scenario Interactive --target-qps "$q" --agent-args "--max-step-tokens 512" ;;
+                 AGENT_ARGS="--max-step-tokens 512" mesh "interactive-$q" --scenario Interactive --target-qps "$q" ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac
   summary+=("$phase: $((SECONDS - start)) s")
 done
 echo; echo "== phases =="; printf '%s\n' "${summary[@]}"
-for f in bench eager hf; do
-  [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps" "$OUT/$f.txt"; }
+for f in bench bench-fp8 eager hf; do
+  [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps|precision|matmul" "$OUT/$f.txt"; }
 done
 for f in "$OUT"/offline.txt "$OUT"/server-*.txt "$OUT"/interactive-*.txt; do
   [ -f "$f" ] && { echo "-- $(basename "$f" .txt)"; grep -hE "Scenario|Result is|samples per second|^99.00 percentile (first token|time to output token)" "$f"; }

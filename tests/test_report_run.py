@@ -69,9 +69,9 @@ def test_report_has_the_sections_and_the_numbers_of_the_run(finished_run):
     for a in s.agents:
         row = next(line for line in agents.splitlines() if line.startswith(f"| {a.address} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1:4] == [a.status.node_name, "cpu", "simulated (simulated)"]
-        assert int(cells[4].replace(",", "")) == a.queries_done > 0
-        shares.append(float(cells[5].rstrip("%")))
+        assert cells[1:5] == [a.status.node_name, "cpu", "simulated (simulated)", "none"]
+        assert int(cells[5].replace(",", "")) == a.queries_done > 0
+        shares.append(float(cells[6].rstrip("%")))
     assert sum(shares) == pytest.approx(100, abs=0.2)
 
     projection = section(text, "Projection for the full dataset")

@@ -75,13 +75,21 @@ HALF = [torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
 TOL = {torch.float32: 1e-3, torch.float16: 2e-2, torch.bfloat16: 3e-2}
 
 
-def run_decode(context_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0, **kw):
+def cache_values(k, v, kv_dtype):
+    """K/V as the cache will hold them, in float64 for the reference."""
+    return k.to(kv_dtype).double(), v.to(kv_dtype).double()
+
+
+def run_decode(context_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0,
+               kv_dtype=None, **kw):
     gen = torch.Generator().manual_seed(seed)
     k, v, tables = make_cache(context_lens, kv_heads, head_dim, page, dtype, gen)
+    kv_dtype = kv_dtype or dtype
+    k, v = cache_values(k, v, kv_dtype)
     q = torch.randn(len(context_lens), q_heads, head_dim, generator=gen, dtype=torch.float64)
     scale = head_dim ** -0.5
     out, buf = poisoned_out(q.shape, dtype)
-    ta.paged_decode(strided(q, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+    ta.paged_decode(strided(q, dtype), k.to(DEVICE, kv_dtype), v.to(DEVICE, kv_dtype), tables.to(DEVICE),
                     torch.tensor(context_lens, dtype=torch.int32, device=DEVICE), scale, out=out, **kw)
     out = check_written(buf)
     for b, n in enumerate(context_lens):
@@ -117,15 +125,18 @@ def test_decode_split_choice_is_host_only_and_bounded():
     assert ta.decode_splits(512, 8, 1024, cpu) == 1
 
 
-def run_prefill(seq_lens, q_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0, **kw):
+def run_prefill(seq_lens, q_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0,
+                kv_dtype=None, **kw):
     gen = torch.Generator().manual_seed(seed)
     k, v, tables = make_cache(seq_lens, kv_heads, head_dim, page, dtype, gen)
+    kv_dtype = kv_dtype or dtype
+    k, v = cache_values(k, v, kv_dtype)
     total = sum(q_lens)
     q = torch.randn(total, q_heads, head_dim, generator=gen, dtype=torch.float64)
     cu = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32)
     scale = 0.3
     out, buf = poisoned_out(q.shape, dtype)
-    ta.paged_prefill(strided(q, dtype), k.to(DEVICE, dtype), v.to(DEVICE, dtype), tables.to(DEVICE),
+    ta.paged_prefill(strided(q, dtype), k.to(DEVICE, kv_dtype), v.to(DEVICE, kv_dtype), tables.to(DEVICE),
                      cu.to(DEVICE), torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), max(q_lens),
                      scale, out=out, **kw)
     out = check_written(buf)
@@ -152,6 +163,17 @@ def test_prefill_page_sizes_head_dims_and_empty_chunk():
 @pytest.mark.parametrize("dtype", HALF)
 def test_prefill_half_precision(dtype):
     run_prefill([50, 20], [30, 20], 4, 2, dtype=dtype, seed=7)
+
+
+FP8_Q = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    DEVICE == "cpu", reason="Triton interpreter has no bf16 tl.dot"))]
+
+
+@pytest.mark.parametrize("dtype", FP8_Q)
+def test_fp8_cache_is_read_exactly_as_its_values(dtype):
+    """e4m3 K/V widen to q's type without loss, so the kernels match attention over those values."""
+    run_decode([1, 17, 130], 8, 2, dtype=dtype, kv_dtype=torch.float8_e4m3fn, num_splits=2, seed=10)
+    run_prefill([50, 20], [30, 20], 4, 2, dtype=dtype, kv_dtype=torch.float8_e4m3fn, seed=11)
 
 
 def test_bad_inputs_name_the_problem():

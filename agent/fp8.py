@@ -1,0 +1,69 @@
+"""FP8 (e4m3) layer GEMMs: per-output-channel weight scales, per-token activation scales taken on the
+fly, one row-wise-scaled `torch._scaled_mm` per projection (the "fp8 dynamic" scheme of vLLM and of
+MLPerf submissions). The embeddings, norms and LM head stay in the model dtype.
+
+On CUDA the activations are quantized by a Triton kernel (one read, one write per row); elsewhere by
+the torch code below, which is the reference. Triton's interpreter rounds to fp8 wrongly near powers
+of two, so the kernel is only ever run and tested on a GPU.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max  # 448
+MIN_AMAX = 1e-12  # an all-zero row gets a tiny scale instead of a division by zero
+QUANTIZED = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
+
+
+def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] -> (fp8 [M, K], float32 scales [M, 1]) with x ~= fp8 * scale row by row."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=MIN_AMAX) / FP8_MAX
+    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.is_cuda:
+        from llmbench.agent import triton_fp8
+        return triton_fp8.quantize_rows(x)
+    return quantize_rows_torch(x)
+
+
+def check_shape(name: str, out_features: int, in_features: int) -> None:
+    if out_features % 16 or in_features % 16:
+        raise ValueError(f"fp8 needs {name} dimensions that are multiples of 16, got "
+                         f"{out_features} x {in_features}")
+
+
+class Fp8Linear(nn.Module):
+    """y = x W^T with W stored as fp8 [N, K] and a float32 scale per output channel."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        q, scale = quantize_rows_torch(weight.detach())
+        self.register_buffer("weight", q)  # [N, K] row-major = the column-major [K, N] _scaled_mm wants
+        self.register_buffer("weight_scale", scale.t().contiguous())  # [1, N]
+        self.out_dtype = weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, scale = quantize_rows(x.reshape(-1, x.shape[-1]))
+        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale,
+                             out_dtype=self.out_dtype)
+        return y.view(*x.shape[:-1], y.shape[-1])
+
+    def dequantized(self) -> torch.Tensor:
+        """The weight this layer multiplies by, in float32 [N, K] (for tests and error reports)."""
+        return self.weight.float() * self.weight_scale.t()
+
+
+def quantize_model(model: nn.Module) -> None:
+    """Swap every layer's four projections for Fp8Linear, one at a time, freeing each original."""
+    for layer in model.layers:
+        for path in QUANTIZED:
+            parent_name, child = path.split(".")
+            parent = getattr(layer, parent_name)
+            linear = getattr(parent, child)
+            check_shape(path, *linear.weight.shape)
+            setattr(parent, child, Fp8Linear(linear.weight))
+            del linear

@@ -1,0 +1,66 @@
+"""Per-token FP8 quantization of activations in one pass: each program reads one row, takes its
+absolute maximum, writes the row in e4m3 and its float32 scale. Same math as
+fp8.quantize_rows_torch; no host sync, so it can sit in a CUDA graph. CUDA only (see fp8.py).
+
+`python -m llmbench.agent.triton_fp8` (CUDA) times it and the fp8 GEMM at Llama-3.1-8B shapes.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from llmbench.agent.fp8 import FP8, FP8_MAX, MIN_AMAX
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, n, stride_x, stride_q, fp8_max, min_amax,
+                          BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    ok = cols < n
+    x = tl.load(x_ptr + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(x), 0), min_amax) / fp8_max
+    q = tl.minimum(tl.maximum(x / scale, -fp8_max), fp8_max)
+    tl.store(q_ptr + row * stride_q + cols, q.to(q_ptr.dtype.element_ty), mask=ok)
+    tl.store(scale_ptr + row, scale)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] (16/32-bit float, contiguous rows) -> (fp8 [M, K], float32 scales [M, 1])."""
+    if x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"quantize_rows wants [M, K] with contiguous rows, got {tuple(x.shape)} {x.stride()}")
+    m, n = x.shape
+    q = torch.empty((m, n), dtype=FP8, device=x.device)
+    scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
+    if m and n:
+        block = triton.next_power_of_2(n)
+        _quantize_rows_kernel[(m,)](x, q, scale, n, x.stride(0), q.stride(0), FP8_MAX, MIN_AMAX,
+                                    BLOCK=block, num_warps=max(4, min(16, block // 1024)))
+    return q, scale
+
+
+def _bench() -> None:
+    """Quantization and fp8 vs bf16 GEMMs at T=8192 rows of Llama-3.1-8B's projections."""
+    from llmbench.agent.fp8 import Fp8Linear
+
+    if not torch.cuda.is_available():
+        raise SystemExit("python -m llmbench.agent.triton_fp8 times the kernels on CUDA; no GPU here")
+    t, dev, dt = 8192, torch.device("cuda"), torch.bfloat16
+    shapes = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+    print(f"T={t} on {torch.cuda.get_device_name()}")
+    print(f"{'proj':<8} {'quant ms':>9} {'quant GB/s':>11} {'bf16 TFLOP/s':>13} {"fp8+quant TFLOP/s":>18} {'speedup':>8}")
+    for name, (n, k) in shapes.items():
+        x = torch.randn(t, k, device=dev, dtype=dt)
+        w = torch.randn(n, k, device=dev, dtype=dt) * 0.02
+        fp8 = Fp8Linear(w)
+        flop = 2 * t * n * k
+        ms_q = triton.testing.do_bench(lambda: quantize_rows(x), return_mode="median")
+        ms_bf16 = triton.testing.do_bench(lambda: x @ w.t(), return_mode="median")
+        ms_fp8 = triton.testing.do_bench(lambda: fp8(x), return_mode="median")
+        print(f"{name:<8} {ms_q:9.3f} {3 * t * k / ms_q / 1e6:11.0f} {flop / ms_bf16 / 1e9:13.0f} "
+              f"{flop / ms_fp8 / 1e9:18.0f} {ms_bf16 / ms_fp8:7.2f}x")
+
+
+if __name__ == "__main__":
+    _bench()

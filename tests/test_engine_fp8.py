@@ -1,0 +1,178 @@
+"""FP8 layer GEMMs and the FP8 KV cache: quantization math, the swapped layers, the engine end to end."""
+import argparse
+
+import pytest
+import torch
+
+from llmbench.agent import fp8
+from llmbench.agent.attention import TorchAttention, select_backend
+from llmbench.agent.cli import add_engine_arguments, engine_config
+from llmbench.agent.engine import PagedEngine
+from llmbench.agent.offline import generate
+from llmbench.agent.runner import kv_block_bytes
+from llmbench.agent.status import StatusReporter
+from llmbench.agent.types import EngineConfig, Request
+from llmbench.coordinator.session import precision
+from test_engine_model import our_logits
+from test_engine_parity import prompts
+
+CUDA = torch.cuda.is_available()
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def test_rows_round_trip_within_e4m3_precision_and_zero_rows_stay_finite():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 256, generator=gen) * torch.logspace(-3, 2, 64)[:, None]  # rows of any scale
+    x[5] = 0.0
+    q, scale = fp8.quantize_rows_torch(x)
+    assert q.dtype == fp8.FP8 and scale.shape == (64, 1) and scale.dtype == torch.float32
+    back = q.float() * scale
+    assert back[5].eq(0).all() and back.isfinite().all()
+    # each row's largest element maps to +-448 exactly; the rest keep e4m3's 3 mantissa bits
+    assert torch.allclose(q.float().abs().amax(-1)[x.abs().amax(-1) > 0], torch.tensor(448.0))
+    err = (back - x).abs()
+    bound = 2.0 ** -4 * x.abs() + scale * 2.0 ** -9  # relative half-step, or the subnormal step near 0
+    assert (err <= bound + 1e-12).all()
+
+
+def test_fp8_linear_is_the_product_of_the_quantized_operands():
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(96, 128, generator=gen) * 0.02
+    x = torch.randn(3, 7, 128, generator=gen)
+    layer = fp8.Fp8Linear(w)
+    assert layer.weight.dtype == fp8.FP8 and layer.weight_scale.shape == (1, 96)
+    y = layer(x)
+    assert y.shape == (3, 7, 96) and y.dtype == torch.float32
+    xq, xs = fp8.quantize_rows_torch(x.reshape(-1, 128))
+    exact = (xq.float() * xs) @ layer.dequantized().t()
+    assert torch.allclose(y.reshape(-1, 96), exact, rtol=1e-5, atol=1e-6)
+    assert rel_err(y, x @ w.t()) < 0.06  # two e4m3 roundings, a few percent
+
+
+def test_quantize_model_swaps_the_four_projections_only():
+    engine = PagedEngine(EngineConfig(model="tiny", device="cpu", quantization="fp8", num_kv_blocks=32))
+    engine.start()
+    try:
+        model = engine.runner.model
+        for layer in model.layers:
+            for proj in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj,
+                         layer.mlp.down_proj):
+                assert isinstance(proj, fp8.Fp8Linear)
+        assert model.lm_head.weight.dtype == model.embed_tokens.weight.dtype == torch.float32
+        assert engine.info.quantization == "fp8"
+    finally:
+        engine.stop()
+    with pytest.raises(ValueError, match="multiples of 16"):
+        fp8.check_shape("mlp.down_proj", 64, 40)
+
+
+def logits_of(cfg: EngineConfig, prompt: list[int]) -> torch.Tensor:
+    engine = PagedEngine(cfg)
+    engine.start()
+    try:
+        return our_logits(engine, prompt)
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize("change, max_rel", [({"quantization": "fp8"}, 0.08), ({"kv_cache_dtype": "fp8"}, 0.03),
+                                             ({"quantization": "fp8", "kv_cache_dtype": "fp8"}, 0.08)])
+def test_fp8_logits_stay_close_to_float32(change, max_rel):
+    base = EngineConfig(model="tiny", device="cpu", num_kv_blocks=64)
+    prompt = prompts(1000, [200], seed=3)[0]
+    ref = logits_of(base, prompt)
+    ours = logits_of(EngineConfig(**{**vars(base), **change}), prompt)
+    rel = rel_err(ours, ref)
+    assert 0 < rel < max_rel, rel  # 0 would mean the fp8 path was never taken
+
+
+def test_fp8_kv_cache_engine_generates_and_reports_its_formats():
+    cfg = EngineConfig(model="tiny", device="cpu", kv_cache_dtype="fp8", quantization="fp8", num_kv_blocks=64)
+    engine = PagedEngine(cfg)
+    engine.start()
+    try:
+        attn = engine.runner.model.layers[0].self_attn
+        assert attn.k_cache.dtype == attn.v_cache.dtype == fp8.FP8
+        reqs = [Request(id=i, prompt=p, max_new_tokens=12, min_new_tokens=12, ignore_eos=True)
+                for i, p in enumerate(prompts(1000, [5, 40, 90], seed=4))]
+        results = generate(engine, reqs)
+        assert all(len(r.tokens) == 12 and r.error is None for r in results.values())
+        info = StatusReporter(engine, "a", "n").model_info()
+        assert (info.quantization, info.kv_cache_dtype, info.dtype) == ("fp8", "float8_e4m3fn", "float32")
+        assert precision(info) == "float32, fp8 GEMMs, KV float8_e4m3fn"
+    finally:
+        engine.stop()
+
+
+def test_fp8_kv_blocks_take_half_the_bytes():
+    from llmbench.agent.config import PRESETS
+    mc = PRESETS["llama3.1-8b"]
+    assert kv_block_bytes(mc, 16, fp8.FP8) * 2 == kv_block_bytes(mc, 16, torch.bfloat16) == 2 << 20
+
+
+def test_bad_precision_settings_name_the_problem():
+    with pytest.raises(ValueError, match="kv_cache_dtype 'int4'"):
+        PagedEngine(EngineConfig(model="tiny", device="cpu", kv_cache_dtype="int4"))
+    with pytest.raises(ValueError, match="quantization 'awq'"):
+        PagedEngine(EngineConfig(model="tiny", device="cpu", quantization="awq"))
+    assert isinstance(select_backend("auto", torch.device("cpu"), 16, 1.0, fp8_kv=True), TorchAttention)
+    if CUDA:
+        with pytest.raises(ValueError, match="cannot read an fp8 KV cache"):
+            select_backend("flash", torch.device("cuda"), 256, 1.0, fp8_kv=True)
+        with pytest.raises(ValueError, match="needs dtype bfloat16"):
+            PagedEngine(EngineConfig(model="tiny", device="cuda", dtype="float32", quantization="fp8"))
+
+
+def test_cli_flags_reach_the_engine_config():
+    p = argparse.ArgumentParser()
+    add_engine_arguments(p)
+    cfg = engine_config(p.parse_args(["--model", "tiny", "--quantization", "fp8", "--kv-cache-dtype", "fp8"]))
+    assert (cfg.quantization, cfg.kv_cache_dtype) == ("fp8", "fp8")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "tiny", "--kv-cache-dtype", "fp16"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="the Triton quantizer runs on CUDA only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_triton_quantizer_matches_torch(dtype):
+    from llmbench.agent import triton_fp8
+    gen = torch.Generator().manual_seed(5)
+    x = (torch.randn(300, 14336, generator=gen) * torch.logspace(-4, 3, 300)[:, None]).to("cuda", dtype)
+    x[7] = 0
+    q, s = triton_fp8.quantize_rows(x)
+    q_ref, s_ref = fp8.quantize_rows_torch(x)
+    assert torch.equal(s, s_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_llama31_8b_fp8_logits_against_the_float32_forward():
+    """Same random weights three ways: our bf16, our fp8 (GEMMs and KV), and transformers in float32 as
+    the reference. Prints both errors; fp8 adds its own rounding to bf16's, within a small factor."""
+    from test_engine_model import hf_from_ours
+
+    prompt = prompts(128000, [300], seed=2)[0]
+    base = EngineConfig(model="llama3.1-8b", device="cuda", dtype="bfloat16", num_kv_blocks=64)
+    engine = PagedEngine(base)
+    engine.start()
+    try:
+        bf16 = our_logits(engine, prompt)
+        hf = hf_from_ours(engine).float()
+        with torch.inference_mode():
+            ref = hf(torch.tensor([prompt], device="cuda")).logits[0].float()
+        del hf
+    finally:
+        engine.stop()
+    del engine
+    torch.cuda.empty_cache()
+    fp8_logits = logits_of(EngineConfig(**{**vars(base), "quantization": "fp8", "kv_cache_dtype": "fp8"}), prompt)
+    errs = {name: (rel_err(x, ref), (x.argmax(-1) == ref.argmax(-1)).float().mean().item())
+            for name, x in (("bf16", bf16), ("fp8", fp8_logits))}
+    print("llama3.1-8b vs its float32 forward: " + "; ".join(
+        f"{name} rel L2 {e:.2e} top-1 {t:.3f}" for name, (e, t) in errs.items()))
+    assert errs["fp8"][0] < 4 * errs["bf16"][0] and errs["fp8"][1] > 0.5, errs
