@@ -2,9 +2,10 @@
 fly, one row-wise-scaled `torch._scaled_mm` per projection (the "fp8 dynamic" scheme of vLLM and of
 MLPerf submissions). The embeddings, norms and LM head stay in the model dtype.
 
-On CUDA the activations are quantized by a Triton kernel (one read, one write per row); elsewhere by
-the torch code below, which is the reference. Triton's interpreter rounds to fp8 wrongly near powers
-of two, so the kernel is only ever run and tested on a GPU.
+On CUDA the activations are quantized by a Triton kernel (one read, one write per row) and multiplied
+by cuBLAS in fp8; elsewhere the torch code below quantizes and multiplies the dequantized operands in
+float32, the same products (CPU builds of torch differ in which fp8 scalings they support). Triton's
+interpreter rounds to fp8 wrongly near powers of two, so the kernel is only run and tested on a GPU.
 """
 from __future__ import annotations
 
@@ -47,10 +48,15 @@ class Fp8Linear(nn.Module):
         self.out_dtype = weight.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, scale = quantize_rows(x.reshape(-1, x.shape[-1]))
-        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale,
-                             out_dtype=self.out_dtype)
+        y = self.matmul(*quantize_rows(x.reshape(-1, x.shape[-1])))
         return y.view(*x.shape[:-1], y.shape[-1])
+
+    def matmul(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(fp8 [M, K], scales [M, 1]) -> [M, N] in the layer's dtype."""
+        if q.is_cuda:
+            return torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.weight_scale,
+                                    out_dtype=self.out_dtype)
+        return ((q.float() * scale) @ self.dequantized().t()).to(self.out_dtype)
 
     def dequantized(self) -> torch.Tensor:
         """The weight this layer multiplies by, in float32 [N, K] (for tests and error reports)."""

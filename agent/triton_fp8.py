@@ -21,7 +21,8 @@ def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, n, stride_x, stride_q, fp8_ma
     ok = cols < n
     x = tl.load(x_ptr + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
     scale = tl.maximum(tl.max(tl.abs(x), 0), min_amax) / fp8_max
-    q = tl.minimum(tl.maximum(x / scale, -fp8_max), fp8_max)
+    # div_rn: '/' compiles to an approximate division, which rounds some values to the other fp8 neighbour
+    q = tl.minimum(tl.maximum(tl.math.div_rn(x, scale), -fp8_max), fp8_max)
     tl.store(q_ptr + row * stride_q + cols, q.to(q_ptr.dtype.element_ty), mask=ok)
     tl.store(scale_ptr + row, scale)
 
