@@ -40,7 +40,7 @@ for phase in $phases; do
                  ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -17 ;;
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
              | tee "$OUT/eager.txt" | tail -16 ;;
-    profile) lb bench --model llama3.1-8b --samples 600 --profile 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
+    profile) lb bench --model llama3.1-8b --samples 600 --profile ${BENCH_ARGS:-} 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
     hf) lb bench --model llama3.1-8b --samples 256 --compare hf --hf-samples 256 --hf-batch 128 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
     offline) AGENT_ARGS="--max-batch 1024" mesh offline --scenario Offline --max-samples 3000 \
@@ -48,8 +48,9 @@ for phase in $phases; do
     server) for q in ${SERVER_QPS:-24 30}; do
               AGENT_ARGS="--max-step-tokens ${SERVER_STEP_TOKENS:-2048}" mesh "server-$q" --scenario Server --target-qps "$q"
             done ;;
-    interactive) q=${INTERACTIVE_QPS:-8}
-                 AGENT_ARGS="--max-step-tokens 512" mesh "interactive-$q" --scenario Interactive --target-qps "$q" ;;
+    interactive) for q in ${INTERACTIVE_QPS:-8}; do
+                   AGENT_ARGS="--max-step-tokens 512" mesh "interactive-$q" --scenario Interactive --target-qps "$q"
+                 done ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac
   summary+=("$phase: $((SECONDS - start)) s")
