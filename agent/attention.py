@@ -47,8 +47,7 @@ def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor,
                     k_cache: torch.Tensor, v_cache: torch.Tensor,
                     meta: AttentionMetadata) -> torch.Tensor:
     """q [T,Hq,D], k/v [T,Hkv,D] -> [T,Hq,D]."""
-    _write_cache(k_cache, meta.slot_mapping, k)
-    _write_cache(v_cache, meta.slot_mapping, v)
+    write_cache(k, v, k_cache, v_cache, meta.slot_mapping)
     out = torch.empty_like(q)
     p = meta.num_prefill_tokens
     if p:
@@ -58,11 +57,19 @@ def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor,
     return out
 
 
-def _write_cache(cache: torch.Tensor, slots: torch.Tensor, x: torch.Tensor) -> None:
-    rows, x = cache.view(-1, *cache.shape[2:]), x.to(cache.dtype)
-    if cache.dtype == torch.float8_e4m3fn:  # index_copy_ has no fp8 kernels; the bytes copy the same
-        rows, x = rows.view(torch.uint8), x.view(torch.uint8)
-    rows.index_copy_(0, slots, x)
+def write_cache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                slots: torch.Tensor) -> None:
+    """K/V of the step's tokens into their cache slots, in the cache's type: one Triton launch on CUDA,
+    the torch code below (the reference) elsewhere."""
+    if k.is_cuda:
+        from llmbench.agent import triton_cache
+        triton_cache.write_kv(k, v, k_cache, v_cache, slots)
+        return
+    for cache, x in ((k_cache, k), (v_cache, v)):
+        rows, x = cache.view(-1, *cache.shape[2:]), x.to(cache.dtype)
+        if cache.dtype == torch.float8_e4m3fn:  # index_copy_ has no fp8 kernels; the bytes copy the same
+            rows, x = rows.view(torch.uint8), x.view(torch.uint8)
+        rows.index_copy_(0, slots, x)
 
 
 def _gather(cache: torch.Tensor, block_table: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:

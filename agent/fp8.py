@@ -9,6 +9,8 @@ interpreter rounds to fp8 wrongly near powers of two, so the kernel is only run 
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -18,13 +20,19 @@ MIN_AMAX = 1e-12  # an all-zero row gets a tiny scale instead of a division by z
 QUANTIZED = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 
 
-def quantize_rows_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x [M, K] -> (fp8 [M, K], float32 scales [M, 1]) with x ~= fp8 * scale row by row."""
+class Fp8Rows(NamedTuple):
+    """Activations ready for an fp8 GEMM: row i is q[i] * scale[i]."""
+    q: torch.Tensor  # [M, K] e4m3
+    scale: torch.Tensor  # [M, 1] float32
+
+
+def quantize_rows_torch(x: torch.Tensor) -> Fp8Rows:
+    """x [M, K] -> fp8 [M, K] and float32 scales [M, 1] with x ~= fp8 * scale row by row."""
     scale = x.abs().amax(dim=-1, keepdim=True).float().clamp(min=MIN_AMAX) / FP8_MAX
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+    return Fp8Rows((x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale)
 
 
-def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(x: torch.Tensor) -> Fp8Rows:
     if x.is_cuda:
         from llmbench.agent import triton_fp8
         return triton_fp8.quantize_rows(x)
@@ -47,7 +55,10 @@ class Fp8Linear(nn.Module):
         self.register_buffer("weight_scale", scale.t().contiguous())  # [1, N]
         self.out_dtype = weight.dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        """x: activations [..., K], or rows already quantized by a fused producer."""
+        if isinstance(x, Fp8Rows):
+            return self.matmul(*x)
         y = self.matmul(*quantize_rows(x.reshape(-1, x.shape[-1])))
         return y.view(*x.shape[:-1], y.shape[-1])
 
@@ -64,8 +75,10 @@ class Fp8Linear(nn.Module):
 
 
 def quantize_model(model: nn.Module) -> None:
-    """Swap every layer's four projections for Fp8Linear, one at a time, freeing each original."""
+    """Swap every layer's four projections for Fp8Linear, one at a time, freeing each original, and
+    have the norms and SiLU·up in front of them hand over fp8 rows."""
     for layer in model.layers:
+        layer.input_layernorm.fp8_out = layer.post_attention_layernorm.fp8_out = layer.mlp.fp8_act = True
         for path in QUANTIZED:
             parent_name, child = path.split(".")
             parent = getattr(layer, parent_name)

@@ -10,6 +10,7 @@ from torch import nn
 
 from llmbench.agent.attention import AttentionBackend, AttentionMetadata, paged_attention
 from llmbench.agent.config import ModelConfig
+from llmbench.agent.fp8 import Fp8Rows, quantize_rows_torch
 
 
 def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
@@ -75,6 +76,16 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     return (fused.add_rmsnorm if fused else add_rmsnorm_torch)(x, residual, weight, eps)
 
 
+def add_rmsnorm_fp8(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
+                    eps: float) -> tuple[Fp8Rows, torch.Tensor]:
+    """add_rmsnorm with its output quantized per row for an Fp8Linear."""
+    fused = _fused(x)
+    if fused:
+        return fused.add_rmsnorm_fp8(x, residual, weight, eps)
+    out, residual = add_rmsnorm_torch(x, residual, weight, eps)
+    return quantize_rows_torch(out), residual
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -105,15 +116,22 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return (fused.silu_and_mul if fused else silu_and_mul_torch)(x)
 
 
+def silu_and_mul_fp8(x: torch.Tensor) -> Fp8Rows:
+    fused = _fused(x)
+    return fused.silu_and_mul_fp8(x) if fused else quantize_rows_torch(silu_and_mul_torch(x))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
+        self.fp8_out = False  # set by fp8.quantize_model when an Fp8Linear reads the output
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor,
+                residual: torch.Tensor | None = None) -> tuple[torch.Tensor | Fp8Rows, torch.Tensor]:
         """(normalized x + residual, the new residual stream x + residual)."""
-        return add_rmsnorm(x, residual, self.weight, self.eps)
+        return (add_rmsnorm_fp8 if self.fp8_out else add_rmsnorm)(x, residual, self.weight, self.eps)
 
 
 class Attention(nn.Module):
@@ -124,7 +142,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.q_size, cfg.hidden_size, bias=False)
         self.k_cache = self.v_cache = torch.empty(0)  # set by the runner once the cache exists
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, rope: RotaryEmbedding,
+    def forward(self, x: torch.Tensor | Fp8Rows, positions: torch.Tensor, rope: RotaryEmbedding,
                 backend: AttentionBackend, meta: AttentionMetadata) -> torch.Tensor:
         c = self.cfg
         q, k, v = self.qkv_proj(x).split([c.q_size, c.kv_size, c.kv_size], dim=-1)
@@ -141,9 +159,10 @@ class MLP(nn.Module):
         super().__init__()
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.fp8_act = False  # set by fp8.quantize_model: SiLU·up hands fp8 rows to down_proj
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+    def forward(self, x: torch.Tensor | Fp8Rows) -> torch.Tensor:
+        return self.down_proj((silu_and_mul_fp8 if self.fp8_act else silu_and_mul)(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):

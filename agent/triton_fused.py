@@ -21,14 +21,17 @@ if not torch.cuda.is_available():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from llmbench.agent.fp8 import Fp8Rows  # noqa: E402
+from llmbench.agent.triton_fp8 import fp8_rows_like, row_warps, store_fp8_row  # noqa: E402
+
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
 def _add_rmsnorm_kernel(
-    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n, eps,
+    x_ptr, res_ptr, w_ptr, out_ptr, scale_ptr, res_out_ptr, n, eps,
     stride_x, stride_res, stride_out, stride_res_out,
-    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr, FP8_OUT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
@@ -40,9 +43,13 @@ def _add_rmsnorm_kernel(
         tl.store(res_out_ptr + row * stride_res_out + cols, x, mask=ok)
     xf = x.to(tl.float32)
     rstd = tl.rsqrt(tl.sum(xf * xf, 0) / n + eps)
-    normed = (xf * rstd).to(out_ptr.dtype.element_ty).to(tl.float32)
+    normed = (xf * rstd).to(x_ptr.dtype.element_ty).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=ok, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + cols, (w * normed).to(out_ptr.dtype.element_ty), mask=ok)
+    y = (w * normed).to(x_ptr.dtype.element_ty)
+    if FP8_OUT:
+        store_fp8_row(out_ptr, scale_ptr, row, cols, ok, y.to(tl.float32), stride_out)
+    else:
+        tl.store(out_ptr + row * stride_out + cols, y, mask=ok)
 
 
 @triton.jit
@@ -76,14 +83,18 @@ def _rope_kernel(
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, n, stride_x, stride_out, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, scale_ptr, n, stride_x, stride_out, FP8_OUT: tl.constexpr,
+                         BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < n
     gate = tl.load(x_ptr + row * stride_x + cols, mask=ok, other=0.0).to(tl.float32)
     up = tl.load(x_ptr + row * stride_x + n + cols, mask=ok, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_out + cols, (gate / (1.0 + tl.exp(-gate)) * up).to(out_ptr.dtype.element_ty),
-             mask=ok)
+    y = (gate / (1.0 + tl.exp(-gate)) * up).to(x_ptr.dtype.element_ty)
+    if FP8_OUT:  # the launch gives one program the whole row
+        store_fp8_row(out_ptr, scale_ptr, row, cols, ok, y.to(tl.float32), stride_out)
+    else:
+        tl.store(out_ptr + row * stride_out + cols, y, mask=ok)
 
 
 def _num_warps(block: int) -> int:
@@ -113,10 +124,23 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     """x, residual [T, N]; weight [N]. Returns (rmsnorm(x + residual) * weight, x + residual) in x's
     dtype, written to out/residual_out (fresh by default); with residual None, (rmsnorm(x) * weight, x)."""
     _check_rows("x", x)
+    out = _out("out", out, x, tuple(x.shape))
+    return out, _launch_add_rmsnorm(x, residual, weight, eps, out, None, residual_out)
+
+
+def add_rmsnorm_fp8(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
+                    eps: float) -> tuple[Fp8Rows, torch.Tensor]:
+    """add_rmsnorm with the normalized rows (rounded to x's dtype first) handed over in fp8."""
+    _check_rows("x", x)
+    rows = fp8_rows_like(x, x.shape[1])
+    return rows, _launch_add_rmsnorm(x, residual, weight, eps, rows.q, rows.scale, None)
+
+
+def _launch_add_rmsnorm(x, residual, weight, eps, out, scale, residual_out) -> torch.Tensor:
+    """Checks the rest, launches; returns the residual stream x + residual (x itself without one)."""
     n = x.shape[1]
     if weight.shape != (n,) or weight.dtype != x.dtype:
         raise ValueError(f"weight must be {x.dtype} [{n}], got {weight.dtype} {tuple(weight.shape)}")
-    out = _out("out", out, x, tuple(x.shape))
     res, res_out = x, x
     if residual is not None:
         _check_rows("residual", residual)
@@ -127,9 +151,11 @@ def add_rmsnorm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Te
     if x.shape[0]:
         block = triton.next_power_of_2(n)
         _add_rmsnorm_kernel[(x.shape[0],)](
-            x, res, weight, out, res_out, n, eps, x.stride(0), res.stride(0), out.stride(0), res_out.stride(0),
-            HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=_num_warps(block))
-    return out, res_out
+            x, res, weight, out, out if scale is None else scale, res_out, n, eps,
+            x.stride(0), res.stride(0), out.stride(0), res_out.stride(0),
+            HAS_RESIDUAL=residual is not None, FP8_OUT=scale is not None, BLOCK=block,
+            num_warps=_num_warps(block))
+    return res_out
 
 
 def rope_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor,
@@ -167,16 +193,32 @@ SILU_BLOCK = 1024
 
 def silu_and_mul(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [T, 2I] = [gate | up] -> silu(gate) * up [T, I] in x's dtype, written to out (fresh by default)."""
-    _check_rows("x", x)
-    if x.shape[1] % 2:
-        raise ValueError(f"silu_and_mul wants an even last dimension [gate | up], got {x.shape[1]}")
-    n = x.shape[1] // 2
+    n = _check_gate_up(x)
     out = _out("out", out, x, (x.shape[0], n))
     if x.shape[0] and n:
         block = min(SILU_BLOCK, triton.next_power_of_2(n))
         _silu_and_mul_kernel[(x.shape[0], triton.cdiv(n, block))](
-            x, out, n, x.stride(0), out.stride(0), BLOCK=block, num_warps=4)
+            x, out, out, n, x.stride(0), out.stride(0), FP8_OUT=False, BLOCK=block, num_warps=4)
     return out
+
+
+def silu_and_mul_fp8(x: torch.Tensor) -> Fp8Rows:
+    """silu_and_mul with the rows (rounded to x's dtype first) handed over in fp8."""
+    n = _check_gate_up(x)
+    rows = fp8_rows_like(x, n)
+    if x.shape[0] and n:
+        block = triton.next_power_of_2(n)
+        _silu_and_mul_kernel[(x.shape[0], 1)](
+            x, rows.q, rows.scale, n, x.stride(0), rows.q.stride(0), FP8_OUT=True, BLOCK=block,
+            num_warps=row_warps(block))
+    return rows
+
+
+def _check_gate_up(x: torch.Tensor) -> int:
+    _check_rows("x", x)
+    if x.shape[1] % 2:
+        raise ValueError(f"silu_and_mul wants an even last dimension [gate | up], got {x.shape[1]}")
+    return x.shape[1] // 2
 
 
 def _bench() -> None:

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from llmbench.coordinator import run_local
-from llmbench.coordinator.dispatch import AgentSlot, DispatchConfig
+from llmbench.coordinator.agent_slot import AgentSlot
+from llmbench.coordinator.dispatch import DispatchConfig
 from llmbench.coordinator.job import Job, encode_submit, wire_body
-from llmbench.coordinator.metrics import RunMetrics, utilisation_lines
+from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.progress_text import utilisation_lines
 from llmbench.proto import pb
 from test_coordinator_dispatch import jobs, make_pool, status, turn
 

@@ -174,3 +174,32 @@ def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1
     assert sorted(set(calls)) == ["add_rmsnorm", "rope_", "silu_and_mul"] and len(calls) == 4 * layers + 1
     top1 = (fused.argmax(-1) == ref.argmax(-1)).float().mean().item()
     assert rel_err(fused, ref) < tol and top1 >= min_top1, (rel_err(fused, ref), top1)
+
+
+def same_fp8_rows(rows, ref) -> None:
+    """Fused fp8 rows vs quantize_rows_torch of the 16-bit kernel's output: same scales, and each value
+    the same or (where the row's sum of squares rounded apart) its e4m3 neighbour."""
+    assert rows.q.dtype == torch.float8_e4m3fn and rows.scale.shape == (rows.q.shape[0], 1)
+    assert torch.allclose(rows.scale, ref.scale, rtol=1e-2)
+    a, b = rows.q.float() * rows.scale, ref.q.float() * ref.scale
+    assert ((a - b).abs() <= 0.13 * b.abs() + 4 * ref.scale).all()
+    assert rel_err(a, b) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE == "cpu", reason="Triton's interpreter rounds to fp8 wrongly; GPU only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fp8_producers_match_quantizing_the_16bit_kernels(dtype):
+    from llmbench.agent.fp8 import quantize_rows_torch
+    gen = torch.Generator().manual_seed(12)
+    x, res = rand(300, 4096, dtype=dtype, gen=gen, scale=3.0), rand(300, 4096, dtype=dtype, gen=gen)
+    w = (torch.rand(4096, generator=gen, dtype=torch.float64) + 0.5).to(DEVICE, dtype)
+    rows, new_res = tf.add_rmsnorm_fp8(x, res, w, 1e-5)
+    ref, ref_res = tf.add_rmsnorm(x, res, w, 1e-5)
+    assert torch.equal(new_res, ref_res)
+    same_fp8_rows(rows, quantize_rows_torch(ref))
+    rows, same_x = tf.add_rmsnorm_fp8(x, None, w, 1e-5)
+    assert same_x is x
+    same_fp8_rows(rows, quantize_rows_torch(tf.add_rmsnorm(x, None, w, 1e-5)[0]))
+    gate_up = rand(300, 2 * 14336, dtype=dtype, gen=gen, scale=2.0)
+    same_fp8_rows(tf.silu_and_mul_fp8(gate_up), quantize_rows_torch(tf.silu_and_mul(gate_up)))
