@@ -11,7 +11,8 @@ from typing import Callable
 from llmbench.common.auth import add_client_arguments, client_security, server_security
 from llmbench.coordinator import prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
-from llmbench.coordinator.metrics import LogToMetrics, RunMetrics, utilisation_lines
+from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
+from llmbench.coordinator.progress_text import utilisation_lines
 from llmbench.coordinator.report import REPORT_FILE, finish_run
 from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
                                           run_session)

@@ -24,13 +24,13 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from itertools import islice
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from llmbench.coordinator.agent_slot import AgentSlot, Link
 from llmbench.coordinator.capacity import Capacity
 from llmbench.coordinator.job import Job
-from llmbench.coordinator.metrics import AgentCounters, RunMetrics
+from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.routing import Router
 from llmbench.proto import pb
 
@@ -42,16 +42,6 @@ class Listener(Protocol):
     def completed(self, jobs: list[Job]) -> None: ...
 
 
-class Link(Protocol):
-    address: str
-    last_error: str
-    reached: bool  # the address answered at least once
-
-    def send(self, queries: list[pb.Query]) -> None: ...
-    def close(self) -> None: ...
-    async def wait_closed(self) -> None: ...
-
-
 LinkFactory = Callable[[str, "Pool"], Link]
 
 
@@ -61,23 +51,6 @@ class DispatchConfig:
     max_waiting: int = 0  # most queries waiting at one agent; 0: max(4, its max_batch // 8)
     max_attempts: int = 4  # attempts per query (agent losses, internal errors) before it fails
     reconnect_s: float = 1.0  # delay before reconnecting a lost agent
-
-
-@dataclass
-class AgentSlot:
-    address: str
-    counters: AgentCounters
-    link: Link | None = None
-    capacity: Capacity | None = None  # set once the link is ready (first status)
-    inflight: dict[int, Job] = field(default_factory=dict)  # wire id -> job
-    outbox: list[pb.Query] = field(default_factory=list)
-    draining: bool = False  # removed: takes nothing new, closes when empty
-    ready_event: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def accepts(self, job: Job, cfg: DispatchConfig) -> bool:
-        if self.capacity is None or self.draining:
-            return False
-        return not self.inflight or self.capacity.has_room(job.kv_demand, cfg.overcommit, cfg.max_waiting)
 
 
 class Pool:
@@ -177,48 +150,9 @@ class Pool:
         slot = self._slot(link)
         if slot is None:
             return
-        now = time.monotonic()
-        firsts: list[Job] = []
-        # The per-token hot loop: one token per query is the common step, so no slices for it.
-        tokens = iter(step.tokens)
-        for job, n in zip(map(slot.inflight.get, step.ids), step.counts):
-            if n == 1:
-                token = next(tokens)
-                if job is None:
-                    continue
-                job.tokens.append(token)
-            else:
-                new = list(islice(tokens, n))
-                if job is None or not new:
-                    continue
-                job.tokens.extend(new)
-            if job.first_token_at is None:
-                job.first_token_at = now
-                firsts.append(job)
+        firsts = slot.take_tokens(step, time.monotonic())
         self.metrics.record_tokens(slot.counters, len(step.tokens))
-        done: list[Job] = []
-        retry: list[Job] = []
-        for wire_id, reason in zip(step.finished_ids, step.finish_reasons):
-            job = slot.inflight.pop(wire_id, None)
-            if job is None:
-                continue
-            slot.capacity.on_finished(job.kv_demand)
-            if reason == pb.FINISH_REASON_CANCELLED:  # we never cancel: the agent dropped it
-                retry.append(job)
-            else:
-                done.append(job)
-        for err in step.errors:
-            job = slot.inflight.pop(err.id, None)
-            if job is None:
-                continue
-            slot.capacity.on_finished(0)
-            problem = f"agent {slot.address}: {pb.ErrorCode.Name(err.code)}: {err.message}"
-            if err.code == pb.ERROR_CODE_INTERNAL:
-                retry.append(job)
-                job.error = problem  # kept only if it runs out of attempts
-            else:
-                job.error = problem
-                done.append(job)
+        done, retry = slot.take_finishes(step)
         self.metrics.record_inflight(slot.counters, len(slot.inflight))
         if firsts and self.listener is not None:
             self.listener.first_tokens(firsts)
@@ -257,14 +191,10 @@ class Pool:
 
     def _drop(self, slot: AgentSlot, state: str, forget: bool) -> None:
         """Close the slot's link and move its in-flight queries to other agents."""
-        link, slot.link, slot.capacity = slot.link, None, None
-        slot.ready_event.clear()
+        link, jobs = slot.detach()
         self.router.changed(slot)
         if link is not None:
             link.close()
-        jobs = list(slot.inflight.values())
-        slot.inflight.clear()
-        slot.outbox.clear()
         self.metrics.record_inflight(slot.counters, 0)
         slot.counters.state = state
         if jobs:
@@ -320,12 +250,7 @@ class Pool:
                 break  # no agent takes the head of the queue: everything waits behind it
             self.queue.popleft()
             self._next_wire_id += 1
-            slot.inflight[self._next_wire_id] = job
-            slot.outbox.append(job.wire_query(self._next_wire_id))
-            slot.capacity.on_sent(job.kv_demand)
-            job.attempts += 1
-            job.agent = slot.address
-            slot.counters.queries_sent += 1
+            slot.take(job, self._next_wire_id)
             self.router.changed(slot)
             fed[slot.address] = slot
         if not self.queue:
@@ -349,22 +274,9 @@ class Pool:
             if not pending and self.ready_agents():
                 return
             waited = time.monotonic() - start
-            others_up = any(s.ready_event.is_set() or (s.link is not None and s.link.reached)
-                            for s in self.slots.values())
-            for s in pending:
-                reached = s.link is not None and s.link.reached
-                why = s.link.last_error if s.link is not None else "lost"
-                if reached and why.startswith(("UNAUTHENTICATED", "PERMISSION_DENIED")):
-                    raise PermissionError(f"agent {s.address} refused the coordinator ({why}); give the agents' "
-                                          "token with --auth-token-file or $LLMBENCH_AUTH_TOKEN")
-                if reached and waited > ready_timeout_s:
-                    raise TimeoutError(f"agent {s.address} answers but was not ready after {waited:.0f} s ({why})")
-                if not reached and waited > connect_timeout_s:
-                    if not others_up:
-                        raise ConnectionError(f"agent {s.address} did not answer within {waited:.0f} s ({why})")
-                    left_behind.add(s.address)
-                    log.warning("agent %s did not answer within %.0f s (%s): starting without it; it is used "
-                                "as soon as it comes up", s.address, waited, why)
+            others_up = any(s.ready_event.is_set() or s.reached for s in self.slots.values())
+            left_behind.update(s.address for s in pending
+                               if s.leave_behind(waited, connect_timeout_s, ready_timeout_s, others_up))
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:

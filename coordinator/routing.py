@@ -13,7 +13,8 @@ import heapq
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmbench.coordinator.dispatch import AgentSlot, DispatchConfig
+    from llmbench.coordinator.agent_slot import AgentSlot
+    from llmbench.coordinator.dispatch import DispatchConfig
     from llmbench.coordinator.job import Job
 
 Entry = tuple[int, int, int, "AgentSlot"]  # (-free KV tokens, queries sent, order added, slot)

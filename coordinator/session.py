@@ -22,7 +22,8 @@ from llmbench.coordinator import compliance, datasets, prompt, settings as lgset
 from llmbench.coordinator.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
-from llmbench.coordinator.metrics import RunMetrics, Snapshot, progress_line, record_throughput
+from llmbench.coordinator.metrics import RunMetrics, Snapshot, record_throughput
+from llmbench.coordinator.progress_text import progress_line
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
 from llmbench.coordinator.sut import LoadGenSut
