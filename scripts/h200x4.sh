@@ -7,6 +7,8 @@
 #                                 N x SERVER_QPS x SERVER_SCALE
 # Env: OFFLINE_QPS (34.9: one H200, --max-batch 1024), SERVER_QPS (30: VALID on one H200 with
 # --max-step-tokens 2048), SERVER_SCALE (0.9), DURATION (60 s per LoadGen run), SAMPLES (3000),
+# PRECISION (agent flags, e.g. "--quantization fp8 --kv-cache-dtype fp8 --max-batch 1024": then OFFLINE_QPS=48.5
+# SERVER_QPS=44 SERVER_STEP_TOKENS=4096), SERVER_STEP_TOKENS (2048),
 # PHASE_TIMEOUT (220 s). Each phase is one `llmbench run`; its LoadGen logs stay in /tmp/runs/<phase>
 # (the table also reads phases of an earlier call on the same machine), the summaries go to $OUT.
 set -uo pipefail
@@ -14,6 +16,8 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT" /tmp/runs
 phases=${*:-single-offline single-server multi-offline multi-server}
 OFFLINE_QPS=${OFFLINE_QPS:-34.9} SERVER_QPS=${SERVER_QPS:-30} SERVER_SCALE=${SERVER_SCALE:-0.9}
+offline_args="--max-batch 1024 ${PRECISION:-}"
+server_args="--max-step-tokens ${SERVER_STEP_TOKENS:-2048} ${PRECISION:-}"
 # Carried wheels (LoadGen etc.) and the project itself, without touching the machine's packages.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 mkdir -p /tmp/site/llmbench
@@ -34,12 +38,12 @@ summary=()
 for phase in $phases; do
   start=$SECONDS
   case $phase in
-    single-offline) mesh "$phase" --gpus 1 --scenario Offline --target-qps "$OFFLINE_QPS" --agent-args "--max-batch 1024" ;;
-    single-server) mesh "$phase" --gpus 1 --scenario Server --target-qps "$SERVER_QPS" --agent-args "--max-step-tokens 2048" ;;
+    single-offline) mesh "$phase" --gpus 1 --scenario Offline --target-qps "$OFFLINE_QPS" --agent-args "$offline_args" ;;
+    single-server) mesh "$phase" --gpus 1 --scenario Server --target-qps "$SERVER_QPS" --agent-args "$server_args" ;;
     multi-offline) mesh "$phase" --gpus all --scenario Offline --target-qps "$(mul "$N" "$OFFLINE_QPS")" \
-                     --agent-args "--max-batch 1024" ;;
+                     --agent-args "$offline_args" ;;
     multi-server) mesh "$phase" --gpus all --scenario Server --target-qps "$(mul "$N" "$(mul "$SERVER_QPS" "$SERVER_SCALE")")" \
-                    --agent-args "--max-step-tokens 2048" ;;
+                    --agent-args "$server_args" ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac
   summary+=("$phase: $((SECONDS - start)) s")
