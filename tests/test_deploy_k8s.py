@@ -273,7 +273,9 @@ def test_the_guides_overlay_renders_and_does_what_it_says(tmp_path, base):
     objects = render(mine)
     validate_strictly(objects)
     (agent,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-agent-settings")]
-    assert agent["data"] == {"LLMBENCH_MODEL": "/models/Llama-3.1-8B-Instruct", "LLMBENCH_DTYPE": "bfloat16"}
+    assert agent["data"] == {"LLMBENCH_MODEL": "/models/Llama-3.1-8B-Instruct", "LLMBENCH_DTYPE": "bfloat16",
+                             "LLMBENCH_QUANTIZATION": "none", "LLMBENCH_KV_CACHE_DTYPE": "auto",
+                             "LLMBENCH_MAX_BATCH": "256", "LLMBENCH_MAX_STEP_TOKENS": "8192"}
     (coord,) = [o for o in objects if o["metadata"]["name"].startswith("llmbench-coordinator-settings")]
     assert coord["data"]["LLMBENCH_SCENARIO"] == "Offline" and coord["data"]["LLMBENCH_MIN_AGENTS"] == "1"
     assert only(objects, "Secret")["data"]["token"] != only(base, "Secret")["data"]["token"]
