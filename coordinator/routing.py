@@ -1,4 +1,4 @@
-"""Which agent takes the next query, in O(log agents) per query (the rule is in dispatch.py).
+"""Which agent takes the next query, in O(log agents) per query (the rule: dispatch.py; AgentSlot.accepts).
 
 A heap ranks the ready agents by (most estimated free KV, fewest queries so far, first added). An agent
 gets a fresh entry whenever its estimate changes (`changed`); entries that are no longer an agent's
