@@ -126,9 +126,11 @@ def test_agent_daemonset_gpu_probes_and_hardening(base):
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
     assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in pod["tolerations"])
-    port = c["ports"][0]["containerPort"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    flag = c["args"].index("--health-port")
+    assert int(c["args"][flag + 1]) == ports["health"] != ports["grpc"]  # plaintext health: probes work with TLS on
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == port, probe
+        assert c[probe]["grpc"]["port"] == ports["health"], probe
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 15 * 60
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
     sc = c["securityContext"]
