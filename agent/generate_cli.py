@@ -20,7 +20,7 @@ from llmbench.agent.cli import add_engine_arguments, engine_config
 from llmbench.agent.factory import create_engine
 from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
-from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput
+from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput, token_runs
 from llmbench.common.auth import ClientSecurity, add_client_arguments, client_security
 from llmbench.proto import pb, rpc
 
@@ -116,10 +116,8 @@ def read_prompts(stream: IO[str]) -> list[Prompt]:
 
 def _apply(out: StepOutput, results: list[Result]) -> int:
     """Fold one step into the results; returns how many queries ended in it."""
-    pos = 0
-    for qid, count in zip(out.ids, out.counts):
-        results[qid].tokens.extend(out.tokens[pos:pos + count])
-        pos += count
+    for qid, tokens in token_runs(out):
+        results[qid].tokens.extend(tokens)
     for qid, reason in out.finished:
         results[qid].finish_reason = FinishReason(reason).name.lower()
     for qid, _, message in out.errors:

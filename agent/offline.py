@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from llmbench.agent.types import Engine, ErrorCode, FinishReason, Request, StepOutput
+from llmbench.agent.types import Engine, ErrorCode, FinishReason, Request, StepOutput, token_runs
 
 
 @dataclass
@@ -30,13 +30,11 @@ def generate(engine: Engine, requests: Sequence[Request], timeout: float | None 
 
     def sink(out: StepOutput) -> None:
         now = time.perf_counter()
-        pos = 0
-        for qid, count in zip(out.ids, out.counts):
+        for qid, tokens in token_runs(out):
             g = results[qid]
             if not g.tokens:
                 g.first_token_time = now
-            g.tokens.extend(out.tokens[pos:pos + count])
-            pos += count
+            g.tokens.extend(tokens)
         for qid, reason in out.finished:
             results[qid].finish, results[qid].end_time = reason, now
             pending.discard(qid)

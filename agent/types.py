@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 
 class FinishReason(enum.IntEnum):
@@ -49,6 +49,14 @@ class StepOutput:
     tokens: list[int] = field(default_factory=list)
     finished: list[tuple[int, FinishReason]] = field(default_factory=list)
     errors: list[tuple[int, ErrorCode, str]] = field(default_factory=list)
+
+
+def token_runs(out) -> Iterator[tuple[int, Sequence[int]]]:
+    """(id, the tokens it gained) per entry of a StepOutput or of a pb.StepResult (same packing)."""
+    pos = 0
+    for qid, count in zip(out.ids, out.counts):
+        yield qid, out.tokens[pos:pos + count]
+        pos += count
 
 
 # Called on the engine thread; must return quickly and never block on the network.

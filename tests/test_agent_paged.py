@@ -7,6 +7,7 @@ import grpc
 import pytest
 import torch
 
+from llmbench.agent.types import token_runs
 from llmbench.proto import pb, rpc
 from test_agent_cli import agents, llmbench  # noqa: F401  (agents is a fixture)
 
@@ -81,10 +82,8 @@ def test_agent_on_hf_folder_matches_transformers(agents, hf_folder):
         got: dict[int, list[int]] = {}
         finished: set[int] = set()
         for r in stub.Serve(requests(), timeout=60):
-            pos = 0
-            for qid, count in zip(r.ids, r.counts):
-                got.setdefault(qid, []).extend(r.tokens[pos:pos + count])
-                pos += count
+            for qid, tokens in token_runs(r):
+                got.setdefault(qid, []).extend(tokens)
             finished.update(r.finished_ids)
             if len(finished) == len(prompts):
                 all_done.set()

@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from llmbench.agent.server import AgentServer
 from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig
+from llmbench.agent.types import EngineConfig, token_runs
 from llmbench.proto import pb, rpc
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -67,11 +67,9 @@ class ServeStream:
     def read(self) -> pb.StepResult:
         r = next(self.responses)
         self.results.append(r)
-        pos = 0
-        for qid, count in zip(r.ids, r.counts):
-            self.tokens.setdefault(qid, []).extend(r.tokens[pos:pos + count])
-            pos += count
-        assert pos == len(r.tokens)
+        for qid, tokens in token_runs(r):
+            self.tokens.setdefault(qid, []).extend(tokens)
+        assert sum(r.counts) == len(r.tokens)
         for qid, reason in zip(r.finished_ids, r.finish_reasons):
             assert qid not in self.finished and qid not in self.errors, f"query {qid} ended twice"
             self.finished[qid] = reason

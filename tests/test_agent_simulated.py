@@ -5,7 +5,7 @@ import time
 import pytest
 
 from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput
+from llmbench.agent.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput, token_runs
 
 
 class Collector:
@@ -34,11 +34,9 @@ class Collector:
     def tokens(self, qid: int) -> list[int]:
         got = []
         for out in self.outputs:
-            pos = 0
-            for i, c in zip(out.ids, out.counts):
+            for i, tokens in token_runs(out):
                 if i == qid:
-                    got += out.tokens[pos:pos + c]
-                pos += c
+                    got += tokens
         return got
 
 

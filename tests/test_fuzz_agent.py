@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from llmbench.agent.offline import generate
 from llmbench.agent.screening import MAX_STOP_IDS
 from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE, SimulatedEngine
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.types import EngineConfig, Request, token_runs
 from llmbench.proto import pb, rpc
 
 from test_reliability_loss import Agent
@@ -68,11 +68,9 @@ class Outcomes:
         self.ended = 0
 
     def add(self, r: pb.StepResult) -> None:
-        pos = 0
-        for qid, count in zip(r.ids, r.counts):
-            self.tokens.setdefault(qid, []).extend(r.tokens[pos:pos + count])
-            pos += count
-        assert pos == len(r.tokens)
+        for qid, tokens in token_runs(r):
+            self.tokens.setdefault(qid, []).extend(tokens)
+        assert sum(r.counts) == len(r.tokens)
         for qid, reason in zip(r.finished_ids, r.finish_reasons):
             self.finishes.setdefault(qid, []).append(reason)
         for e in r.errors:
