@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         ("precision", f"{info.dtype}; layer GEMMs {'fp8' if args.quantization == 'fp8' else info.dtype}; "
                       f"KV cache {info.kv_cache_dtype}"),
         ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"
-                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if layer_rate != rate else "")),
+                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if args.quantization == "fp8" else "")),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
     if args.compare == "hf":

@@ -79,10 +79,10 @@ def check_quantization(name: str, device: torch.device, dtype: torch.dtype) -> N
         return
     if dtype != torch.bfloat16:  # cuBLAS's row-wise scaled fp8 GEMM only writes bfloat16
         raise ValueError(f"quantization fp8 on a GPU needs dtype bfloat16, got {str(dtype).removeprefix('torch.')}")
-    if torch.cuda.get_device_capability(device) < (8, 9):
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
         raise ValueError(f"quantization fp8 needs an Ada or Hopper GPU (compute capability >= 8.9); "
-                         f"{torch.cuda.get_device_name(device)} is "
-                         f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
+                         f"{torch.cuda.get_device_name(device)} is {major}.{minor}")
 
 
 def build_model(source: ModelSource, backend: AttentionBackend, device: torch.device,
