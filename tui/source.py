@@ -120,12 +120,13 @@ class RemoteSource:
                         if status.finished:
                             self.ended = True
                             return
-                    self.problem = f"the coordinator at {self.address} ended the stream before the run was over"
+                    problem = f"the coordinator at {self.address} ended the stream before the run was over"
                 except grpc.RpcError as exc:
                     if self._closed.is_set():
                         return
                     why = f"{exc.code().name}: {exc.details()}"
-                    self.problem = (f"connection to {self.address} lost ({why})" if connected
-                                    else f"cannot reach the coordinator at {self.address} ({why})")
-            self.problem += f"; retrying every {self.retry_s:g} s"
+                    problem = (f"connection to {self.address} lost ({why})" if connected
+                               else f"cannot reach the coordinator at {self.address} ({why})")
+            # One assignment: the UI thread reads `problem` at any moment and must never see half a message.
+            self.problem = f"{problem}; retrying every {self.retry_s:g} s"
             self._closed.wait(self.retry_s)
