@@ -1,6 +1,8 @@
 """`--agents` parsing, DNS resolution of headless-Service names, and the re-resolving watcher."""
 import asyncio
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -32,6 +34,14 @@ class FakeDNS:
 
 
 SVC = "llmbench-agent.llmbench.svc"
+
+
+async def until(check, timeout_s: float = 10.0) -> None:
+    """Wait for the watcher's background refreshes (a thread hop each) instead of sleeping a guess."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 def test_parse_agents_mixed_list():
@@ -83,21 +93,24 @@ def test_watcher_reports_joins_and_leaves():
         events.append(("removed", addr))
 
     async def scenario() -> None:
+        # One resolver thread: a lookup queued behind the others has run once they all have.
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
         watcher = AgentWatcher(f"dns:///{SVC}:50051,static:9", lambda a: events.append(("added", a)),
                                on_removed, interval_s=0.02, resolver=dns)
         assert await watcher.start() == {"10.1.0.5:50051", "static:9"}
         dns.records[SVC] = ["10.1.0.5", "10.1.0.6"]       # a pod turned ready
-        assert await watcher.wait_for(3, timeout_s=2) >= {"10.1.0.6:50051"}
+        assert await watcher.wait_for(3, timeout_s=10) >= {"10.1.0.6:50051"}
         dns.records[SVC] = ["10.1.0.6"]                   # a pod went away
-        await asyncio.sleep(0.1)
+        await until(lambda: watcher.addresses == {"10.1.0.6:50051", "static:9"})
         dns.fail_with = socket.EAI_AGAIN                  # DNS hiccup: keep what we have
-        await asyncio.sleep(0.1)
+        failed_from = dns.calls
+        await until(lambda: dns.calls >= failed_from + 3)
         assert watcher.addresses == {"10.1.0.6:50051", "static:9"}
         dns.fail_with = None
         del dns.records[SVC]                              # no ready pods at all
-        await asyncio.sleep(0.1)
-        assert watcher.addresses == {"static:9"}
+        await until(lambda: watcher.addresses == {"static:9"})
         await watcher.stop()
+        await asyncio.to_thread(lambda: None)  # a lookup already handed to the thread has finished
         calls = dns.calls
         await asyncio.sleep(0.1)
         assert dns.calls == calls  # stopped means stopped
@@ -144,9 +157,9 @@ def test_failing_callback_does_not_stop_discovery():
         watcher = AgentWatcher(f"dns:///{SVC}:1", on_added, lambda a: None, interval_s=0.02, resolver=dns)
         await watcher.start()
         dns.records[SVC] = ["10.1.0.5", "10.1.0.6"]
-        await asyncio.sleep(0.1)
+        await until(lambda: "10.1.0.6:1" in seen)
         dns.records[SVC] = ["10.1.0.5", "10.1.0.6", "10.1.0.7"]
-        await asyncio.sleep(0.1)
+        await until(lambda: "10.1.0.7:1" in seen)
         await watcher.stop()
 
     asyncio.run(scenario())
