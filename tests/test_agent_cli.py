@@ -79,12 +79,6 @@ def agents():
         a.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
@@ -141,9 +135,11 @@ def test_generate_bad_input_names_the_line():
 
 
 def test_generate_unreachable_agent_fails_fast():
-    start = time.monotonic()
-    r = llmbench("generate", "--agent", f"127.0.0.1:{free_port()}", "--connect-timeout", "1",
-                 stdin=prompts_jsonl(1))
+    with socket.socket() as held:  # bound, never listening: refused, and no other test can take the port
+        held.bind(("127.0.0.1", 0))
+        start = time.monotonic()
+        r = llmbench("generate", "--agent", f"127.0.0.1:{held.getsockname()[1]}", "--connect-timeout", "1",
+                     stdin=prompts_jsonl(1))
     assert "does not answer" in one_error_line(r, "generate")
     assert time.monotonic() - start < 15
 

@@ -178,12 +178,12 @@ def test_accuracy_run_on_articles_with_hf_model_and_tokenizer(tmp_path):
 
 
 def test_unreachable_agent_fails_fast_with_one_line(tmp_path):
-    with socket.socket() as s:
+    with socket.socket() as s:  # bound, never listening: refused, and no other test can take the port meanwhile
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
-    start = time.monotonic()
-    r = llmbench("coordinator", "--agents", f"127.0.0.1:{port}", "--connect-timeout", "1.5",
-                 "--output", str(tmp_path / "out"), timeout=30)
+        port = s.getsockname()[1]
+        start = time.monotonic()
+        r = llmbench("coordinator", "--agents", f"127.0.0.1:{port}", "--connect-timeout", "1.5",
+                     "--output", str(tmp_path / "out"), timeout=30)
     assert r.returncode == 2 and time.monotonic() - start < 10
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and f"agent 127.0.0.1:{port} did not answer within" in errors[0], r.stderr

@@ -7,6 +7,7 @@ reported (log line and final summary) with the re-dispatch count.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import grpc
 import numpy as np
@@ -33,10 +35,14 @@ LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
 SIM_VOCAB = 128256
 
 
-def free_port() -> int:
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port no other test or connection can take while held: bound with SO_REUSEADDR but not listening,
+    so connecting to it is refused and an agent (gRPC sets SO_REUSEADDR too) can still listen on it."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
 
 
 class Agent:
@@ -180,7 +186,9 @@ def run_with_kill(agents: list[Agent], out: Path, n: int, *scenario: str) -> tup
 def test_sigkill_mid_offline_run(three_agents, tmp_path):
     c, killed, detected = run_with_kill(three_agents, tmp_path / "out", 90, "--scenario", "Offline")
     print(f"Offline: SIGKILL detected after {detected - killed:.3f} s")
-    assert detected - killed < 1.0  # the socket closes: no timeout involved
+    # The socket closes: no timeout involved (the keepalive would take 5 s, the status timeout 10 s). Usually
+    # ~10 ms; the slack is for a busy 2-core machine, where 0.7 s has been seen.
+    assert detected - killed < 3.0
     assert check_loss_reported(c, three_agents[0]) > 0
     check_accuracy_log(tmp_path / "out", 90, first_tokens=False)
 
@@ -190,6 +198,6 @@ def test_sigkill_mid_server_run(three_agents, tmp_path):
     c, killed, detected = run_with_kill(three_agents, tmp_path / "out", 150, "--scenario", "Server",
                                         "--target-qps", "30")
     print(f"Server: SIGKILL detected after {detected - killed:.3f} s")
-    assert detected - killed < 1.0
+    assert detected - killed < 3.0
     assert check_loss_reported(c, three_agents[0]) > 0
     check_accuracy_log(tmp_path / "out", 150, first_tokens=True)

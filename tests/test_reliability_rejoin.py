@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_reliability_loss import Agent, Coordinator, check_accuracy_log, free_port
+from test_reliability_loss import Agent, Coordinator, check_accuracy_log, reserved_port
 
 AGENT_ARGS = ("--max-batch", "8")  # few queries per agent, so the central queue outlasts the restarts
 
@@ -26,18 +26,18 @@ def wait_for_queries(agent: Agent, c: Coordinator, timeout: float = 20) -> float
 def test_late_and_restarted_agents_get_work(tmp_path):
     folder = tmp_path / "agents"
     a, b = (Agent(folder, tokens_per_s=2000, args=AGENT_ARGS) for _ in range(2))
-    late_port = free_port()
     agents = [a, b]
     try:
-        late_address = f"127.0.0.1:{late_port}"
-        c = Coordinator("--agents", f"{a.address},{b.address},{late_address}", "--connect-timeout", "1",
-                        "--scenario", "Offline", "--mode", "accuracy", "--max-samples", "400",
-                        "--output", str(tmp_path / "out"), "--progress", "1")
-        c.wait_for(f"agent {re.escape(late_address)} did not answer within 1 s .*starting without it")
-        c.wait_for("^LoadGen settings")
+        with reserved_port() as late_port:  # held until the late agent listens: no other test takes it meanwhile
+            late_address = f"127.0.0.1:{late_port}"
+            c = Coordinator("--agents", f"{a.address},{b.address},{late_address}", "--connect-timeout", "1",
+                            "--scenario", "Offline", "--mode", "accuracy", "--max-samples", "400",
+                            "--output", str(tmp_path / "out"), "--progress", "1")
+            c.wait_for(f"agent {re.escape(late_address)} did not answer within 1 s .*starting without it")
+            c.wait_for("^LoadGen settings")
 
-        late = Agent(folder, port=late_port, tokens_per_s=2000, args=AGENT_ARGS)
-        agents.append(late)
+            late = Agent(folder, port=late_port, tokens_per_s=2000, args=AGENT_ARGS)
+            agents.append(late)
         joined = wait_for_queries(late, c)
         print(f"late agent got its first query {joined:.2f} s after it started")
 
