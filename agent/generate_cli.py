@@ -162,6 +162,7 @@ async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: i
         stub = rpc.AgentStub(channel)
         try:
             await _wait_serving(channel, address)
+            await _check_access(stub, metadata)
             by_tokens = [i for i, p in enumerate(prompts) if p.tokens is not None]
             texts = [_generate_text(stub, i, prompts[i].text, max_new_tokens, ignore_eos, results, metadata)
                      for i, p in enumerate(prompts) if p.text is not None]
@@ -186,6 +187,16 @@ async def _wait_serving(channel: grpc.aio.Channel, address: str) -> None:
             print(f"llmbench generate: waiting for agent {address} to load its model", file=sys.stderr)
             told = True
         await asyncio.sleep(0.2)
+
+
+async def _check_access(stub: rpc.AgentStub, metadata: tuple) -> None:
+    """Read one status report first, so a refused token surfaces as UNAUTHENTICATED: a Serve write that
+    races the agent's refusal ends the call with a local INTERNAL instead (grpc aio's client)."""
+    call = stub.WatchStatus(pb.StatusRequest(), metadata=metadata)
+    try:
+        await call.read()
+    finally:
+        call.cancel()
 
 
 async def _serve_tokens(stub: rpc.AgentStub, prompts: list[Prompt], indices: list[int], max_new_tokens: int,

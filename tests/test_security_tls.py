@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from llmbench.agent.generate_cli import Prompt, generate_remote
 from llmbench.agent.server import AgentServer
 from llmbench.agent.simulated import SimulatedEngine
 from llmbench.agent.types import EngineConfig
@@ -205,6 +206,20 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(pki):
         for client in (ClientSecurity(ca=ca),
                        ClientSecurity(ca=ca, cert=str(pki["stranger"].cert), key=str(pki["stranger"].key))):
             assert rpc_error(lambda: generate(client, agent.address)).code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        agent.close()
+
+
+def test_generate_names_a_refused_token_every_time():
+    # A Serve write racing the agent's refusal used to turn about 1 in 10 refusals into INTERNAL.
+    agent = SecureAgent(ServerSecurity(token=TOKEN))
+    try:
+        prompts = [Prompt(line=1, id=1, tokens=[1, 2, 3], text=None)]
+        for token in [None, "wrong"] * 10:
+            with pytest.raises(ConnectionError, match="UNAUTHENTICATED: missing or wrong bearer token"):
+                asyncio.run(generate_remote(agent.address, prompts, 2, True, 10, ClientSecurity(token=token)))
+        results = asyncio.run(generate_remote(agent.address, prompts, 2, True, 10, ClientSecurity(token=TOKEN)))
+        assert len(results[0].tokens) == 2
     finally:
         agent.close()
 
