@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from llmbench.agent.cli import add_precision_arguments
+from llmbench.agent.cli import FRACTION, add_precision_arguments, at_least, check_flags
 from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.fp8 import Fp8Linear, quantize_rows
@@ -27,26 +27,36 @@ from llmbench.agent.types import EngineConfig, Request
 from llmbench.common.cnndm import OUTPUT_LEN, prompt_lengths
 
 
+# "Auto" defaults are None (not given), so an explicit 0 is refused like any other bad value.
+RULES = {"samples": at_least(1), "prompt_len": at_least(1), "output_len": at_least(1), "max_batch": at_least(1),
+         "max_step_tokens": at_least(1), "memory_fraction": FRACTION, "hf_batch": at_least(1),
+         "hf_samples": at_least(1), "seed": at_least(0)}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny", help="HF folder or preset (tiny, llama3.1-8b)")
-    p.add_argument("--samples", type=int, default=0, help="prompts to run (default: 64 on CPU, 2000 on GPU)")
-    p.add_argument("--prompt-len", type=int, default=0,
+    d = EngineConfig()
+    p.add_argument("--model", default="tiny", help="HF folder or preset (tiny, llama3.1-8b) (default: %(default)s)")
+    p.add_argument("--samples", type=int, help="prompts to run (default: 64 on CPU, 2000 on GPU)")
+    p.add_argument("--prompt-len", type=int,
                    help="fixed prompt length (default: CNN/DailyMail-shaped lengths, mean ~840)")
-    p.add_argument("--output-len", type=int, default=OUTPUT_LEN, help="tokens generated per sample (forced)")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-batch", type=int, default=0, help="default: 512 on GPU, 64 on CPU")
-    p.add_argument("--max-step-tokens", type=int, default=0, help="default: 8192 on GPU, 2048 on CPU")
-    p.add_argument("--memory-fraction", type=float, default=0.9)
-    p.add_argument("--attention", default="auto")
+    p.add_argument("--output-len", type=int, default=OUTPUT_LEN,
+                   help="tokens generated per sample, forced (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--max-batch", type=int, help="most queries running at once (default: 512 on GPU, 64 on CPU)")
+    p.add_argument("--max-step-tokens", type=int,
+                   help="most tokens in one engine step (default: 8192 on GPU, 2048 on CPU)")
+    p.add_argument("--memory-fraction", type=float, default=d.memory_fraction,
+                   help="share of device memory for weights + KV cache (default: %(default)g)")
+    p.add_argument("--attention", default="auto", help="auto, torch, triton or flash (default: %(default)s)")
     add_precision_arguments(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
-    p.add_argument("--hf-batch", type=int, default=0, help="static batch for --compare hf (default 128 GPU, 8 CPU)")
-    p.add_argument("--hf-samples", type=int, default=0, help="prompts for --compare hf (default: a few batches)")
+    p.add_argument("--hf-batch", type=int, help="static batch for --compare hf (default: 128 on GPU, 8 on CPU)")
+    p.add_argument("--hf-samples", type=int, help="prompts for --compare hf (default: two static batches)")
     p.add_argument("--profile", action="store_true",
                    help="print the GPU kernels that took the most time over a few steps mid-run")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
 
 
 @dataclass
@@ -58,8 +68,8 @@ class StepTimes:
         (self.prefill if batch.prefill else self.decode).append(seconds)
 
 
-def make_prompts(cfg: ModelConfig, n: int, fixed_len: int, seed: int) -> list[list[int]]:
-    lengths = np.full(n, fixed_len) if fixed_len else prompt_lengths(n, seed)
+def make_prompts(cfg: ModelConfig, n: int, fixed_len: int | None, seed: int) -> list[list[int]]:
+    lengths = prompt_lengths(n, seed) if fixed_len is None else np.full(n, fixed_len)
     rng = np.random.default_rng(seed)
     top = min(cfg.vocab_size, 128000)  # stay below Llama-3's special tokens
     prompts = []
@@ -205,16 +215,18 @@ def run_hf(r: dict, prompts: list[list[int]], output_len: int, batch: int) -> fl
 
 
 def run(args: argparse.Namespace) -> int:
+    check_flags(args, RULES)
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     n = args.samples or (2000 if gpu else 64)
+    hf_batch = args.hf_batch or (128 if gpu else 8)
+    d = EngineConfig()
     cfg = EngineConfig(model=args.model, dtype=args.dtype, device=args.device,
                        memory_fraction=args.memory_fraction, attention=args.attention,
                        max_batch=args.max_batch or (512 if gpu else 64),
                        max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
-                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed, quantization=args.quantization,
-                       kv_cache_dtype=args.kv_cache_dtype)
-    if n < 1 or args.output_len < 1:
-        raise ValueError("--samples and --output-len must be >= 1")
+                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed,
+                       quantization=args.quantization or d.quantization,
+                       kv_cache_dtype=args.kv_cache_dtype or d.kv_cache_dtype)
     mc = resolve_source(cfg.model).config
     prompts = make_prompts(mc, n, args.prompt_len, args.seed)
     r = run_engine(args, cfg, prompts)
@@ -224,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.empty_cache()
     mean_prompt = float(np.mean([len(p) for p in prompts]))
     rate = matmul_rate(device, r["dtype"])
-    layer_rate = matmul_rate(device, r["dtype"], fp8=True) if args.quantization == "fp8" else rate
+    layer_rate = matmul_rate(device, r["dtype"], fp8=True) if cfg.quantization == "fp8" else rate
     layer_flops, other_flops = flops_per_sample(mc, mean_prompt, args.output_len)
     ceiling = 1 / (layer_flops / layer_rate + other_flops / rate)
     samples_s = n / r["wall"]
@@ -242,17 +254,16 @@ def run(args: argparse.Namespace) -> int:
         ("decode-only steps", f"{len(t.decode)}, mean {1e3 * np.mean(t.decode or [0]):.1f} ms"),
         ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
         ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
-        ("precision", f"{info.dtype}; layer GEMMs {'fp8' if args.quantization == 'fp8' else info.dtype}; "
+        ("precision", f"{info.dtype}; layer GEMMs {'fp8' if cfg.quantization == 'fp8' else info.dtype}; "
                       f"KV cache {info.kv_cache_dtype}"),
         ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"
-                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if args.quantization == "fp8" else "")),
+                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if cfg.quantization == "fp8" else "")),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
     if args.compare == "hf":
-        hf_n = args.hf_samples or min(n, 2 * (args.hf_batch or (128 if gpu else 8)))
-        hf_rate = run_hf(r, prompts[:hf_n], args.output_len, args.hf_batch or (128 if gpu else 8))
-        rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({hf_n} prompts, static batch "
-                                               f"{args.hf_batch or (128 if gpu else 8)})"))
+        hf_n = args.hf_samples or min(n, 2 * hf_batch)
+        hf_rate = run_hf(r, prompts[:hf_n], args.output_len, hf_batch)
+        rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({hf_n} prompts, static batch {hf_batch})"))
         rows.append(("llmbench / transformers", f"{samples_s / hf_rate:.2f}x"))
     width = max(len(k) for k, _ in rows)
     print("\nllmbench bench (engine only, Offline)")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import re
 import signal
 import socket
 import sys
+from typing import Callable
 
 from llmbench.agent import prometheus, sdnotify
 from llmbench.agent.config import PRESETS
@@ -27,82 +29,125 @@ LISTENING_LINE = "llmbench-agent: listening on {address}"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+# A flag's rule: (what it must be, the test). Flags left unset (None) are not checked.
+Rule = tuple[str, Callable[[float], bool]]
+
+
+def at_least(low: float) -> Rule:
+    return f">= {low}", lambda v: v >= low
+
+
+def above(low: float) -> Rule:
+    return f"> {low}", lambda v: v > low
+
+
+FRACTION: Rule = ("in (0, 1]", lambda v: 0 < v <= 1)
+PORT: Rule = ("a port number in 0..65535", lambda v: 0 <= v <= 65535)
+
+ENGINE_RULES: dict[str, Rule] = {
+    "tokens_per_s": above(0), "memory_fraction": FRACTION, "max_batch": at_least(1),
+    "max_step_tokens": at_least(1), "num_kv_blocks": at_least(0), "block_size": at_least(1),
+}
+AGENT_RULES: dict[str, Rule] = {
+    "port": PORT, "health_port": PORT, "metrics_port": PORT, "grace": at_least(0), "stall_timeout": above(0),
+}
+# Engine flags default to None ("not given"), so `generate --agent` can tell which ones were passed.
+ENGINE_FLAGS = ("model", "engine", "tokens_per_s", "dtype", "device", "memory_fraction", "max_batch",
+                "max_step_tokens", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype")
+
+
+def check_flags(args: argparse.Namespace, rules: dict[str, Rule]) -> None:
+    """One line naming every given flag that breaks its rule, with its value."""
+    problems = [f"--{dest.replace('_', '-')} must be {rule}, got {value}"
+                for dest, (rule, ok) in rules.items()
+                if (value := getattr(args, dest)) is not None and not (math.isfinite(value) and ok(value))]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def given_engine_flags(args: argparse.Namespace) -> list[str]:
+    return [f"--{dest.replace('_', '-')}" for dest in ENGINE_FLAGS if getattr(args, dest) is not None]
+
+
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that builds an engine (agent, generate)."""
     d = EngineConfig()
     p.add_argument("--model", help=f"HF model folder or preset ({', '.join(PRESETS)}); "
                                    "not needed with --engine simulated")
-    p.add_argument("--engine", choices=["paged", "simulated"], default=d.engine,
-                   help="paged: the real engine; simulated: fake tokens at --tokens-per-s, no model")
-    p.add_argument("--tokens-per-s", type=float, default=d.tokens_per_s,
-                   help="simulated engine: output tokens per second of the whole engine")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default=d.dtype,
-                   help="auto: float32 on CPU, bfloat16 on GPU")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--memory-fraction", type=float, default=d.memory_fraction,
-                   help="share of device memory for weights + KV cache")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most queries running at once")
-    p.add_argument("--max-step-tokens", type=int, default=d.max_step_tokens, help="most tokens in one engine step")
-    p.add_argument("--num-kv-blocks", type=int, default=d.num_kv_blocks, help="KV cache blocks (0: size from memory)")
-    p.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV block")
-    p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"], default=d.attention)
+    p.add_argument("--engine", choices=["paged", "simulated"],
+                   help=f"paged: the real engine; simulated: fake tokens at --tokens-per-s, no model "
+                        f"(default: {d.engine})")
+    p.add_argument("--tokens-per-s", type=float,
+                   help=f"simulated engine: output tokens per second of the whole engine (default: {d.tokens_per_s:g})")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help=f"auto: float32 on CPU, bfloat16 on GPU (default: {d.dtype})")
+    p.add_argument("--device", help=f"auto, cpu, cuda or cuda:N (default: {d.device})")
+    p.add_argument("--memory-fraction", type=float,
+                   help=f"share of device memory for weights + KV cache (default: {d.memory_fraction:g})")
+    p.add_argument("--max-batch", type=int, help=f"most queries running at once (default: {d.max_batch})")
+    p.add_argument("--max-step-tokens", type=int,
+                   help=f"most tokens in one engine step (default: {d.max_step_tokens})")
+    p.add_argument("--num-kv-blocks", type=int,
+                   help=f"KV cache blocks; 0: size from memory (default: {d.num_kv_blocks})")
+    p.add_argument("--block-size", type=int,
+                   help=f"tokens per KV block, at most the model's max context; a multiple of 256 with "
+                        f"--attention flash (default: {d.block_size})")
+    p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"],
+                   help=f"auto: torch on CPU; flash-attn on GPU when installed and --block-size fits it, "
+                        f"else triton (default: {d.attention})")
     add_precision_arguments(p)
 
 
 def add_precision_arguments(p: argparse.ArgumentParser) -> None:
-    """--quantization and --kv-cache-dtype, named as in vLLM."""
+    """--quantization and --kv-cache-dtype, named as in vLLM (None: not given)."""
     d = EngineConfig()
-    p.add_argument("--quantization", choices=["none", "fp8"], default=d.quantization,
+    p.add_argument("--quantization", choices=["none", "fp8"],
                    help="fp8: the layer GEMMs in e4m3 (per-channel weight, per-token activation scales); "
-                        "embeddings, norms and LM head stay in --dtype")
-    p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"], default=d.kv_cache_dtype,
-                   help="auto: the model dtype; fp8: e4m3 with scale 1 (half the KV bytes)")
+                        f"embeddings, norms and LM head stay in --dtype (default: {d.quantization})")
+    p.add_argument("--kv-cache-dtype", choices=["auto", "fp8"],
+                   help=f"auto: the model dtype; fp8: e4m3 with scale 1, half the KV bytes (default: {d.kv_cache_dtype})")
 
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """An EngineConfig from the flags, with the model checked before anything starts."""
-    if not _DEVICE.fullmatch(args.device):
-        raise ValueError(f"--device {args.device!r}: use auto, cpu, cuda or cuda:N")
-    for flag in ("max_batch", "max_step_tokens", "block_size"):
-        if getattr(args, flag) <= 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be > 0")
-    if args.num_kv_blocks < 0 or not 0 < args.memory_fraction <= 1 or args.tokens_per_s <= 0:
-        raise ValueError("--num-kv-blocks must be >= 0, --memory-fraction in (0, 1], --tokens-per-s > 0")
-    if args.engine == "paged" and not args.model:
+    """An EngineConfig from the flags (defaults for those not given), checked before anything starts."""
+    given = {dest: value for dest in ENGINE_FLAGS if (value := getattr(args, dest)) is not None}
+    cfg = EngineConfig(**given)
+    if not _DEVICE.fullmatch(cfg.device):
+        raise ValueError(f"--device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
+    check_flags(args, ENGINE_RULES)
+    if cfg.attention == "flash" and cfg.block_size % 256:
+        raise ValueError(f"--block-size must be a multiple of 256 with --attention flash (flash-attn's paged "
+                         f"KV needs it), got {cfg.block_size}")
+    if cfg.engine == "paged" and not args.model:
         raise ValueError(f"--model is required: an HF model folder or a preset ({', '.join(PRESETS)})")
-    model = "simulated" if args.engine == "simulated" else args.model
-    return EngineConfig(model=model, engine=args.engine, dtype=args.dtype, device=args.device,
-                        memory_fraction=args.memory_fraction, num_kv_blocks=args.num_kv_blocks,
-                        block_size=args.block_size, max_batch=args.max_batch, max_step_tokens=args.max_step_tokens,
-                        attention=args.attention, quantization=args.quantization,
-                        kv_cache_dtype=args.kv_cache_dtype, tokens_per_s=args.tokens_per_s)
+    cfg.model = "simulated" if cfg.engine == "simulated" else args.model
+    return cfg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_engine_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one")
-    p.add_argument("--agent-id", default="", help="identity in status reports (default HOST:PORT)")
-    p.add_argument("--node-name", default="", help="node in status reports (default $NODE_NAME or the hostname)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; 0.0.0.0 for all (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one (default: %(default)s)")
+    p.add_argument("--agent-id", default="", help="identity in status reports (default: HOST:PORT)")
+    p.add_argument("--node-name", default="", help="node in status reports (default: $NODE_NAME or the hostname)")
     p.add_argument("--grace", type=float, default=10.0,
-                   help="seconds running queries may take to finish after SIGTERM")
+                   help="seconds running queries may take to finish after SIGTERM (default: %(default)g)")
     add_server_arguments(p)
     p.add_argument("--health-port", type=int,
-                   help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet probes cannot do TLS)")
+                   help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet probes cannot do "
+                        "TLS) (default: none)")
     p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S,
                    help="seconds the engine may make no step while it has work before health is NOT_SERVING "
-                        "and the systemd watchdog pings stop")
+                        "and the systemd watchdog pings stop (default: %(default)g)")
     p.add_argument("--metrics-port", type=int,
-                   help="serve Prometheus metrics over HTTP on this port at /metrics (on --host; 0 picks one)")
+                   help="serve Prometheus metrics over HTTP on this port at /metrics (on --host; 0 picks one) "
+                        "(default: none)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_flags(args, AGENT_RULES)
     cfg = engine_config(args)
-    for flag in ("port", "health_port", "metrics_port"):
-        if not 0 <= (getattr(args, flag) or 0) <= 65535:
-            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
-    if args.stall_timeout <= 0:
-        raise ValueError("--stall-timeout must be > 0")
     security = server_security(args, args.host)
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
     if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,

@@ -37,6 +37,10 @@ class PagedEngine:
             raise ValueError(f"max_context {cfg.max_context} exceeds the model's "
                              f"max_position_embeddings {mc.max_position}")
         self.max_context = cfg.max_context or mc.max_position
+        if cfg.block_size > self.max_context:
+            # Every query would hold a whole block it can never fill, and the KV cache is sized in blocks.
+            raise ValueError(f"--block-size must be at most the max context {self.max_context} of model "
+                             f"{self.source.name}, got {cfg.block_size}")
         self.info = EngineInfo(
             name=self.source.name, dtype=str(self.dtype).removeprefix("torch."), device=str(self.device),
             vocab_size=mc.vocab_size, max_context=self.max_context, eos_ids=mc.eos_token_ids,

@@ -1,9 +1,4 @@
-"""`llmbench generate`: JSONL prompts in, JSONL outputs out (in input order), in-process or via an agent.
-
-Input lines: {"id": ..., "tokens": [...]} or {"id": ..., "text": "..."}.
-Output lines: {"id": ..., "tokens": [...], "text": ... (with a tokenizer), "finish_reason": "length"},
-or {"id": ..., "error": "..."} for a prompt the engine refused (the command then exits non-zero).
-"""
+"""`llmbench generate`: JSONL prompts in, JSONL outputs out (in input order), in-process or via an agent."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +11,7 @@ from typing import IO, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmbench.agent.cli import add_engine_arguments, engine_config
+from llmbench.agent.cli import add_engine_arguments, above, at_least, check_flags, engine_config, given_engine_flags
 from llmbench.agent.factory import create_engine
 from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
@@ -44,21 +39,41 @@ class Result:
     error: str | None = None
 
 
+DESCRIPTION = """\
+generate from JSONL prompts, in-process or via an agent
+
+input (--input FILE or stdin), one JSON object per line, ids unique:
+  {"id": ID, "tokens": [token ids...]}   or   {"id": ID, "text": "..."} (needs a tokenizer)
+  (ID: any JSON value; the line number when left out)
+output (stdout), one line per prompt, in input order:
+  {"id": ID, "tokens": [...], "text": "..." (with a tokenizer), "finish_reason": "length"|"eos"|"stop"}
+  {"id": ID, "error": "..."} for a prompt the engine refused (the command then exits 2)
+"""
+RULES = {"max_new_tokens": at_least(1), "connect_timeout": above(0)}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = DESCRIPTION
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     add_engine_arguments(p)
-    p.add_argument("--agent", metavar="HOST:PORT", help="generate on a running agent instead of in-process")
-    p.add_argument("--input", metavar="FILE", help="JSONL prompts (default stdin)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--agent", metavar="HOST:PORT",
+                   help="generate on a running agent instead of in-process (the engine flags above then do not apply)")
+    p.add_argument("--input", metavar="FILE", help="JSONL prompts (default: stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="(default: %(default)s)")
     p.add_argument("--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens")
-    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for --agent to answer")
+    p.add_argument("--connect-timeout", type=float, default=5.0,
+                   help="seconds to wait for --agent to answer (default: %(default)g)")
     add_client_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.agent and args.model:
-        raise ValueError("give --model (in-process) or --agent (remote), not both")
+    check_flags(args, RULES)
+    if args.agent:
+        split_host_port(args.agent, args.agent)
+        engine_flags = given_engine_flags(args)
+        if engine_flags:
+            raise ValueError(f"{', '.join(engine_flags)}: engine flags apply in-process only; with --agent the "
+                             "agent's own engine settings are used")
     cfg = None if args.agent else engine_config(args)
     prompts = _read_input(args.input)
     if args.agent:
@@ -77,6 +92,19 @@ def run(args: argparse.Namespace) -> int:
         p, r = failed[0]
         raise ValueError(f"{len(failed)} of {len(prompts)} prompts failed; first: line {p.line}: {r.error}")
     return 0
+
+
+def split_host_port(text: str, entry: str) -> tuple[str, int]:
+    # A copy of coordinator/discovery.py's parser (agent/ may not import coordinator/), until it moves to common/.
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or ":" in host and not text.startswith("["):
+        raise ValueError(f"agent {entry!r}: expected HOST:PORT ([ADDR]:PORT for IPv6)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"agent {entry!r}: port {port!r} is not a port number")
+    return host, int(port)
 
 
 def _read_input(path: str | None) -> list[Prompt]:
@@ -111,6 +139,12 @@ def read_prompts(stream: IO[str]) -> list[Prompt]:
         prompts.append(Prompt(n, obj.get("id", n), tokens, text))
     if not prompts:
         raise ValueError("no prompts in the input (expected JSONL lines)")
+    first_line: dict[str, int] = {}
+    for p in prompts:
+        key = json.dumps(p.id, sort_keys=True)
+        if key in first_line:
+            raise ValueError(f"line {p.line}: id {key} repeats the id of line {first_line[key]}; ids must be unique")
+        first_line[key] = p.line
     return prompts
 
 

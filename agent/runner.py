@@ -31,11 +31,12 @@ def workspace_bytes(mc: ModelConfig, cfg: EngineConfig, dtype: torch.dtype) -> i
 def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dtype: torch.dtype,
                    kv_dtype: torch.dtype, max_context: int) -> int:
     block_bytes = kv_block_bytes(mc, cfg.block_size, kv_dtype)
-    if cfg.num_kv_blocks > 0:
-        log.info("KV cache: %d blocks of %d tokens (%d tokens), as configured",
-                 cfg.num_kv_blocks, cfg.block_size, cfg.num_kv_blocks * cfg.block_size)
-        return cfg.num_kv_blocks
     workspace = workspace_bytes(mc, cfg, dtype)
+    if cfg.num_kv_blocks > 0:
+        check_kv_fits(cfg.num_kv_blocks, block_bytes, workspace, device)
+        log.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB), as configured", cfg.num_kv_blocks,
+                 cfg.block_size, cfg.num_kv_blocks * cfg.block_size, cfg.num_kv_blocks * block_bytes / 2**30)
+        return cfg.num_kv_blocks
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         budget = min(int(total * cfg.memory_fraction) - (total - free), free) - workspace
@@ -58,6 +59,19 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
         log.warning("the KV cache holds fewer tokens than max_context %d: longer queries get TOO_LONG",
                     max_context)
     return blocks
+
+
+def check_kv_fits(num_blocks: int, block_bytes: int, workspace: int, device: torch.device) -> None:
+    """Refuse a configured KV cache larger than the memory left, before allocating it."""
+    if device.type == "cuda":
+        available, where = torch.cuda.mem_get_info(device)[0], f"GPU memory on {device}"
+    else:
+        available, where = psutil.virtual_memory().available, "host memory"
+    asked = (num_blocks + 1) * block_bytes  # the runner allocates one scratch block more
+    if asked > available - workspace:
+        raise ValueError(f"--num-kv-blocks {num_blocks} asks for {asked} bytes ({asked / 2**30:.2f} GiB) of KV "
+                         f"cache, but only {available} bytes ({available / 2**30:.2f} GiB) of {where} are "
+                         f"available, {workspace / 2**30:.2f} GiB of it kept for one step's activations")
 
 
 class ModelRunner:
