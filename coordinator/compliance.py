@@ -12,13 +12,13 @@ through FirstTokenComplete). The checks, as in MLPerf's TEST06 verification:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from llmbench.coordinator.accuracy import decode_tokens, read_log
+from llmbench.coordinator.detail_log import DETAIL_FILE, records
 
 LLAMA3_EOS = (128009,)  # <|eot_id|>, the EOS of Llama-3.1-8B-Instruct
 SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
@@ -83,19 +83,13 @@ def write_audit_config(directory: str | Path) -> Path:
 
 def read_detail(log_dir: Path) -> tuple[str | None, bool | None]:
     """(effective scenario, whether an audit.config was read) from LoadGen's mlperf_log_detail.txt."""
-    detail = log_dir / "mlperf_log_detail.txt"
-    if not detail.is_file():
+    if not (log_dir / DETAIL_FILE).is_file():
         return None, None
     scenario, audited = None, False
-    for line in detail.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line.split(":::MLLOG", 1)[1]) if line.startswith(":::MLLOG") else None
-        except json.JSONDecodeError:  # a line cut short by a run that died
-            record = None
-        if isinstance(record, dict):
-            if record.get("key") == "effective_scenario":
-                scenario = str(record.get("value")).replace(" ", "")
-            audited = audited or "Found Audit Config file" in str(record.get("value"))
+    for record in records(log_dir):
+        if record.get("key") == "effective_scenario":
+            scenario = str(record.get("value")).replace(" ", "")
+        audited = audited or "Found Audit Config file" in str(record.get("value"))
     return scenario, audited
 
 

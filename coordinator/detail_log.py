@@ -1,0 +1,45 @@
+"""Read LoadGen's mlperf_log_detail.txt: one `:::MLLOG {json}` record per line, written while the test runs."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Iterator
+
+DETAIL_FILE = "mlperf_log_detail.txt"
+POLL_S = 0.5
+
+
+def records(log_dir: Path, newer_than: float = 0.0) -> Iterator[dict]:
+    """The file's records; none if it is missing or last written before `newer_than` (a previous run's)."""
+    path = log_dir / DETAIL_FILE
+    try:
+        if path.stat().st_mtime < newer_than:
+            return
+        text = path.read_text(errors="replace")
+    except OSError:
+        return
+    for line in text.splitlines():
+        if not line.startswith(":::MLLOG"):
+            continue
+        try:
+            record = json.loads(line.split(":::MLLOG", 1)[1])
+        except json.JSONDecodeError:  # a line still being written, or cut short by a run that died
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def generated_query_count(log_dir: Path, newer_than: float = 0.0) -> int | None:
+    """How many queries LoadGen generated for this test: it logs the count before issuing the first."""
+    for record in records(log_dir, newer_than):
+        if record.get("key") == "generated_query_count" and isinstance(record.get("value"), int):
+            return record["value"]
+    return None
+
+
+async def wait_generated_count(log_dir: Path, started: float) -> int:
+    """Poll the log of the test that started at `started` (time.time()) until the count appears."""
+    while (count := generated_query_count(log_dir, started)) is None:
+        await asyncio.sleep(POLL_S)
+    return count
