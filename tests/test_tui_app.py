@@ -161,6 +161,38 @@ def test_q_asks_before_aborting_the_run_and_leaves_once_it_ended():
     assert source.closed
 
 
+def test_a_second_ctrl_c_aborts_and_an_open_question_goes_when_the_run_ends():
+    source = ScriptedSource()
+
+    async def scenario():
+        app = RunApp(source, refresh_s=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await deliver(pilot, app, status(1))
+            await pilot.press("ctrl+c")
+            assert text(app, "#banner") == CONFIRM_ABORT and source.aborts == 0
+            await deliver(pilot, app, status(6, phase="done", finished=True, outcome="VALID (Server)"))
+            assert text(app, "#banner").startswith("Run finished: VALID (Server)")
+            await pilot.press("y")  # the question went away with the run: nothing to abort
+            await ticks(pilot, app)
+            assert source.aborts == 0 and app.is_running
+            await pilot.press("ctrl+c")
+            await pilot.pause(0.1)
+            assert not app.is_running
+    run(scenario())
+    assert source.aborts == 0
+
+    source = ScriptedSource()
+
+    async def twice():
+        app = RunApp(source, refresh_s=0.05)
+        async with app.run_test(size=SIZE) as pilot:
+            await deliver(pilot, app, status(1))
+            await pilot.press("ctrl+c")
+            await pilot.press("ctrl+c")
+            assert source.aborts == 1 and text(app, "#banner").startswith("Aborting the run")
+    run(twice())
+
+
 def test_attached_viewer_leaves_at_once_without_touching_the_run():
     source = ScriptedSource(controls_run=False)
 

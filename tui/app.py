@@ -21,7 +21,7 @@ REFRESH_S = 0.25
 ABORT_WAIT_S = 20.0  # the run gets this long to close its agent streams after an abort
 VIEWS = ("overview", "agents", "log")
 CONFIRM_ABORT = ("Abort the run? LoadGen stops early, the agents' streams are closed and no report is written. "
-                 "y: abort   n: keep running")
+                 "y or Ctrl-C: abort   n: keep running")
 
 
 class RunApp(App):
@@ -35,7 +35,7 @@ class RunApp(App):
     """
     BINDINGS = [
         Binding("q", "leave", "quit"),
-        Binding("ctrl+c", "leave", "quit", show=False, priority=True),
+        Binding("ctrl+c", "interrupt", "quit", show=False, priority=True),
         Binding("ctrl+q", "leave", "quit", show=False, priority=True),
         Binding("tab", "switch(1)", "next view", priority=True),
         Binding("shift+tab", "switch(-1)", "previous view", show=False, priority=True),
@@ -97,6 +97,8 @@ class RunApp(App):
             lines = self.run_view.take_lines()
             if lines:
                 self.query_one("#log-pane", Log).write_lines(lines)
+        if self.confirming and self.run_over():
+            self.confirming = False  # the question is moot: the run ended while it was asked
         self.show_banner(self.banner_text())
         if self.aborting_since is not None and (
                 self.source_ended or time.monotonic() - self.aborting_since > ABORT_WAIT_S):
@@ -134,6 +136,13 @@ class RunApp(App):
         elif self.aborting_since is None:
             self.confirming = True
             self.show_banner(self.banner_text())
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: the first asks like q; a second one while asking aborts, as in a shell."""
+        if self.confirming:
+            self.action_confirm(True)
+        else:
+            self.action_leave()
 
     def action_confirm(self, yes: bool) -> None:
         if not self.confirming:
