@@ -243,12 +243,13 @@ def server_security(args: argparse.Namespace, host: str) -> ServerSecurity:
     return security
 
 
-def add_client_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tls-ca", help="PEM CA the agents' certificates must chain to: connect with TLS")
+def add_client_arguments(p: argparse.ArgumentParser, peers: str = "the agents'") -> None:
+    """peers: whose certificates and token these are, for the help text."""
+    p.add_argument("--tls-ca", help=f"PEM CA {peers} certificates must chain to: connect with TLS")
     p.add_argument("--tls-cert", help="PEM client certificate for mutual TLS (with --tls-key)")
     p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-server-name", help="name to verify in the agents' certificates instead of their address")
-    p.add_argument("--auth-token-file", help=f"file with the agents' bearer token (default ${TOKEN_ENV})")
+    p.add_argument("--tls-server-name", help=f"name to verify in {peers} certificates instead of their address")
+    p.add_argument("--auth-token-file", help=f"file with {peers} bearer token (default ${TOKEN_ENV})")
 
 
 def client_security(args: argparse.Namespace) -> ClientSecurity:

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the coordinator's status address (its --status-port, e.g. 127.0.0.1:50060)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between status messages (default 0.5)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (the default off a terminal)")
-    add_client_arguments(p)  # TLS and the bearer token of a coordinator serving --status-tls-* / a token
+    add_client_arguments(p, "the coordinator's")  # its --status-port's TLS and token
 
 
 def run(args: argparse.Namespace) -> int:
