@@ -165,9 +165,17 @@ class AgentWatcher:
                     raise asyncio.TimeoutError
                 await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"found {len(self.addresses)} agent(s) of {count} wanted "
-                                   f"after {timeout_s:g} s: {sorted(self.addresses) or 'none'}") from None
+                found = ", ".join(sorted(self.addresses)) or "none"
+                raise TimeoutError(f"found {len(self.addresses)} agent(s) of {count} wanted after {timeout_s:g} s "
+                                   f"({found}){self._empty_names()}") from None
         return set(self.addresses)
+
+    def _empty_names(self) -> str:
+        empty = [f"dns:///{format_address(e.host, e.port)}" for e in self.entries if e.dns and not self._last.get(e)]
+        if not empty:
+            return ""
+        return (f"; {', '.join(empty)} resolves to no address (the name does not exist, or no agent behind "
+                f"it is ready)")
 
     async def stop(self) -> None:
         if self._task:
@@ -210,10 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        found = asyncio.run(_wait(args.agents, args.wait, args.timeout, args.interval))
-    except (ValueError, TimeoutError) as exc:
+        if args.wait:
+            found = asyncio.run(_wait(args.agents, args.wait, args.timeout, args.interval))
+        else:
+            found = resolve_agents(args.agents)
+            if not found:
+                raise ResolveError(f"{args.agents} resolves to no address now (the name does not exist, or no "
+                                   f"agent behind it is ready)")
+    except ValueError as exc:
         print(f"discovery: error: {exc}", file=sys.stderr)
         return 2
+    except (TimeoutError, ResolveError) as exc:
+        print(f"discovery: error: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(sorted(found)))
     return 0
 

@@ -8,6 +8,7 @@ import pytest
 
 from llmbench.coordinator.discovery import (AgentEntry, AgentWatcher, parse_agents, resolve_agents,
                                             resolve_entry)
+from llmbench.coordinator.discovery import main as discovery_main
 
 
 class FakeDNS:
@@ -164,3 +165,18 @@ def test_failing_callback_does_not_stop_discovery():
 
     asyncio.run(scenario())
     assert seen == ["10.1.0.5:1", "10.1.0.6:1", "10.1.0.7:1"]
+
+
+def test_the_dns_check_command_says_when_a_name_resolves_to_nothing(monkeypatch, capsys):
+    def no_such_name(host, port, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
+    assert discovery_main(["dns:///nosuch.invalid:50051"]) == 1
+    err = capsys.readouterr().err
+    assert "dns:///nosuch.invalid:50051 resolves to no address now" in err
+    assert discovery_main(["--wait", "1", "--timeout", "0.3", "--interval", "0.1", "dns:///nosuch.invalid:50051"]) == 1
+    err = capsys.readouterr().err
+    assert "found 0 agent(s) of 1 wanted after 0.3 s (none); dns:///nosuch.invalid:50051 resolves to no address" in err
+    assert discovery_main(["127.0.0.1:50051"]) == 0
+    assert capsys.readouterr().out == "127.0.0.1:50051\n"
+    assert discovery_main(["nohost"]) == 2
