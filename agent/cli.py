@@ -108,13 +108,14 @@ def add_precision_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"auto: the model dtype; fp8: e4m3 with scale 1, half the KV bytes (default: {d.kv_cache_dtype})")
 
 
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """An EngineConfig from the flags (defaults for those not given), checked before anything starts."""
+def engine_config(args: argparse.Namespace, command_rules: dict[str, Rule] | None = None) -> EngineConfig:
+    """An EngineConfig from the flags (defaults for those not given), checked before anything starts;
+    the command's own numeric flags (command_rules) are checked in the same pass."""
+    check_flags(args, ENGINE_RULES | (command_rules or {}))
     given = {dest: value for dest in ENGINE_FLAGS if (value := getattr(args, dest)) is not None}
     cfg = EngineConfig(**given)
     if not _DEVICE.fullmatch(cfg.device):
         raise ValueError(f"--device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
-    check_flags(args, ENGINE_RULES)
     if cfg.attention == "flash" and cfg.block_size % 256:
         raise ValueError(f"--block-size must be a multiple of 256 with --attention flash (flash-attn's paged "
                          f"KV needs it), got {cfg.block_size}")
@@ -146,8 +147,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_flags(args, AGENT_RULES)
-    cfg = engine_config(args)
+    cfg = engine_config(args, AGENT_RULES)
     security = server_security(args, args.host)
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
     if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,

@@ -67,14 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_flags(args, RULES)
     if args.agent:
+        check_flags(args, RULES)
         split_host_port(args.agent, args.agent)
         engine_flags = given_engine_flags(args)
         if engine_flags:
             raise ValueError(f"{', '.join(engine_flags)}: engine flags apply in-process only; with --agent the "
                              "agent's own engine settings are used")
-    cfg = None if args.agent else engine_config(args)
+    cfg = None if args.agent else engine_config(args, RULES)
     prompts = _read_input(args.input)
     if args.agent:
         results = asyncio.run(generate_remote(args.agent, prompts, args.max_new_tokens, args.ignore_eos,
