@@ -57,12 +57,14 @@ class Test06Result:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed is not False for c in self.checks)
+        # A log LoadGen wrote without TEST06's audit.config is some other run's, whatever it contains.
+        return self.audited is not False and all(c.passed is not False for c in self.checks)
 
     def report(self) -> str:
         head = [f"TEST06 on {self.log} ({self.scenario}, {self.entries} logged responses)"]
         if self.audited is False:
-            head.append("note: LoadGen read no audit.config for this run (see `--write-audit-config`)")
+            head.append("LoadGen read no audit.config for this run, so it is not a TEST06 run: FAIL whatever the "
+                        "checks say (run with --compliance TEST06, or under `--write-audit-config`)")
         return "\n".join([*head, *(c.line() for c in self.checks), f"TEST06: {'PASS' if self.passed else 'FAIL'}"])
 
     def verify_accuracy_txt(self) -> str:
@@ -124,8 +126,12 @@ def check_eos(entries: list[dict], outputs: list[np.ndarray], eos_ids: tuple[int
             trailing += 1
         if trailing >= 2:
             failures.append(f"entry {i} (qsl_idx {entry['qsl_idx']}) ends with {trailing} EOS tokens")
-    return Check("EOS check", not failures,
-                 describe(failures, len(entries), f"no output ends in more than one EOS {list(eos_ids)}"))
+    ok = f"no output ends in more than one EOS {list(eos_ids)}"
+    if not eos_ids:
+        return Check("EOS check", None, "the model has no EOS token")
+    if not any(np.isin(data, eos_ids).any() for data in outputs):
+        ok += "; no output contains one at all: check that these are the model's EOS ids"
+    return Check("EOS check", not failures, describe(failures, len(entries), ok))
 
 
 def check_lengths(entries: list[dict], outputs: list[np.ndarray]) -> Check:

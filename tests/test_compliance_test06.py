@@ -69,6 +69,9 @@ def test_offline_skips_first_token_check_and_eos_is_configurable(tmp_path):
     assert verdicts(offline) == [None, True, True] and offline.passed
     assert "First token check pass: Skipped" in offline.verify_accuracy_txt()
     assert verdicts(compliance.check_test06(tmp_path, "Offline", eos_ids=(2,))) == [None, False, True]
+    no_eos = compliance.check_test06(tmp_path, "Offline", eos_ids=(7,))
+    assert no_eos.passed and "no output contains one at all" in no_eos.checks[1].detail
+    assert verdicts(compliance.check_test06(tmp_path, "Offline", eos_ids=())) == [None, None, True]
 
 
 def test_scenario_comes_from_the_detail_log(tmp_path):
@@ -77,8 +80,11 @@ def test_scenario_comes_from_the_detail_log(tmp_path):
         detail.write(':::MLLOG {"key": "effective_mode", "val\n')  # a line cut short
     result = compliance.check_test06(tmp_path)
     assert result.scenario == "Server" and result.audited is False
-    assert "LoadGen read no audit.config" in result.report()
-    assert compliance.check_test06(tmp_path, "Offline").passed  # --scenario wins
+    offline = compliance.check_test06(tmp_path, "Offline")  # --scenario wins
+    assert offline.scenario == "Offline" and verdicts(offline) == [None, True, True]
+    assert not offline.passed  # every check passes, but this is not a TEST06 run
+    assert "LoadGen read no audit.config for this run, so it is not a TEST06 run" in offline.report()
+    assert offline.report().endswith("TEST06: FAIL")
     (tmp_path / "mlperf_log_detail.txt").unlink()
     with pytest.raises(ValueError, match="give --scenario"):
         compliance.check_test06(tmp_path)
