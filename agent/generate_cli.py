@@ -17,6 +17,7 @@ from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
 from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput, token_runs
 from llmbench.common.auth import ClientSecurity, add_client_arguments, client_security
+from llmbench.common.ports import split_host_port
 from llmbench.proto import pb, rpc
 
 SUBMIT_CHUNK = 256  # queries per Serve message, to stay far below the message size limit
@@ -92,19 +93,6 @@ def run(args: argparse.Namespace) -> int:
         p, r = failed[0]
         raise ValueError(f"{len(failed)} of {len(prompts)} prompts failed; first: line {p.line}: {r.error}")
     return 0
-
-
-def split_host_port(text: str, entry: str) -> tuple[str, int]:
-    # A copy of coordinator/discovery.py's parser (agent/ may not import coordinator/), until it moves to common/.
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not host or ":" in host and not text.startswith("["):
-        raise ValueError(f"agent {entry!r}: expected HOST:PORT ([ADDR]:PORT for IPv6)")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"agent {entry!r}: port {port!r} is not a port number")
-    return host, int(port)
 
 
 def _read_input(path: str | None) -> list[Prompt]:

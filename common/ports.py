@@ -35,3 +35,16 @@ def check_port_free(host: str, port: int, what: str = "listen") -> None:
 
 def host_for_grpc(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def split_host_port(text: str, entry: str) -> tuple[str, int]:
+    """HOST:PORT or [V6]:PORT; ValueError names `entry` (the agent as the user wrote it)."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or ":" in host and not text.startswith("["):
+        raise ValueError(f"agent {entry!r}: expected HOST:PORT ([ADDR]:PORT for IPv6)")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"agent {entry!r}: port {port!r} is not a port number")
+    return host, int(port)

@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from llmbench.common.ports import split_host_port
+
 log = logging.getLogger(__name__)
 
 # (host, port) -> getaddrinfo-shaped tuples; injectable so tests need no DNS server.
@@ -43,18 +45,6 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _split_host_port(text: str, entry: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not host or ":" in host and not text.startswith("["):
-        raise ValueError(f"agent {entry!r}: expected HOST:PORT ([ADDR]:PORT for IPv6)")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"agent {entry!r}: port {port!r} is not a port number")
-    return host, int(port)
-
-
 def parse_agents(spec: str) -> list[AgentEntry]:
     """Parse `--agents`; raises ValueError naming the bad entry."""
     entries = []
@@ -65,12 +55,12 @@ def parse_agents(spec: str) -> list[AgentEntry]:
         if entry.startswith("dns:"):
             if not entry.startswith("dns:///"):
                 raise ValueError(f"agent {entry!r}: use dns:///NAME:PORT (a DNS server authority is not supported)")
-            host, port = _split_host_port(entry[len("dns:///"):], entry)
+            host, port = split_host_port(entry[len("dns:///"):], entry)
             entries.append(AgentEntry(host, port, dns=True))
         elif "://" in entry:
             raise ValueError(f"agent {entry!r}: unknown scheme; use HOST:PORT or dns:///NAME:PORT")
         else:
-            entries.append(AgentEntry(*_split_host_port(entry, entry), dns=False))
+            entries.append(AgentEntry(*split_host_port(entry, entry), dns=False))
     if not entries:
         raise ValueError("--agents is empty: give HOST:PORT[,...] or dns:///NAME:PORT")
     return entries

@@ -15,7 +15,8 @@ import torch
 from llmbench.agent.cli import add_engine_arguments, engine_config
 from llmbench.agent.config import PRESETS
 from llmbench.agent.engine import PagedEngine
-from llmbench.agent.generate_cli import read_prompts, split_host_port
+from llmbench.agent.generate_cli import read_prompts
+from llmbench.common.ports import split_host_port
 from llmbench.agent.runner import check_kv_fits, kv_block_bytes
 from llmbench.agent.types import EngineConfig
 from llmbench.cli.main import main
