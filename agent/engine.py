@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Sequence as Seq
 
 import torch
@@ -60,6 +61,7 @@ class PagedEngine:
         self._seqs: dict[tuple[Sink, int], Sequence] = {}
         self._step = 0
         self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
+        self._published = self._engine_side()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -81,6 +83,7 @@ class PagedEngine:
         self._warm_up()
         if cfg.cuda_graphs and self.device.type == "cuda":
             self.runner.capture_decode_graphs(self.scheduler.max_running)
+        self._publish([])
         self._thread = threading.Thread(target=self._loop, name="llmbench-engine", daemon=True)
         self._thread.start()
 
@@ -123,15 +126,22 @@ class PagedEngine:
             self._cond.notify()
 
     def stats(self) -> EngineStats:
+        """What the engine thread last published plus the inbox, under one lock: every query is counted
+        once, in the inbox or in the engine, even while the engine thread is mid-step."""
+        with self._cond:
+            s = self._published
+            return replace(s, kv_tokens_available=s.kv_tokens_available - self._inbox_blocks * self.cfg.block_size,
+                           waiting=s.waiting + self._inbox_queries, queries_received_total=self._received)
+
+    def _engine_side(self) -> EngineStats:
+        """The engine thread's own state (read on that thread, or before it starts); inbox not included."""
         s = self.scheduler
-        reserved = s.waiting_blocks + self._inbox_blocks
         return EngineStats(
             kv_blocks_total=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
-            kv_tokens_available=(self.blocks.num_free - reserved) * self.cfg.block_size,
-            running=len(s.running), waiting=len(s.waiting) + self._inbox_queries,
-            steps_total=self._step, prompt_tokens_total=self._prompt_tokens,
-            output_tokens_total=self._output_tokens, queries_received_total=self._received,
-            queries_finished_total=self._finished)
+            kv_tokens_available=(self.blocks.num_free - s.waiting_blocks) * self.cfg.block_size,
+            running=len(s.running), waiting=len(s.waiting), steps_total=self._step,
+            prompt_tokens_total=self._prompt_tokens, output_tokens_total=self._output_tokens,
+            queries_received_total=0, queries_finished_total=self._finished)
 
     def blocks_for(self, req: Request) -> int:
         # The last sampled token is never fed back, so its K/V never needs a slot.
@@ -163,6 +173,14 @@ class PagedEngine:
                 log.exception("engine loop failed; failing all queries")
                 self._fail(list(self._seqs.values()), e, out)
             self._emit(out)
+            self._publish([r for kind, payload, _ in inbox if kind == "submit" for r in payload])
+
+    def _publish(self, admitted: list[Request]) -> None:
+        """The inbox's admitted queries leave its counts as the engine state that now holds them is published."""
+        with self._cond:
+            self._inbox_queries -= len(admitted)
+            self._inbox_blocks -= sum(self.blocks_for(r) for r in admitted)
+            self._published = self._engine_side()
 
     def _output(self, out: dict[Sink, StepOutput], sink: Sink) -> StepOutput:
         if sink not in out:
@@ -183,9 +201,6 @@ class PagedEngine:
                                self.blocks.num_blocks)
 
     def _admit(self, requests: list[Request], sink: Sink, out: dict[Sink, StepOutput]) -> None:
-        with self._cond:
-            self._inbox_queries -= len(requests)
-            self._inbox_blocks -= sum(self.blocks_for(r) for r in requests)
         for req in requests:
             try:
                 error = self._validate(req, sink)
