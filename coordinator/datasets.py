@@ -15,6 +15,7 @@ evaluation, which loads the dataset the same way, stays aligned with the kept sa
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +44,24 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
         return make_synthetic(max_samples or SYNTHETIC_SAMPLES, vocab_size or LLAMA3_VOCAB, seed, **limits)
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"dataset {path} does not exist (give a file, a folder, or 'synthetic')")
-    records = read_records(path)
+        raise FileNotFoundError(f"--dataset {path} does not exist (give a file, a folder, or 'synthetic')")
+    try:
+        records = read_records(path)
+    except OSError as exc:
+        if exc.errno is None:  # raised here, with its own message
+            raise
+        raise ValueError(f"--dataset {path}: cannot read it ({exc.strerror})") from None  # permissions, I/O
     if not records:
-        raise ValueError(f"dataset {path} holds no records")
+        raise ValueError(f"--dataset {path} holds no records")
     limit = max_prompt_tokens or prompt.MAX_PROMPT_TOKENS
     if not isinstance(records[0], dict):
-        raise ValueError(f"dataset {path} record 0 is {type(records[0]).__name__}, not an object")
+        raise ValueError(f"--dataset {path} record 0 is {type(records[0]).__name__}, not an object")
     if "tok_input" in records[0]:
         dataset = from_preprocessed(path, records[:max_samples], vocab_size)
     elif "article" in records[0]:
         dataset = from_articles(path, records[:max_samples], tokenizer, vocab_size)
     else:
-        raise ValueError(f"dataset {path} record 0 has fields {sorted(records[0])}: expected MLPerf's "
+        raise ValueError(f"--dataset {path} record 0 has fields {sorted(records[0])}: expected MLPerf's "
                          f"'tok_input'/'output' or CNN/DailyMail's 'article'/'highlights'")
     return drop_long(dataset, limit)
 
@@ -63,12 +69,12 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
 def require(path: Path, records: list[dict], fields: tuple[str, ...]) -> None:
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
-            raise ValueError(f"dataset {path} record {i} is {type(rec).__name__}, not an object")
+            raise ValueError(f"--dataset {path} record {i} is {type(rec).__name__}, not an object")
         for name in fields:
             if name not in rec:
-                raise ValueError(f"dataset {path} record {i} has no field '{name}'")
+                raise ValueError(f"--dataset {path} record {i} has no field '{name}'")
             if name != "tok_input" and not isinstance(rec[name], str):
-                raise ValueError(f"dataset {path} record {i} field '{name}' is not a string")
+                raise ValueError(f"--dataset {path} record {i} field '{name}' is not a string")
 
 
 def from_preprocessed(path: Path, records: list[dict], vocab_size: int | None) -> Dataset:
@@ -76,19 +82,44 @@ def from_preprocessed(path: Path, records: list[dict], vocab_size: int | None) -
     prompts = []
     for i, rec in enumerate(records):
         ids = rec["tok_input"]
-        if not isinstance(ids, list) or not ids or not all(isinstance(t, int) and t >= 0 for t in ids):
-            raise ValueError(f"dataset {path} record {i} field 'tok_input' is not a non-empty list of token ids")
-        if vocab_size is not None and max(ids) >= vocab_size:
-            raise ValueError(f"dataset {path} record {i} field 'tok_input' has token id {max(ids)}, outside the "
-                             f"model's vocabulary ({vocab_size}): the file was made with another tokenizer")
+        if not isinstance(ids, list) or not ids:
+            raise ValueError(f"--dataset {path} record {i} field 'tok_input' is not a non-empty list of token ids")
+        # bool is an int in Python: true/false would pass as ids 1 and 0
+        bad = next(((k, t) for k, t in enumerate(ids) if type(t) is not int or not 0 <= t < 2**31), None)
+        if bad is not None:
+            k, value = bad
+            kind = " (a boolean)" if isinstance(value, bool) else ""
+            raise ValueError(f"--dataset {path} record {i} field 'tok_input' is not a non-empty list of token ids: "
+                             f"item {k} is {json.dumps(value)}{kind}")
         prompts.append(np.asarray(ids, dtype=np.int32))
-    return Dataset(name=f"mlperf:{path.name}", prompts=prompts, references=[r["output"] for r in records])
+    dataset = Dataset(name=f"mlperf:{path.name}", prompts=prompts, references=[r["output"] for r in records])
+    if vocab_size is not None:
+        check_vocabulary(dataset, vocab_size, str(path))
+    return dataset
+
+
+def check_vocabulary(dataset: Dataset, vocab_size: int, source: str) -> None:
+    """Every prompt id must be one of the model's."""
+    for i, ids in enumerate(dataset.prompts):
+        top = int(ids.max())
+        if top >= vocab_size:
+            raise ValueError(f"--dataset {source} record {i} field 'tok_input' has token id {top}, outside the "
+                             f"model's vocabulary ({vocab_size}): the file was made with another tokenizer")
+
+
+def fit_model(dataset: Dataset, vocab_size: int, max_prompt_tokens: int, source: str) -> Dataset:
+    """A copy of a loaded dataset for a model: its ids checked against the vocabulary, prompts longer
+    than max_prompt_tokens dropped (and noted)."""
+    check_vocabulary(dataset, vocab_size, source)
+    copy = replace(dataset, prompts=list(dataset.prompts), notes=list(dataset.notes),
+                   references=None if dataset.references is None else list(dataset.references))
+    return drop_long(copy, max_prompt_tokens)
 
 
 def from_articles(path: Path, records: list[dict], tokenizer: str | None, vocab_size: int | None) -> Dataset:
     require(path, records, ("article", "highlights"))
     if tokenizer is None:
-        raise ValueError(f"dataset {path} holds raw articles: give --tokenizer PATH (a model folder, a tokenizer "
+        raise ValueError(f"--dataset {path} holds raw articles: give --tokenizer PATH (a model folder, a tokenizer "
                          f"folder or a Llama-3 tokenizer.model) to build the prompts")
     tok = prompt.load_tokenizer(tokenizer, vocab_size)
     prompts = [prompt.encode_prompt(tok, rec["article"]) for rec in records]
@@ -126,7 +157,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def read_json(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--dataset {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                         f"expected JSON or JSONL, .parquet, .arrow or a save_to_disk folder") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
@@ -137,7 +172,7 @@ def read_json(path: Path) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"dataset {path} line {lineno}: not JSON or JSONL ({exc.msg})") from None
+                    raise ValueError(f"--dataset {path} line {lineno}: not JSON or JSONL ({exc.msg})") from None
         data = rows
     if isinstance(data, dict) and data:  # also a single JSONL line, or pandas' column-oriented to_json
         columns = list(data.values())
@@ -147,7 +182,7 @@ def read_json(path: Path) -> list[dict[str, Any]]:
         else:
             data = [data]
     if not isinstance(data, list):
-        raise ValueError(f"dataset {path}: expected a JSON list of records, got {type(data).__name__}")
+        raise ValueError(f"--dataset {path}: expected a JSON list of records, got {type(data).__name__}")
     return data
 
 
@@ -159,19 +194,19 @@ def read_folder(path: Path) -> list[dict[str, Any]]:
         validation = [f for f in files if "validation" in f.relative_to(path).as_posix()]
         if files:
             return reader(validation or files)
-    raise FileNotFoundError(f"dataset folder {path} has no save_to_disk metadata, parquet or arrow files")
+    raise FileNotFoundError(f"--dataset {path}: the folder has no save_to_disk metadata, parquet or arrow files")
 
 
 def read_saved_dataset(path: Path) -> list[dict[str, Any]]:
     try:
         import datasets
     except ImportError:
-        raise ImportError(f"dataset {path} is a `datasets` save_to_disk folder: install the extra "
+        raise ImportError(f"--dataset {path} is a `datasets` save_to_disk folder: install the extra "
                           f"`pip install 'llmbench[data]'` to read it") from None
     ds = datasets.load_from_disk(str(path))
     if isinstance(ds, datasets.DatasetDict):
         if "validation" not in ds:
-            raise ValueError(f"dataset {path} has splits {sorted(ds)}, no 'validation'")
+            raise ValueError(f"--dataset {path} has splits {sorted(ds)}, no 'validation'")
         ds = ds["validation"]
     return ds.to_list()
 
@@ -181,13 +216,19 @@ def arrow_module(files: list[Path]):
         import pyarrow
         return pyarrow
     except ImportError:
-        raise ImportError(f"dataset {files[0]} needs pyarrow: install the extra `pip install 'llmbench[data]'`") from None
+        raise ImportError(f"--dataset {files[0]} needs pyarrow: install the extra `pip install 'llmbench[data]'`") from None
 
 
 def read_parquet(files: list[Path]) -> list[dict[str, Any]]:
     pa = arrow_module(files)
     import pyarrow.parquet as pq
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist()
+    tables = []
+    for f in files:
+        try:
+            tables.append(pq.read_table(f))
+        except pa.ArrowException as exc:
+            raise ValueError(f"--dataset {f}: not a readable Parquet file ({exc})") from None
+    return pa.concat_tables(tables).to_pylist()
 
 
 def read_arrow(files: list[Path]) -> list[dict[str, Any]]:
@@ -199,5 +240,8 @@ def read_arrow(files: list[Path]) -> list[dict[str, Any]]:
                 tables.append(pa.ipc.open_stream(source).read_all())
             except pa.ArrowInvalid:
                 source.seek(0)
-                tables.append(pa.ipc.open_file(source).read_all())
+                try:
+                    tables.append(pa.ipc.open_file(source).read_all())
+                except pa.ArrowException as exc:
+                    raise ValueError(f"--dataset {f}: not an Arrow file, stream or IPC format ({exc})") from None
     return pa.concat_tables(tables).to_pylist()

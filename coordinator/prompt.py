@@ -70,7 +70,7 @@ class HFTokenizer:
             from transformers import AutoTokenizer
             self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
-            raise ValueError(f"cannot load a tokenizer from {path}: {exc}") from exc
+            raise ValueError(f"--tokenizer {path}: cannot load a tokenizer from it: {exc}") from exc
         self.path = str(path)
         self.vocab_size = len(self.tok)
         self.bos_id = self.tok.bos_token_id
@@ -91,7 +91,7 @@ class TiktokenTokenizer:
         try:
             import tiktoken
         except ImportError as exc:
-            raise ValueError(f"{path} is a tiktoken file; reading it needs `pip install tiktoken`") from exc
+            raise ValueError(f"--tokenizer {path} is a tiktoken file; reading it needs `pip install tiktoken`") from exc
         ranks = read_tiktoken_ranks(path)
         n = len(ranks)
         special = LLAMA3_SPECIAL + [f"<|reserved_special_token_{i}|>"
@@ -121,7 +121,8 @@ def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
                 token, rank = line.split()
                 ranks[base64.b64decode(token, validate=True)] = int(rank)
             except ValueError as exc:
-                raise ValueError(f"{path} line {lineno}: not a tiktoken BPE file ('<base64> <rank>' lines)") from exc
+                raise ValueError(f"--tokenizer {path} line {lineno}: not a tiktoken BPE file "
+                                 f"('<base64> <rank>' lines)") from exc
     return ranks
 
 
@@ -141,7 +142,7 @@ def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> Tokenizer
     the tokenizer can produce."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer path {path} does not exist")
+        raise FileNotFoundError(f"--tokenizer {path} does not exist")
     if path.is_file():
         tok: Tokenizer = TiktokenTokenizer(path) if is_tiktoken_file(path) else HFTokenizer(path.parent)
     elif (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
@@ -149,8 +150,8 @@ def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> Tokenizer
     else:
         files = [p for p in (path / "tokenizer.model", path / "original" / "tokenizer.model") if p.is_file()]
         if not files or not is_tiktoken_file(files[0]):
-            raise FileNotFoundError(f"no tokenizer in {path} (expected tokenizer.json, tokenizer_config.json "
-                                    f"or a tiktoken tokenizer.model)")
+            raise FileNotFoundError(f"--tokenizer {path}: no tokenizer in the folder (expected tokenizer.json, "
+                                    f"tokenizer_config.json or a tiktoken tokenizer.model)")
         tok = TiktokenTokenizer(files[0])
     config = (path if path.is_dir() else path.parent) / "config.json"
     source = "the vocab_size given"
