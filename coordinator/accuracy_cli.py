@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from llmbench.coordinator import accuracy, datasets
+from llmbench.coordinator.outputs import writable_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        writable_file(Path(args.json), "--json")  # before the work, not after it
     dataset = datasets.load(args.dataset, tokenizer=args.tokenizer, max_samples=args.max_samples,
                             max_prompt_tokens=args.max_prompt_tokens)
     for note in dataset.notes:

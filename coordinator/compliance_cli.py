@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from llmbench.coordinator import compliance
+from llmbench.coordinator.outputs import VERIFY_FILE, writable_folder
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.write_audit_config:
-        path = compliance.write_audit_config(args.write_audit_config)
+        path = compliance.write_audit_config(writable_folder(Path(args.write_audit_config), "--write-audit-config"))
         print(f"wrote {path}: pass it to LoadGen as audit_config_filename (or run from {path.parent})")
         return 0
+    if args.output_dir:
+        writable_folder(Path(args.output_dir), "--output-dir")  # before the work, not after it
     result = compliance.check_test06(args.log_dir, args.scenario, tuple(args.eos))
     print(result.report())
     if args.output_dir:
-        out = Path(args.output_dir) / "verify_accuracy.txt"
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(args.output_dir) / VERIFY_FILE
         out.write_text(result.verify_accuracy_txt())
         print(f"wrote {out}")
     return 0 if result.passed else 1
