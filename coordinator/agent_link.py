@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -46,8 +47,10 @@ class LinkConfig:
     security: ClientSecurity = field(default_factory=ClientSecurity)
 
     def __post_init__(self) -> None:
-        if self.agent_timeout_s <= 0 or self.stall_s <= 0:
-            raise ValueError("--agent-timeout and the stall timeout must be > 0")
+        if not (math.isfinite(self.agent_timeout_s) and 0 < self.agent_timeout_s <= 3600):
+            raise ValueError(f"--agent-timeout must be > 0 and <= 3600, got {self.agent_timeout_s:g}")
+        if not (math.isfinite(self.stall_s) and self.stall_s > 0):
+            raise ValueError(f"the stall timeout must be a positive number of seconds, got {self.stall_s:g}")
 
     def channel_options(self) -> list[tuple[str, int]]:
         # HTTP/2 pings notice a vanished host or a cut network even while no status is due.

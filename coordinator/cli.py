@@ -3,24 +3,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator import prometheus, settings as lgsettings
+from llmbench.coordinator import exits, preflight, prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
+from llmbench.coordinator.discovery import parse_agents
 from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
+from llmbench.coordinator.outputs import REPORT_FILE
 from llmbench.coordinator.progress_text import utilisation_lines
-from llmbench.coordinator.report import REPORT_FILE, finish_run
-from llmbench.coordinator.session import (CoordinatorConfig, RunResult, check_choices, leave_if_loadgen_running,
-                                          run_session)
+from llmbench.coordinator.report import finish_run, write_interrupted
+from llmbench.coordinator.session import CoordinatorConfig, RunResult, run_session
 from llmbench.coordinator.status_service import StatusServer
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared with `llmbench run`."""
+    """Flags shared with `llmbench run`, and the exit statuses both give."""
+    p.epilog = exits.EXIT_STATUSES
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--scenario", default="Server",
                    help="Offline, Server (default) or Interactive (Server with 500 ms TTFT / 30 ms TPOT limits)")
     p.add_argument("--mode", default="performance", help="performance or accuracy (default performance)")
@@ -34,7 +39,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-samples", type=int, help="use the first N samples of the dataset")
     p.add_argument("--target-qps", type=float, help="Server target QPS / Offline expected QPS (overrides the conf)")
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
-    p.add_argument("--output", type=Path, help="folder for LoadGen's logs")
+    p.add_argument("--output", type=Path,
+                   help="folder for LoadGen's logs and report.md (default results/<timestamp>); files an earlier "
+                        "run wrote there are replaced")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (shown on a terminal)")
     p.add_argument("--status-port", type=int,
@@ -62,25 +69,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_client_arguments(p)
 
 
+def output_folder(args: argparse.Namespace) -> Path:
+    return args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
+
+
 def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> CoordinatorConfig:
-    check_choices(args.scenario, args.mode)
-    if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max-samples must be at least 1, got {args.max_samples}")
+    """The run's config, checked (preflight.check) before any agent is started or contacted."""
+    for flag in ("status_port", "metrics_port"):
+        if not 0 <= (getattr(args, flag) or 0) <= 65535:
+            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
+    if agents:  # `llmbench run` checks before its agents exist
+        parse_agents(agents)
     demo = lgsettings.DEMO if getattr(args, "demo", False) else None
-    return CoordinatorConfig(
+    cfg = CoordinatorConfig(
         agents=agents, output=output, scenario=args.scenario, mode=args.mode, dataset=args.dataset,
         tokenizer=args.tokenizer, user_conf=args.user_conf,
-        max_samples=args.max_samples or (demo.samples if demo and args.dataset == "synthetic" else None),
+        max_samples=(args.max_samples if args.max_samples is not None
+                     else demo.samples if demo and args.dataset == "synthetic" else None),
         target_qps=args.target_qps, duration_s=args.duration,
         demo=demo, compliance=args.compliance,
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
         progress_s=args.progress,
         link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
                         security=client_security(args)))
+    return dataclasses.replace(cfg, checked=preflight.check(cfg))
 
 
 def report(result: RunResult) -> int:
-    """Print the outcome; exit status 0 when every query was answered cleanly."""
+    """Print the outcome; the exit status (exits.EXIT_STATUSES)."""
     print()
     for line in result.summary.lines():
         print(line)
@@ -103,7 +119,10 @@ def report(result: RunResult) -> int:
         print(f"ERROR: {result.duplicates} duplicate answers were refused (a coordinator bug)")
     if result.error or s.failed:
         print(f"ERROR: {s.failed} queries failed: {result.error or 'see the log above'}")
-    return 0 if result.ok else 1
+    failures = exits.failures(result)
+    if failures:
+        print(f"Exit status {exits.FAILED}: {'; '.join(failures)}")
+    return exits.exit_status(result)
 
 
 def wants_tui(args: argparse.Namespace) -> bool:
@@ -118,9 +137,6 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
               live: LiveFront | None = None) -> RunResult:
     """The run with its front: `live` on a terminal, progress lines otherwise; the status and metrics
     endpoints if asked; report.md at the end. Log records also go to the run's log (TUI, watchers)."""
-    for flag in ("status_port", "metrics_port"):
-        if not 0 <= (getattr(args, flag) or 0) <= 65535:
-            raise ValueError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: not a port number")
     note = metrics.echo(say)
     with contextlib.ExitStack() as stack:
         handler = LogToMetrics(metrics)
@@ -142,21 +158,26 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
             return live(cfg, metrics)
         try:
             result = run_session(cfg, say=say, metrics=metrics)
-        except BaseException as exc:  # watchers learn how it ended before the status server stops
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            metrics.finish("aborted" if interrupted else "failed", "interrupted" if interrupted else str(exc))
+        except KeyboardInterrupt as exc:  # watchers learn how it ended before the status server stops
+            write_interrupted(cfg, metrics, exits.how(exc))
+            metrics.finish("aborted", f"interrupted{exits.how(exc)}")
+            raise
+        except BaseException as exc:
+            metrics.finish("failed", str(exc))
             raise
         finish_run(result, metrics)
         return result
 
 
 def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
-    if args.output is None:
-        raise ValueError("--output DIR is required (the folder for LoadGen's logs)")
-    cfg = config_from_args(args, args.agents, args.output)
-    try:
-        result = run_front(cfg, args, RunMetrics(), live=live)
-    except BaseException as exc:
-        leave_if_loadgen_running(exc, "coordinator")
-        raise
-    return report(result)
+    with exits.sigterm_interrupts():
+        metrics, output = RunMetrics(), output_folder(args)
+        try:
+            cfg = config_from_args(args, args.agents, output)
+            result = run_front(cfg, args, metrics, live=live)
+        except KeyboardInterrupt as exc:
+            return exits.interrupted(exc, output, metrics, "coordinator")
+        except BaseException as exc:
+            exits.leave_if_loadgen_running(exc, "coordinator")
+            raise
+        return report(result)

@@ -15,12 +15,11 @@ from pathlib import Path
 from llmbench.coordinator import charts
 from llmbench.coordinator.accuracy import DATACENTER
 from llmbench.coordinator.metrics import Percentiles, RunMetrics
-from llmbench.coordinator.session import RunResult, precision
+from llmbench.coordinator.outputs import CHART_FILES, REPORT_FILE
+from llmbench.coordinator.session import CoordinatorConfig, RunResult, precision
 
 log = logging.getLogger("llmbench.coordinator")
-REPORT_FILE = "report.md"
 FULL_DATASET = DATACENTER.samples  # CNN/DailyMail validation: MLPerf's llama3.1-8b set
-CHART_FILES = {"throughput": "throughput.png", "latency": "latency.png", "agents": "agents.png"}
 PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spent on
     "agent processes": "start the local agent processes",
     "agents ready": "agents connected, model loaded and warmed up",
@@ -212,3 +211,34 @@ def finish_run(result: RunResult, metrics: RunMetrics) -> Path | None:
         log.warning("no report written in %s: %s", result.output, exc)
     metrics.finish("done", outcome(result))
     return path
+
+
+def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> Path | None:
+    """A short report.md for a run stopped mid-way (Ctrl-C, SIGTERM): what is known when it stopped.
+    Never raises: the interruption, not the report, is what the user has to hear about."""
+    try:
+        s = metrics.snapshot()
+        lines = [f"# llmbench report: {cfg.scenario} {cfg.mode}, interrupted", "",
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{cfg.output.resolve()}`", "",
+                 f"**Outcome: interrupted{how} in phase {metrics.phase}, after {s.completed:,} of "
+                 f"{s.expected or '?'} samples answered; no LoadGen result.**", "",
+                 "LoadGen's logs in this folder are partial: the test did not finish, and they are no result.", ""]
+        rows = [["samples answered", f"{s.completed:,}"], ["queries failed", s.failed],
+                ["queries in flight or queued when stopped", s.inflight + s.queued],
+                ["output tokens", f"{s.output_tokens:,}"],
+                ["seconds of LoadGen test" if metrics.phase == "loadgen" else "seconds", f"{s.elapsed_s:.1f}"]]
+        if s.ttft_s.count:
+            rows.append(["TTFT p99 so far (ms)", _ms(s.ttft_s.p99)])
+        if s.tpot_s.count:
+            rows.append(["TPOT p99 so far (ms)", _ms(s.tpot_s.p99)])
+        lines += _table(["", "value"], rows)
+        if s.agents:
+            lines += ["## Work per agent", ""] + _table(
+                ["agent", "queries", "output tokens", "lost"],
+                [[a.address, f"{a.queries_done:,}", f"{a.output_tokens:,}", a.losses] for a in s.agents])
+        path = cfg.output / REPORT_FILE
+        path.write_text("\n".join(lines))
+        return path
+    except Exception as exc:
+        log.warning("no report written in %s: %s", cfg.output, exc)
+        return None

@@ -9,6 +9,7 @@ agent per local GPU, each seeing only its own (CUDA_VISIBLE_DEVICES).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -18,14 +19,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmbench.coordinator.cli import LiveFront, add_run_arguments, config_from_args, report, run_front
+from llmbench.coordinator import exits
+from llmbench.coordinator.cli import LiveFront, add_run_arguments, config_from_args, output_folder, report, run_front
 from llmbench.coordinator.gpus import SPEC_HELP, select_gpus
 from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import check_choices, leave_if_loadgen_running
+from llmbench.coordinator.preflight import check_range
 
 LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
 AGENT_START_TIMEOUT_S = 120.0
 AGENT_STOP_GRACE_S = 10.0
+MAX_AGENTS = 256
 _AGENT_MAIN = "import sys; from llmbench.cli import main; sys.exit(main())"
 
 
@@ -118,37 +121,51 @@ def stop_agents(agents: list[LocalAgent]) -> None:
             agent.process.wait()
 
 
-def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
-    check_choices(args.scenario, args.mode)
-    gpus = select_gpus(args.gpus) if args.gpus is not None else None
+def check_run_flags(args: argparse.Namespace, gpus: list[str] | None) -> None:
     if gpus is not None and args.agents not in (None, len(gpus)):
         raise ValueError(f"--agents {args.agents} and --gpus {args.gpus} ({len(gpus)} GPUs) disagree: "
                          "--gpus starts one agent per GPU")
+    if args.agents is not None and not 1 <= args.agents <= MAX_AGENTS:
+        raise ValueError(f"--agents must be >= 1 and <= {MAX_AGENTS}, got {args.agents}")
+    if args.engine == "simulated":
+        check_range("--tokens-per-s", args.tokens_per_s, 0, 1e9)
+
+
+def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
+    with exits.sigterm_interrupts():
+        metrics, output = RunMetrics(), output_folder(args)
+        agents: list[LocalAgent] = []
+        try:
+            return run_with_agents(args, live, metrics, output, agents)
+        except KeyboardInterrupt as exc:
+            stop_agents(agents)
+            return exits.interrupted(exc, output, metrics, "run")
+        except BaseException as exc:
+            stop_agents(agents)
+            exits.leave_if_loadgen_running(exc, "run")
+            raise
+
+
+def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: RunMetrics, output: Path,
+                    agents: list[LocalAgent]) -> int:
+    """Everything is checked before the agents start (into `agents`, which the caller stops)."""
+    gpus = select_gpus(args.gpus) if args.gpus is not None else None
+    check_run_flags(args, gpus)
     args.agents = len(gpus) if gpus is not None else 2 if args.agents is None else args.agents
-    if args.agents < 1:
-        raise ValueError(f"--agents must be at least 1, got {args.agents}")
-    output = args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
-    output.mkdir(parents=True, exist_ok=True)
+    args.demo = not args.mlperf_settings
+    cfg = config_from_args(args, "", output)
     started = time.monotonic()
-    metrics = RunMetrics()
     print(f"llmbench run: {args.agents} local agents{' on GPUs ' + ','.join(gpus) if gpus else ''} ({args.engine} engine"
           f"{', model ' + args.model if args.engine == 'paged' else ''}), {args.scenario} {args.mode}, "
           f"results in {output}", flush=True)
-    agents: list[LocalAgent] = []
-    try:
-        agents = start_agents(args, output, gpus)
-        metrics.timings_s["agent processes"] = time.monotonic() - started
-        print(f"agents listening on {', '.join(a.describe() for a in agents)}", flush=True)
-        args.demo = not args.mlperf_settings
-        cfg = config_from_args(args, ",".join(a.address for a in agents), output)
-        if cfg.demo is not None:
-            print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
-                  "the changes are listed below and in the summary.", flush=True)
-        result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True), live=live)
-    except BaseException as exc:
-        stop_agents(agents)
-        leave_if_loadgen_running(exc, "run")
-        raise
+    agents += start_agents(args, output, gpus)
+    metrics.timings_s["agent processes"] = time.monotonic() - started
+    print(f"agents listening on {', '.join(a.describe() for a in agents)}", flush=True)
+    cfg = dataclasses.replace(cfg, agents=",".join(a.address for a in agents))
+    if cfg.demo is not None:
+        print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
+              "the changes are listed below and in the summary.", flush=True)
+    result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True), live=live)
     stop_agents(agents)
     code = report(result)
     phases = ", ".join(f"{name} {secs:.1f} s" for name, secs in result.timings_s.items())

@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from llmbench.coordinator import compliance, datasets, prompt, settings as lgsettings
+from llmbench.coordinator import compliance, datasets, outputs, prompt, settings as lgsettings
 from llmbench.coordinator.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
 from llmbench.coordinator.metrics import RunMetrics, Snapshot, record_throughput
+from llmbench.coordinator.preflight import Checked, check, settings_for
 from llmbench.coordinator.progress_text import progress_line
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
@@ -63,6 +61,7 @@ class CoordinatorConfig:
     progress_s: float = 5.0  # 0: no progress lines
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     link: LinkConfig = field(default_factory=LinkConfig)  # loss detection, TLS, token
+    checked: Checked | None = field(default=None, repr=False, compare=False)  # preflight.check's, once done
 
 
 @dataclass
@@ -79,26 +78,18 @@ class RunResult:
     accuracy_lines: list[str]
     compliance_lines: list[str]
     timings_s: dict[str, float]  # wall-clock per phase
-
-    @property
-    def ok(self) -> bool:
-        return not self.error and not self.duplicates and not self.snapshot.failed
-
-
-def check_choices(scenario: str, mode: str) -> None:
-    if scenario not in lgsettings.SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(lgsettings.SCENARIOS)}")
-    if mode not in lgsettings.MODES:
-        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(lgsettings.MODES)}")
+    accuracy_passed: bool | None = None  # None: not scored
+    compliance_passed: bool | None = None  # None: no compliance test
 
 
 async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = None,
                         say: Callable[[str], None] = print) -> RunResult:
-    check_choices(cfg.scenario, cfg.mode)
-    settings_for(cfg, sample_count=1)  # bad settings input fails now, not after the agents are up
+    checked = cfg.checked or check(cfg)  # bad input fails now, not after the agents are up
     metrics = metrics or RunMetrics()
     metrics.scenario, metrics.mode, metrics.output_dir = cfg.scenario, cfg.mode, str(cfg.output)
     say = metrics.echo(say)
+    for note in checked.notes:
+        say(note)
     loop = asyncio.get_running_loop()
     timings = metrics.timings_s  # the caller may have put earlier phases there (agent start)
     t0 = time.monotonic()
@@ -118,8 +109,8 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
 
         metrics.phase = "dataset"
         t1 = time.monotonic()
-        dataset = await asyncio.to_thread(load_dataset, cfg, pool)
-        timings["dataset"] = time.monotonic() - t1
+        dataset = await asyncio.to_thread(load_dataset, cfg, checked, pool)
+        timings["dataset"] = checked.load_s + time.monotonic() - t1
         say(f"dataset {dataset.name}: {len(dataset)} samples")
         for note in dataset.notes:
             say(f"  note: {note}")
@@ -163,36 +154,34 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     summary = read_summary(cfg.output)
     t3 = time.monotonic()
     metrics.phase = "accuracy"
-    accuracy_lines = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
-    if accuracy_lines:
+    accuracy_lines, accuracy_passed = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
+    if accuracy_passed is not None:
         timings["accuracy"] = time.monotonic() - t3
-    compliance_lines = []
+    compliance_lines, compliance_passed = [], None
     if cfg.compliance:
-        checked = compliance.check_test06(cfg.output, scenario=bench.loadgen_scenario)
-        compliance_lines = checked.report().splitlines()
-        (cfg.output / "verify_accuracy.txt").write_text(checked.verify_accuracy_txt())
+        test06 = compliance.check_test06(cfg.output, scenario=bench.loadgen_scenario)
+        compliance_lines, compliance_passed = test06.report().splitlines(), test06.passed
+        (cfg.output / outputs.VERIFY_FILE).write_text(test06.verify_accuracy_txt())
     return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,
                      duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines,
-                     compliance_lines=compliance_lines, timings_s=timings)
+                     compliance_lines=compliance_lines, timings_s=timings, accuracy_passed=accuracy_passed,
+                     compliance_passed=compliance_passed)
 
 
-def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchSettings:
-    # With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries.
-    one_pass = cfg.scenario == "Offline" and cfg.max_samples is not None and cfg.demo is None
-    return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, user_conf=cfg.user_conf,
-                            target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
-                            min_query_count=sample_count if one_pass else None)
-
-
-def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
+def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Dataset:
+    """The run's samples for the ready agents: the checked file cut to their vocabulary and context, or
+    synthetic prompts made for them."""
     agents = [s.capacity.status for s in pool.ready_agents()]
     vocab = min(s.model.vocab_size for s in agents)
     max_context = min(s.model.max_context for s in agents)
     if len({(s.model.name, s.model.vocab_size) for s in agents}) > 1:
         log.warning("agents serve different models: %s", sorted({s.model.name for s in agents}))
     longest = min(prompt.MAX_PROMPT_TOKENS, max_context - Dataset.max_new_tokens)  # loaders drop longer ones
-    dataset = datasets.load(cfg.dataset, tokenizer=cfg.tokenizer, max_samples=cfg.max_samples, vocab_size=vocab,
-                            seed=cfg.seed, max_prompt_tokens=longest)
+    if checked.dataset is None:
+        dataset = datasets.load("synthetic", max_samples=cfg.max_samples, vocab_size=vocab, seed=cfg.seed,
+                                max_prompt_tokens=longest)
+    else:
+        dataset = datasets.fit_model(checked.dataset, vocab, longest, cfg.dataset)
     limit = max_context - dataset.max_new_tokens
     too_long = [i for i, p in enumerate(dataset.prompts) if len(p) > limit]
     if too_long:
@@ -202,17 +191,20 @@ def load_dataset(cfg: CoordinatorConfig, pool: Pool) -> Dataset:
     return dataset
 
 
-def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> list[str]:
-    """MLPerf ROUGE over the accuracy log when the dataset has references; the table also goes to
-    accuracy.txt beside LoadGen's logs."""
-    if cfg.mode != "accuracy" or dataset.references is None:
-        return []
+def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> tuple[list[str], bool | None]:
+    """MLPerf ROUGE over the accuracy log when the dataset has references: the table (also written to
+    accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None) when it cannot be scored."""
+    if cfg.mode != "accuracy":
+        return [], None
+    if dataset.references is None:
+        return ["accuracy: not scored: synthetic data has no reference summaries (ROUGE needs --dataset "
+                "cnn_eval.json or CNN/DailyMail articles)"], None
     if cfg.tokenizer is None:
-        return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"]
+        return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"], None
     from llmbench.coordinator import accuracy
-    table = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer).table()
-    (cfg.output / "accuracy.txt").write_text(table + "\n")
-    return table.splitlines()
+    result = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer)
+    (cfg.output / outputs.ACCURACY_FILE).write_text(result.table() + "\n")
+    return result.table().splitlines(), result.passed
 
 
 async def watch_agents(pool: Pool, timeout_s: float) -> None:
@@ -244,29 +236,9 @@ def loadgen_running() -> bool:
     return any(t.name == LOADGEN_THREAD and t.is_alive() for t in threading.enumerate())
 
 
-def leave_if_loadgen_running(exc: BaseException, command: str) -> None:
-    """LoadGen cannot be stopped mid-test and must not outlive the interpreter's teardown: after an
-    interrupt or a fatal error (agents already stopped), print what the dispatcher would and leave."""
-    if loadgen_running():
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        print("llmbench: interrupted" if interrupted else f"llmbench {command}: error: {exc}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(130 if interrupted else 2)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run_session(cfg: CoordinatorConfig, say: Callable[[str], None] = print,
                 metrics: RunMetrics | None = None) -> RunResult:
-    """asyncio.run the benchmark, with SIGTERM handled like Ctrl-C (a Job deleted, systemd stop)."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return asyncio.run(run_benchmark(cfg, metrics, say=say))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return asyncio.run(run_benchmark(cfg, metrics, say=say))
 
 
 async def run_in_daemon_thread(fn: Callable, *args) -> None:

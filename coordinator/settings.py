@@ -7,6 +7,7 @@ reason, so a scaled-down run is always shown as such.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ MODEL = "llama3_1-8b"
 SCENARIOS = {"Offline": "Offline", "Server": "Server", "Interactive": "Server"}
 MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
 OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * min_duration * 1.1
+MAX_DURATION_S = 86_400.0  # a LoadGen test longer than a day is a mistake in the flags
+MAX_QPS = 1e6
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,14 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
             raise ValueError(f"LoadGen could not read user.conf {user_conf}")
         reasons.update({a: f"from {user_conf}" for a, v in _snapshot(t).items() if v != before[a]})
     if target_qps is not None:
-        if target_qps <= 0:
-            raise ValueError(f"--target-qps must be positive, got {target_qps}")
+        if not (math.isfinite(target_qps) and 0 < target_qps <= MAX_QPS):
+            raise ValueError(f"--target-qps must be positive and at most {MAX_QPS:g}, got {target_qps:g}")
         attr = "server_target_qps" if lg_scenario == "Server" else "offline_expected_qps"
         set_(attr, float(target_qps), "--target-qps")
     if duration_s is not None:
-        if duration_s <= 0:
-            raise ValueError(f"--duration must be positive, got {duration_s}")
+        if not (math.isfinite(duration_s) and 0 < duration_s <= MAX_DURATION_S):
+            raise ValueError(f"--duration must be positive and at most {MAX_DURATION_S:g} s (a day), "
+                             f"got {duration_s:g}")
         set_("min_duration_ms", int(duration_s * 1000), "--duration")
     if min_query_count is not None:
         set_("min_query_count", int(min_query_count), "sized to the dataset (--max-samples)")

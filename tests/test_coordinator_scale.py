@@ -134,7 +134,7 @@ def test_agents_of_different_speed_and_memory_all_stay_busy(tmp_path):
                            capture_output=True, text=True, timeout=180)
     finally:
         run_local.stop_agents(agents)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1 and "Exit status 1: LoadGen's result is INVALID" in r.stdout, r.stdout + r.stderr  # 600 s min
     rows = {m[0]: [float(x) for x in m[1:]] for m in UTILISATION.findall(r.stdout)}
     assert set(rows) == {a.address for a in agents}, r.stdout
     for agent, speed in zip(agents, speeds):

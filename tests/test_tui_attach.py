@@ -148,7 +148,7 @@ def test_tui_connect_without_a_terminal_prints_progress_until_the_run_ends(tmp_p
         assert "samples/s" in out and "ETA" in out  # progress lines
         assert "llmbench tui: the run is over (done): " in out and "report: " in out
         rest, _ = coordinator.communicate(timeout=60)
-        assert coordinator.returncode == 0, rest
+        assert coordinator.returncode == 1, rest  # INVALID: 120 queries are too few for LoadGen's early stopping
     finally:
         if coordinator.poll() is None:
             coordinator.kill()
