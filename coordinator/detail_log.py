@@ -30,16 +30,21 @@ def records(log_dir: Path, newer_than: float = 0.0) -> Iterator[dict]:
             yield record
 
 
-def generated_query_count(log_dir: Path, newer_than: float = 0.0) -> int | None:
-    """How many queries LoadGen generated for this test: it logs the count before issuing the first."""
+def generated_sample_count(log_dir: Path, newer_than: float = 0.0) -> int | None:
+    """How many samples LoadGen generated for this test (queries x samples per query: Offline is one
+    query of them all); it logs both before issuing the first query."""
+    found = {}
     for record in records(log_dir, newer_than):
-        if record.get("key") == "generated_query_count" and isinstance(record.get("value"), int):
-            return record["value"]
-    return None
+        key, value = record.get("key"), record.get("value")
+        if key in ("generated_query_count", "generated_samples_per_query") and isinstance(value, int):
+            found[key] = value
+    if len(found) < 2:
+        return None
+    return found["generated_query_count"] * found["generated_samples_per_query"]
 
 
 async def wait_generated_count(log_dir: Path, started: float) -> int:
     """Poll the log of the test that started at `started` (time.time()) until the count appears."""
-    while (count := generated_query_count(log_dir, started)) is None:
+    while (count := generated_sample_count(log_dir, started)) is None:
         await asyncio.sleep(POLL_S)
     return count

@@ -17,6 +17,7 @@ from typing import Callable
 
 from llmbench.coordinator import compliance, datasets, outputs, prompt, settings as lgsettings
 from llmbench.coordinator.agent_link import AgentLink, LinkConfig
+from llmbench.coordinator.detail_log import wait_generated_count
 from llmbench.coordinator.discovery import AgentWatcher
 from llmbench.coordinator.dispatch import DispatchConfig, Pool
 from llmbench.coordinator.metrics import RunMetrics, Snapshot, record_throughput
@@ -134,6 +135,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         metrics.phase = "loadgen"
         metrics.mark_started()
         tasks.append(asyncio.create_task(record_throughput(metrics)))
+        tasks.append(asyncio.create_task(exact_total(metrics, cfg.output, time.time())))
         audit = compliance.write_audit_config(cfg.output) if cfg.compliance else None
         try:
             await run_in_daemon_thread(sut.run, cfg.output, audit)
@@ -166,6 +168,11 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
                      duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines,
                      compliance_lines=compliance_lines, timings_s=timings, accuracy_passed=accuracy_passed,
                      compliance_passed=compliance_passed)
+
+
+async def exact_total(metrics: RunMetrics, log_dir: Path, started: float) -> None:
+    """Progress counts to what LoadGen really generated, once its log says, instead of the estimate."""
+    metrics.expected = await wait_generated_count(log_dir, started - 1.0)  # mtimes may be whole seconds
 
 
 def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Dataset:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from llmbench.coordinator import datasets, run_local
+from llmbench.coordinator.detail_log import generated_sample_count
 from llmbench.coordinator.summary import read_summary
 from llmbench.proto import pb, rpc
 
@@ -86,13 +87,15 @@ def test_offline_accuracy_answers_every_sample_once(sim_agents, tmp_path):
 def test_server_performance_run_is_valid(sim_agents, tmp_path):
     out = tmp_path / "out"
     r = llmbench("coordinator", "--agents", addresses(sim_agents), "--scenario", "Server", "--max-samples", "50",
-                 "--target-qps", "100", "--duration", "5", "--progress", "1", "--output", str(out))
+                 "--target-qps", "100", "--duration", "5.2", "--progress", "1", "--output", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     summary = read_summary(out)
     assert summary.result == "VALID", summary.problems
     assert summary.samples_per_s > 80 and summary.ttft_p99_ms < 2000 and summary.tpot_p99_ms < 100
     assert "Result is : VALID" in r.stdout and "TTFT p99" in r.stdout
-    assert "samples done" in r.stdout  # progress lines
+    last = [line for line in r.stdout.splitlines() if "samples done" in line][-1]
+    done, total = last.split("]")[1].split()[0].split("/")  # the total is what LoadGen generated, not an estimate
+    assert int(done) == int(total) == generated_sample_count(out), last
     assert "target_qps: 100 (mlperf.conf: 1) - --target-qps" in r.stdout  # overrides shown as such
 
 
@@ -171,7 +174,7 @@ def test_accuracy_run_on_articles_with_hf_model_and_tokenizer(tmp_path):
     out = tmp_path / "out"
     r = llmbench("run", "--model", str(model_dir), "--scenario", "Offline", "--mode", "accuracy",
                  "--dataset", str(articles), "--tokenizer", str(model_dir), "--output", str(out))
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1 and "Exit status 1: accuracy FAIL" in r.stdout, r.stdout + r.stderr  # random weights
     outputs_by_sample(accuracy_entries(out), 4)
     table = (out / "accuracy.txt").read_text()
     assert "rouge1" in table and "gen_num" in table and "rouge1" in r.stdout
@@ -223,5 +226,5 @@ def test_stray_audit_config_in_the_working_folder_is_ignored(sim_agents, tmp_pat
     r = subprocess.run([*CLI, "coordinator", "--agents", addresses(sim_agents), "--scenario", "Server",
                         "--max-samples", "20", "--target-qps", "100", "--duration", "2", "--output", str(out)],
                        capture_output=True, text=True, timeout=180, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1 and "LoadGen's result is INVALID" in r.stdout, r.stdout + r.stderr  # too few queries
     assert read_summary(out).mode == "PerformanceOnly"
