@@ -11,6 +11,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import select
 import socket
 import struct
@@ -144,6 +145,21 @@ def test_llmbench_run_on_a_terminal_shows_the_tui_and_q_y_aborts_cleanly(tmp_pat
         term.close()
     assert all(port_closed(a) for a in agent_addresses(out))  # agents stopped
     assert not (out / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_under_the_tui_stops_the_run_with_status_143(tmp_path):
+    out = tmp_path / "out"
+    term = Terminal([*CLI, "run", "--engine", "simulated", "--tokens-per-s", "3000", "--scenario", "Server",
+                     "--target-qps", "20", "--duration", "60", "--max-samples", "40", "--output", str(out)], tmp_path)
+    try:
+        assert term.read_until(" samples/s · ", 30), term.screen[-2000:]
+        term.proc.send_signal(signal.SIGTERM)  # systemctl stop, a deleted Job
+        assert term.wait(30) == 143
+        assert "llmbench run: interrupted by SIGTERM" in term.screen, term.screen[-2000:]
+    finally:
+        term.close()
+    assert all(port_closed(a) for a in agent_addresses(out))
 
 
 @pytest.mark.slow

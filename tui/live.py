@@ -18,6 +18,7 @@ import threading
 from dataclasses import replace
 from typing import Iterator
 
+from llmbench.coordinator.exits import Terminated
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.report import finish_run
 from llmbench.coordinator.session import CoordinatorConfig, RunResult, run_benchmark
@@ -83,10 +84,15 @@ def screen_logging() -> Iterator[None]:
 
 def run_live(cfg: CoordinatorConfig, metrics: RunMetrics) -> RunResult:
     """Run the benchmark with the TUI in front; the result once the user leaves the finished run.
-    An abort raises KeyboardInterrupt (after saying so), as Ctrl-C would."""
+    An abort raises KeyboardInterrupt (after saying so), as Ctrl-C would; Terminated after SIGTERM."""
     runner = BenchmarkThread(replace(cfg, progress_s=0), metrics)
     app = RunApp(LocalSource(metrics, runner))
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: app.abort_run_threadsafe())
+    terminated = threading.Event()
+
+    def on_sigterm(signum, frame) -> None:
+        terminated.set()
+        app.abort_run_threadsafe()
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         with screen_logging():
             runner.start()
@@ -97,6 +103,8 @@ def run_live(cfg: CoordinatorConfig, metrics: RunMetrics) -> RunResult:
             runner.abort()
         runner.join(JOIN_S)
     if runner.aborted:
+        if terminated.is_set():
+            raise Terminated
         print(f"llmbench: {metrics.outcome or 'run aborted from the TUI'}", file=sys.stderr, flush=True)
         raise KeyboardInterrupt
     if runner.error is not None:
