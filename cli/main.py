@@ -1,5 +1,6 @@
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 
@@ -21,11 +22,13 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
-def _parser(command: str | None) -> argparse.ArgumentParser:
-    """Only the chosen subcommand's module is imported (torch alone costs a second)."""
+def _parser(command: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
+    """The top parser and the chosen subcommand's; only its module is imported (torch alone costs a second)."""
     parser = argparse.ArgumentParser(prog="llmbench", description="MLPerf Llama-3.1-8B benchmark mesh")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"llmbench {importlib.metadata.version('llmbench')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = None
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
@@ -34,12 +37,17 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
             mod = getattr(mod, attr) if attr else mod
             mod.add_arguments(p)
             p.set_defaults(_module=mod)
-    return parser
+            chosen = p
+    return parser, chosen
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     command = next((a for a in argv if not a.startswith("-")), None)
-    return _parser(command).parse_args(argv)
+    parser, chosen = _parser(command)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top-level one, says what it takes
+        (chosen or parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

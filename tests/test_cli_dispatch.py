@@ -1,0 +1,35 @@
+"""The `llmbench` dispatcher: version, and argument errors in the chosen subcommand's own words."""
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+
+from llmbench.cli.main import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"llmbench {importlib.metadata.version('llmbench')}"
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["run", "--bogus"], "usage: llmbench run "),
+    (["coordinator", "--agents", "127.0.0.1:1", "--bogus", "x"], "usage: llmbench coordinator "),
+    (["compliance", "test06", "--log-dir", ".", "--bogus"], "usage: llmbench compliance "),
+])
+def test_an_unknown_flag_shows_the_subcommands_usage(argv, usage, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and "error: unrecognized arguments: --bogus" in err, err
+
+
+def test_an_unknown_command_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["nope"])
+    assert done.value.code == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
