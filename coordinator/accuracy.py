@@ -16,6 +16,7 @@ indicative, since a subset's summaries are not the full set's.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def score(predictions: list[str], references: list[str], splitter: sentences.Spl
     splitter = splitter or sentences.get_splitter()
     preds = [sentences.split_lines(p, splitter) for p in predictions]
     refs = [sentences.split_lines(r, splitter) for r in references]
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score says "Using default tokenizer." at INFO
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_KEYS, 0.0)
     for pred, ref in zip(preds, refs):

@@ -131,7 +131,8 @@ class AgentWatcher:
             log.info("agent %s left", addr)
             await _call(self.on_removed, addr)
         for addr in added:
-            log.info("agent %s joined", addr)
+            # A fixed HOST:PORT is only listed, not found: saying it joined would suggest it answered.
+            log.log(logging.INFO if self.dynamic else logging.DEBUG, "agent %s joined", addr)
             await _call(self.on_added, addr)
         if added or removed:
             self._changed.set()

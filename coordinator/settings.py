@@ -51,8 +51,8 @@ class DemoScale:
                 ("server_target_qps", self.server_target_qps,
                  "demo: a rate small CPU agents serve within the TTFT/TPOT limits"),
                 ("min_duration_ms", int(self.min_duration_s * 1000),
-                 f"demo: minutes, not 10; still {queries:.0f} queries, enough for LoadGen's p99 early "
-                 f"stopping (~460 needed)"),
+                 f"demo: minutes, not 10; still ~{queries:.0f} queries (LoadGen rounds to whole passes over "
+                 f"the samples), enough for LoadGen's p99 early stopping (~460 needed)"),
                 ("min_query_count", self.min_query_count, "demo")]
         return [
             ("offline_expected_qps", self.offline_expected_qps,
