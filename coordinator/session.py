@@ -195,6 +195,13 @@ def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Datase
         raise ValueError(f"{len(too_long)} prompts of {dataset.name} (e.g. #{too_long[0]}, "
                          f"{len(dataset.prompts[too_long[0]])} tokens) do not fit the agents' context of "
                          f"{max_context} tokens with {dataset.max_new_tokens} new tokens")
+    # The last output token's K/V is never written, hence the -1 (as the agents reserve).
+    need = max(len(p) for p in dataset.prompts) + dataset.max_new_tokens - 1
+    room, address = max((s.capacity.kv_tokens_total, s.address) for s in pool.ready_agents())
+    if need > room:
+        raise ValueError(f"the longest prompt of {dataset.name} needs {need} KV tokens with its "
+                         f"{dataset.max_new_tokens} new tokens, but the largest agent KV cache ({address}) holds "
+                         f"{room}: give the agents more (--num-kv-blocks, --memory-fraction) or use shorter prompts")
     return dataset
 
 

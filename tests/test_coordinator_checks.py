@@ -298,3 +298,13 @@ def test_default_output_synthetic_accuracy_then_reused_folder(sim_agents, tmp_pa
     assert f"--output {out} also holds 1 entry llmbench did not write, left as they are: notes.txt" in r.stdout
     assert not (out / outputs.ACCURACY_FILE).exists() and (out / "notes.txt").read_text() == "mine"
     assert "Server performance" in (out / outputs.REPORT_FILE).read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_prompts_no_agent_kv_cache_can_hold_are_refused_at_the_start(tmp_path):
+    r = llmbench("run", "--agents", "1", "--no-tui", "--agent-args", "--num-kv-blocks 4 --block-size 16",
+                 "--output", str(tmp_path / "out"), timeout=180)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert re.search(r"the longest prompt of synthetic\(n=100, seed=0\) needs \d+ KV tokens with its 128 new tokens, but the "
+                     r"largest agent KV cache \(127\.0\.0\.1:\d+\) holds 64", r.stderr), r.stdout + r.stderr
+    assert "samples done" not in r.stdout  # refused before LoadGen issued anything
