@@ -127,7 +127,11 @@ def port_closed(address: str) -> bool:
 
 
 @pytest.mark.slow
-def test_llmbench_run_on_a_terminal_shows_the_tui_and_q_y_aborts_cleanly(tmp_path):
+@pytest.mark.parametrize("how, status, said", [
+    ("q y", 130, r"llmbench: aborted from the TUI after \d+ of \d+ samples; agent streams closed, no report written"),
+    ("SIGTERM", 143, r"llmbench run: interrupted by SIGTERM"),  # systemctl stop, a deleted Job
+])
+def test_llmbench_run_on_a_terminal_shows_the_tui_and_stops_cleanly(tmp_path, how, status, said):
     out = tmp_path / "out"
     term = Terminal([*CLI, "run", "--engine", "simulated", "--tokens-per-s", "3000", "--scenario", "Server",
                      "--target-qps", "20", "--duration", "60", "--max-samples", "40", "--output", str(out)], tmp_path)
@@ -135,31 +139,18 @@ def test_llmbench_run_on_a_terminal_shows_the_tui_and_q_y_aborts_cleanly(tmp_pat
         assert term.read_until("1 Overview", 30), term.screen[-2000:]
         assert term.read_until("p99 limit ms", 10) and term.read_until(" samples/s · ", 10)
         time.sleep(1.0)
-        term.type("q")
-        assert term.read_until("Abort the run?", 5)
-        term.type("y")
-        assert term.wait(30) == 130
-        assert re.search(r"llmbench: aborted from the TUI after \d+ of \d+ samples; agent streams closed, "
-                         r"no report written", term.screen), term.screen[-2000:]
+        if how == "SIGTERM":
+            term.proc.send_signal(signal.SIGTERM)
+        else:
+            term.type("q")
+            assert term.read_until("Abort the run?", 5)
+            term.type("y")
+        assert term.wait(30) == status
+        assert re.search(said, term.screen), term.screen[-2000:]
     finally:
         term.close()
     assert all(port_closed(a) for a in agent_addresses(out))  # agents stopped
     assert not (out / "report.md").exists()
-
-
-@pytest.mark.slow
-def test_sigterm_under_the_tui_stops_the_run_with_status_143(tmp_path):
-    out = tmp_path / "out"
-    term = Terminal([*CLI, "run", "--engine", "simulated", "--tokens-per-s", "3000", "--scenario", "Server",
-                     "--target-qps", "20", "--duration", "60", "--max-samples", "40", "--output", str(out)], tmp_path)
-    try:
-        assert term.read_until(" samples/s · ", 30), term.screen[-2000:]
-        term.proc.send_signal(signal.SIGTERM)  # systemctl stop, a deleted Job
-        assert term.wait(30) == 143
-        assert "llmbench run: interrupted by SIGTERM" in term.screen, term.screen[-2000:]
-    finally:
-        term.close()
-    assert all(port_closed(a) for a in agent_addresses(out))
 
 
 @pytest.mark.slow
