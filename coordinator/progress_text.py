@@ -12,6 +12,10 @@ def utilisation_lines(s: Snapshot) -> list[str]:
     width = max((len(a.address) for a in s.agents), default=0)
     lines = []
     for a in s.agents:
+        if a.status is None and not (a.queries_sent or a.queries_done):  # listed, but it never answered
+            why = f": {a.last_error}" if a.last_error else ""
+            lines.append(f"  {a.address:<{width}}  never ready (state at the end: {a.state}{why})")
+            continue
         busy = f"{100 * min(a.busy_s / s.elapsed_s, 1.0):5.1f} %" if s.elapsed_s > 0 else "    ?"
         kv = f"{100 * a.kv_used:3.0f} %" if a.kv_used is not None else "  ?"
         lines.append(f"  {a.address:<{width}}  {100 * a.queries_done / queries:5.1f} % of queries  "

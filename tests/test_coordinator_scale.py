@@ -115,6 +115,9 @@ def test_busy_time_and_shares():
     assert s.agents[0].kv_used == pytest.approx(0.7) and s.agents[1].kv_used is None
     (la, lb) = UTILISATION.findall("\n".join(utilisation_lines(s)))
     assert la[:3] == ("a:1", "75.0", "75.0") and lb[:3] == ("b:1", "25.0", "25.0") and la[4] == "70"
+    metrics.agent("c:1").last_error = "UNAVAILABLE: connection refused"  # listed, never came up
+    assert utilisation_lines(metrics.snapshot())[-1] == \
+        "  c:1  never ready (state at the end: connecting: UNAVAILABLE: connection refused)"
 
 
 @pytest.mark.slow
