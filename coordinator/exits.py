@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.outputs import REPORT_FILE
+from llmbench.coordinator.outputs import AGENT_LOG, LOADGEN_FILES, OWN_FILES, REPORT_FILE
 from llmbench.coordinator.session import RunResult, loadgen_running
 
 EXIT_STATUSES = """\
@@ -26,8 +26,13 @@ exit status:
   2    bad input or a run that could not go on (flags, dataset, output folder, agents unreachable)
   130  interrupted: Ctrl-C, or aborted from the TUI
   143  stopped by SIGTERM (a deleted Job, systemctl stop)
-Ctrl-C and SIGTERM leave LoadGen's partial logs and a short report.md in the output folder."""
+Ctrl-C and SIGTERM leave what was written so far: LoadGen's logs (partial if its test had not
+finished), a short report.md saying where the run stopped (once its LoadGen test had started; not
+after an abort from the TUI) and `llmbench run`'s agent-N.log. A run stopped before its LoadGen test
+leaves an earlier run's files in the output folder as they were."""
 FAILED, USAGE, INTERRUPTED, TERMINATED = 1, 2, 130, 143
+BEFORE_LOADGEN = ("starting", "agents", "dataset")  # metrics.phase values with no LoadGen log of this run
+LOADGEN_LOGS = tuple(n for n in LOADGEN_FILES if n.startswith("mlperf_log_"))  # audit.config is ours
 
 
 class Terminated(KeyboardInterrupt):
@@ -84,13 +89,66 @@ def _leave(code: int) -> int:
     return code
 
 
-def interrupted(exc: KeyboardInterrupt, output: Path, metrics: RunMetrics, command: str) -> int:
-    """One line saying where the partial logs (and report.md, if written) are; the exit status."""
+def phase_reached(metrics: RunMetrics) -> str:
+    """The phase the run was in when it stopped, also once a front marked it over ("aborted"): then
+    told by the phases whose wall-clock time was recorded (each is recorded when it ends), and before
+    those by whether the session had begun (it names the run's output folder as it starts)."""
+    if metrics.phase not in ("done", "failed", "aborted"):
+        return metrics.phase
+    timings = metrics.timings_s
+    return ("report" if "accuracy" in timings else "accuracy" if "loadgen" in timings
+            else "loadgen" if "dataset" in timings else "dataset" if "agents ready" in timings
+            else "agents" if metrics.output_dir else "starting")
+
+
+def loadgen_logs(output: Path) -> list[str]:
+    return [name for name in LOADGEN_LOGS if (output / name).is_file()]
+
+
+def _joined(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
+def doing_after_loadgen(phase: str, mode: str) -> str:
+    """What a run past its LoadGen test was doing in `phase`."""
+    return ("writing the report" if phase == "report" else
+            "scoring accuracy" if mode == "accuracy" else "checking its results")
+
+
+def stopped_when(phase: str, metrics: RunMetrics) -> str:
+    """Where in the run it stopped: "after 12 of 40 samples", "before the LoadGen test (phase agents)"."""
     s = metrics.snapshot()
-    report = " and report.md" if (output / REPORT_FILE).is_file() else ""
-    where = f"; partial logs{report} in {output.resolve()}" if output.is_dir() else ""
-    when = f"after {s.completed:,} of {s.expected:,} samples" if s.expected else "before the LoadGen test"
-    print(f"llmbench {command}: interrupted{how(exc)} {when}{where}", file=sys.stderr, flush=True)
+    if phase in BEFORE_LOADGEN:
+        return f"before the LoadGen test (phase {phase})"
+    if phase == "loadgen":
+        return f"after {s.completed:,} of {s.expected:,} samples" if s.expected else "as the LoadGen test started"
+    return f"after the LoadGen test ({s.completed:,} samples answered), while {doing_after_loadgen(phase, metrics.mode)}"
+
+
+def left_behind(phase: str, output: Path, agent_logs: bool) -> str:
+    """What the stopped run left in `output`, naming only files that exist there and are this run's
+    (agent-N.log: only `llmbench run` writes them; the coordinator's are an earlier run's)."""
+    if not output.is_dir():
+        return "; nothing written"  # stopped before the output folder was made
+    files = []
+    if phase not in BEFORE_LOADGEN:  # before, files under our names are an earlier run's (see outputs.clear)
+        files += ["LoadGen's partial logs" if phase == "loadgen" else "LoadGen's complete logs"] if loadgen_logs(output) else []
+        files += [REPORT_FILE] if (output / REPORT_FILE).is_file() else []
+    files += sorted(p.name for p in output.iterdir() if agent_logs and AGENT_LOG.fullmatch(p.name))
+    where = output.resolve()
+    earlier = phase in BEFORE_LOADGEN and any((output / name).is_file() for name in OWN_FILES)
+    if not files:
+        return (f"; nothing written: an earlier run's files in {where} are left as they were" if earlier
+                else f"; nothing written in {where}")
+    said = ("" if files[0].startswith("LoadGen") else "; no LoadGen logs") + f"; {_joined(files)} in {where}"
+    return said + ("; an earlier run's files there are left as they were" if earlier else "")
+
+
+def interrupted(exc: KeyboardInterrupt, output: Path, metrics: RunMetrics, command: str) -> int:
+    """One line saying where the run stopped and which of its files it left where; the exit status."""
+    phase = phase_reached(metrics)
+    left = left_behind(phase, output, agent_logs=command == "run")
+    print(f"llmbench {command}: interrupted{how(exc)} {stopped_when(phase, metrics)}{left}", file=sys.stderr, flush=True)
     return _leave(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED)
 
 

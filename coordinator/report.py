@@ -14,9 +14,11 @@ from pathlib import Path
 
 from llmbench.coordinator import charts
 from llmbench.coordinator.accuracy import DATACENTER
+from llmbench.coordinator.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs
 from llmbench.coordinator.metrics import Percentiles, RunMetrics
 from llmbench.coordinator.outputs import CHART_FILES, REPORT_FILE
 from llmbench.coordinator.session import CoordinatorConfig, RunResult, precision
+from llmbench.coordinator.summary import read_summary
 
 log = logging.getLogger("llmbench.coordinator")
 FULL_DATASET = DATACENTER.samples  # CNN/DailyMail validation: MLPerf's llama3.1-8b set
@@ -213,20 +215,38 @@ def finish_run(result: RunResult, metrics: RunMetrics) -> Path | None:
     return path
 
 
+def interrupted_outcome(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> list[str]:
+    """The outcome and what the folder's LoadGen logs are, as far as the stopped run got."""
+    phase, s = metrics.phase, metrics.snapshot()
+    if phase == "loadgen":
+        return [f"**Outcome: interrupted{how} during the LoadGen test, after {s.completed:,} of {s.expected:,} "
+                "samples answered; no LoadGen result.**", "",
+                "LoadGen's logs in this folder are partial: the test did not finish, and they are no result."
+                if loadgen_logs(cfg.output) else "LoadGen had written no logs yet.", ""]
+    try:
+        result = f"LoadGen's result: **{read_summary(cfg.output).result or 'none (accuracy mode)'}**."
+    except OSError:
+        result = "LoadGen's summary could not be read."
+    return [f"**Outcome: interrupted{how} after the LoadGen test, while {doing_after_loadgen(phase, cfg.mode)}.**", "",
+            f"LoadGen's test finished (its logs are complete). {result}", ""]
+
+
 def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> Path | None:
     """A short report.md for a run stopped mid-way (Ctrl-C, SIGTERM): what is known when it stopped.
-    Never raises: the interruption, not the report, is what the user has to hear about."""
+    None before the LoadGen test: the run has nothing to report, and the folder may still hold an
+    earlier run's files, which stay as they were. Never raises: the interruption, not the report, is
+    what the user has to hear about."""
+    if metrics.phase in BEFORE_LOADGEN:
+        return None
     try:
         s = metrics.snapshot()
         lines = [f"# llmbench report: {cfg.scenario} {cfg.mode}, interrupted", "",
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{cfg.output.resolve()}`", "",
-                 f"**Outcome: interrupted{how} in phase {metrics.phase}, after {s.completed:,} of "
-                 f"{s.expected or '?'} samples answered; no LoadGen result.**", "",
-                 "LoadGen's logs in this folder are partial: the test did not finish, and they are no result.", ""]
+                 *interrupted_outcome(cfg, metrics, how)]
         rows = [["samples answered", f"{s.completed:,}"], ["queries failed", s.failed],
                 ["queries in flight or queued when stopped", s.inflight + s.queued],
                 ["output tokens", f"{s.output_tokens:,}"],
-                ["seconds of LoadGen test" if metrics.phase == "loadgen" else "seconds", f"{s.elapsed_s:.1f}"]]
+                ["seconds since the LoadGen test started", f"{s.elapsed_s:.1f}"]]
         if s.ttft_s.count:
             rows.append(["TTFT p99 so far (ms)", _ms(s.ttft_s.p99)])
         if s.tpot_s.count:
