@@ -9,6 +9,9 @@ through FirstTokenComplete). The checks, as in MLPerf's TEST06 verification:
 - EOS: no output ends in more than one EOS (the first token not counted, so an output of exactly
   two EOS tokens passes, as MLPerf's check allows);
 - sample length: the number of tokens in `data` equals `token_count`.
+A verdict also needs proof that the run was under an audit.config: LoadGen says so in
+mlperf_log_detail.txt ("Found Audit Config file"). Without that log the audit cannot be confirmed,
+and TEST06 fails whatever the checks say.
 """
 from __future__ import annotations
 
@@ -58,11 +61,14 @@ class Test06Result:
     @property
     def passed(self) -> bool:
         # A log LoadGen wrote without TEST06's audit.config is some other run's, whatever it contains.
-        return self.audited is not False and all(c.passed is not False for c in self.checks)
+        return self.audited is True and all(c.passed is not False for c in self.checks)
 
     def report(self) -> str:
         head = [f"TEST06 on {self.log} ({self.scenario}, {self.entries} logged responses)"]
-        if self.audited is False:
+        if self.audited is None:
+            head.append(f"the audit cannot be confirmed: no {DETAIL_FILE} beside the accuracy log (LoadGen says there "
+                        "whether it read TEST06's audit.config), so FAIL whatever the checks say")
+        elif not self.audited:
             head.append("LoadGen read no audit.config for this run, so it is not a TEST06 run: FAIL whatever the "
                         "checks say (run with --compliance TEST06, or under `--write-audit-config`)")
         return "\n".join([*head, *(c.line() for c in self.checks), f"TEST06: {'PASS' if self.passed else 'FAIL'}"])

@@ -1,6 +1,7 @@
 """`llmbench compliance test06`: MLPerf's TEST06 checks on a run's LoadGen logs.
 
-Exit status 0 when every check passes, 1 when one fails. With --write-audit-config DIR it only
+Exit status 0 when every check passes on a run LoadGen's detail log shows was under the audit.config,
+1 otherwise (a check failed, no audit.config read, or no mlperf_log_detail.txt to tell). With --write-audit-config DIR it only
 writes TEST06's audit.config there, for a run made under it."""
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     test06 = tests.add_parser("test06", help="first token, trailing EOS and token_count checks",
                               description=compliance.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     target = test06.add_mutually_exclusive_group(required=True)
-    target.add_argument("--log-dir", help="folder with the run's mlperf_log_accuracy.json (and mlperf_log_detail.txt)")
+    target.add_argument("--log-dir", help="folder with the run's mlperf_log_accuracy.json and mlperf_log_detail.txt (the proof of the audit)")
     target.add_argument("--write-audit-config", metavar="DIR",
                         help="write TEST06's audit.config into DIR and exit")
     test06.add_argument("--scenario", choices=compliance.SCENARIOS, default=None,

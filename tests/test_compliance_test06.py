@@ -26,11 +26,19 @@ def clean_entries():
     return [entry(0, [11, 12, 13, EOS]), entry(1, [21, 22]), entry(2, [EOS]), entry(3, [EOS, EOS]), entry(4, [31, EOS])]
 
 
-def write(tmp_path, entries, scenario=None):
+# The line LoadGen 6.0.17 logs when it reads an audit.config (as in the real run below).
+AUDIT_RECORD = {"key": "warning_generic_message", "time_ms": 0.03, "namespace": "mlperf::logging",
+                "value": "Found Audit Config file (audit.config). Overriding TestSettings from audit.config file."}
+
+
+def write(tmp_path, entries, scenario=None, audited=True, detail=True):
+    """The accuracy log, and a detail log (unless detail=False) with LoadGen's audit line (unless
+    audited=False) and the effective scenario (if given)."""
     (tmp_path / "mlperf_log_accuracy.json").write_text(json.dumps(entries))
-    if scenario:
-        record = {"key": "effective_scenario", "value": scenario, "time_ms": 0.1}
-        (tmp_path / "mlperf_log_detail.txt").write_text(f":::MLLOG {json.dumps(record)}\n")
+    records = [AUDIT_RECORD] if audited else []
+    records += [{"key": "effective_scenario", "value": scenario, "time_ms": 0.1}] if scenario else []
+    if detail:
+        (tmp_path / "mlperf_log_detail.txt").write_text("".join(f":::MLLOG {json.dumps(r)}\n" for r in records))
     return tmp_path
 
 
@@ -75,7 +83,7 @@ def test_offline_skips_first_token_check_and_eos_is_configurable(tmp_path):
 
 
 def test_scenario_comes_from_the_detail_log(tmp_path):
-    write(tmp_path, [entry(0, [5, 6], first=[7])], scenario="Server")
+    write(tmp_path, [entry(0, [5, 6], first=[7])], scenario="Server", audited=False)
     with open(tmp_path / "mlperf_log_detail.txt", "a") as detail:
         detail.write(':::MLLOG {"key": "effective_mode", "val\n')  # a line cut short
     result = compliance.check_test06(tmp_path)
@@ -92,6 +100,19 @@ def test_scenario_comes_from_the_detail_log(tmp_path):
         compliance.check_test06(tmp_path / "nowhere", "Server")
     with pytest.raises(ValueError, match="unknown scenario"):
         compliance.check_test06(tmp_path, "Online")
+
+
+def test_no_detail_log_cannot_confirm_the_audit(tmp_path, capsys):
+    """Clean entries but no mlperf_log_detail.txt: nothing shows the run was under the audit.config."""
+    write(tmp_path, clean_entries(), detail=False)
+    result = compliance.check_test06(tmp_path, "Server")
+    assert verdicts(result) == [True, True, True] and result.audited is None and not result.passed
+    assert "the audit cannot be confirmed: no mlperf_log_detail.txt" in result.report()
+    assert result.report().endswith("TEST06: FAIL")
+    assert result.verify_accuracy_txt().endswith("TEST06 verification failed\n")
+    assert llmbench(["compliance", "test06", "--log-dir", str(tmp_path), "--scenario", "Server"]) == 1
+    printed = capsys.readouterr().out
+    assert "the audit cannot be confirmed" in printed and "TEST06: FAIL" in printed and "TEST06: PASS" not in printed
 
 
 def test_no_logged_responses_fails(tmp_path):
@@ -141,6 +162,10 @@ def test_real_loadgen_run_under_audit_config(tmp_path, scenario, capsys):
     printed = capsys.readouterr().out
     assert f"({scenario}," in printed and "TEST06: PASS" in printed and "no audit.config" not in printed
     assert (tmp_path / "out" / "verify_accuracy.txt").read_text().endswith("TEST06 verification complete\n")
+    assert compliance.read_detail(tmp_path) == (scenario, True)  # LoadGen's own audit line, as AUDIT_RECORD
+    (tmp_path / "mlperf_log_detail.txt").unlink()  # the real log, its proof of the audit gone
+    assert llmbench(["compliance", "test06", "--log-dir", str(tmp_path), "--scenario", scenario]) == 1
+    assert "the audit cannot be confirmed" in capsys.readouterr().out
 
 
 def test_real_loadgen_run_with_double_eos_fails(tmp_path, capsys):
