@@ -40,8 +40,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-qps", type=float, help="Server target QPS / Offline expected QPS (overrides the conf)")
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
     p.add_argument("--output", type=Path,
-                   help="folder for LoadGen's logs and report.md (default results/<timestamp>); files an earlier "
-                        "run wrote there are replaced")
+                   help="folder for LoadGen's logs and report.md (default: a new results/<timestamp>); an "
+                        "earlier run's files there are replaced once the agents are ready, and files under our "
+                        "names that no run wrote are refused")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (shown on a terminal)")
     p.add_argument("--status-port", type=int,
@@ -70,7 +71,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def output_folder(args: argparse.Namespace) -> Path:
-    return args.output or Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    """--output, or a new results/<timestamp> folder (-2, -3... when runs start in the same second)."""
+    if args.output:
+        return args.output
+    base = Path("results") / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> CoordinatorConfig:

@@ -25,6 +25,7 @@ from llmbench.coordinator import prompt
 from llmbench.coordinator.samples import Dataset
 
 SYNTHETIC_SAMPLES = 1000
+SYNTHETIC_MAX = 100_000  # ~0.7 GB of prompts; every one is made before the run
 LLAMA3_VOCAB = 128256
 
 

@@ -10,13 +10,10 @@ DETAIL_FILE = "mlperf_log_detail.txt"
 POLL_S = 0.5
 
 
-def records(log_dir: Path, newer_than: float = 0.0) -> Iterator[dict]:
-    """The file's records; none if it is missing or last written before `newer_than` (a previous run's)."""
-    path = log_dir / DETAIL_FILE
+def records(log_dir: Path) -> Iterator[dict]:
+    """The file's records; none if it is missing."""
     try:
-        if path.stat().st_mtime < newer_than:
-            return
-        text = path.read_text(errors="replace")
+        text = (log_dir / DETAIL_FILE).read_text(errors="replace")
     except OSError:
         return
     for line in text.splitlines():
@@ -30,11 +27,11 @@ def records(log_dir: Path, newer_than: float = 0.0) -> Iterator[dict]:
             yield record
 
 
-def generated_sample_count(log_dir: Path, newer_than: float = 0.0) -> int | None:
+def generated_sample_count(log_dir: Path) -> int | None:
     """How many samples LoadGen generated for this test (queries x samples per query: Offline is one
     query of them all); it logs both before issuing the first query."""
     found = {}
-    for record in records(log_dir, newer_than):
+    for record in records(log_dir):
         key, value = record.get("key"), record.get("value")
         if key in ("generated_query_count", "generated_samples_per_query") and isinstance(value, int):
             found[key] = value
@@ -43,8 +40,8 @@ def generated_sample_count(log_dir: Path, newer_than: float = 0.0) -> int | None
     return found["generated_query_count"] * found["generated_samples_per_query"]
 
 
-async def wait_generated_count(log_dir: Path, started: float) -> int:
-    """Poll the log of the test that started at `started` (time.time()) until the count appears."""
-    while (count := generated_sample_count(log_dir, started)) is None:
+async def wait_generated_count(log_dir: Path) -> int:
+    """Poll the running test's log (an earlier run's was removed before it started) until the count appears."""
+    while (count := generated_sample_count(log_dir)) is None:
         await asyncio.sleep(POLL_S)
     return count

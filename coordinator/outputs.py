@@ -1,8 +1,9 @@
 """The files llmbench writes into a run's output folder, and the checks that a path can take them.
 
-A reused output folder must not mix two runs: before a run starts, the files an earlier llmbench run
-wrote there are removed (the new run writes its own), and anything else found there is named once.
-Every path is checked before the work that fills it, so a bad one costs a second, not a run.
+A reused output folder must not mix two runs: once the agents are ready, the files an earlier llmbench
+run wrote there are removed (the new run writes its own); anything else found there is named once, and
+files under our names that no run wrote are refused. Every path is checked before the work that fills
+it, so a bad one costs a second, not a run.
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ def writable_file(path: Path, flag: str) -> Path:
     return path
 
 
-def _count(items: list, one: str, many: str = "") -> str:
-    return f"{len(items)} {one if len(items) == 1 else many or one + 's'}"
+REPORT_HEADER = "# llmbench report"
+RUN_MARKERS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")  # only LoadGen writes these names
 
 
 def _names(paths: list[Path]) -> str:
@@ -61,22 +62,51 @@ def _names(paths: list[Path]) -> str:
     return ", ".join(names) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
-def prepare(folder: Path, flag: str = "--output") -> list[str]:
-    """Make `folder` ready for a run: created, writable, and without an earlier run's files. Returns
-    one line per thing the user should know (what was replaced, what else is there)."""
+def _run_folder(folder: Path) -> bool:
+    """An earlier llmbench run wrote here: LoadGen's logs, or our report.md."""
+    if any((folder / name).is_file() for name in RUN_MARKERS):
+        return True
+    try:
+        with open(folder / REPORT_FILE, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(REPORT_HEADER)
+    except OSError:
+        return False
+
+
+def check_folder(folder: Path, flag: str = "--output") -> tuple[list[Path], list[str]]:
+    """Check that `folder` can take a run without losing anything that is not an earlier run's.
+
+    Returns the earlier run's files, which the run replaces once its agents are ready (`clear`), and
+    one line per thing the user should know. Files named like ours that no llmbench run wrote (a
+    user's own report.md), or folders and links under our names, are refused: they would be
+    overwritten, or break LoadGen's logging."""
     writable_folder(folder, flag)
     entries = sorted(folder.iterdir())
-    ours = [p for p in entries if p.is_file() and written_by_us(p.name)]
-    others = [p for p in entries if p not in ours]
-    for p in ours:
-        try:
-            p.unlink()
-        except OSError as exc:
-            raise ValueError(f"{flag} {folder}: cannot remove {p.name} of an earlier run ({exc.strerror})") from None
+    named = [p for p in entries if written_by_us(p.name)]
+    odd = [p for p in named if p.is_symlink() or not p.is_file()]
+    if odd:
+        raise ValueError(f"{flag} {folder}: {_names(odd)} must be a plain file for this run to write it; "
+                         f"move it or choose another folder")
+    if named and not _run_folder(folder):
+        raise ValueError(f"{flag} {folder} holds {_names(named)}, which this run would overwrite, but no "
+                         f"earlier llmbench run wrote them (no LoadGen log, no llmbench report.md there): move "
+                         f"them or choose another folder")
+    stale = [p for p in named if not AGENT_LOG.fullmatch(p.name)]  # `run` rewrites its agents' logs itself
+    others = [p for p in entries if p not in named]
     notes = []
-    if ours:
-        notes.append(f"{flag} {folder}: removed {_count(ours, 'file')} of an earlier llmbench run ({_names(ours)})")
+    if stale:
+        notes.append(f"{flag} {folder}: an earlier llmbench run's files ({_names(stale)}) will be replaced when "
+                     f"the agents are ready")
     if others:
-        notes.append(f"{flag} {folder} also holds {_count(others, 'entry', 'entries')} llmbench did not write, "
-                     f"left as they are: {_names(others)}")
-    return notes
+        notes.append(f"{flag} {folder} also holds {len(others)} {'entry' if len(others) == 1 else 'entries'} "
+                     f"llmbench did not write, left as they are: {_names(others)}")
+    return stale, notes
+
+
+def clear(stale: list[Path]) -> None:
+    """Remove an earlier run's files, right before the new run writes its own."""
+    for p in stale:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot remove {p} of an earlier run ({exc.strerror})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmbench.coordinator import datasets, outputs, prompt, settings as lgsettings
@@ -28,6 +29,7 @@ class Checked:
     """The outcome of the checks, carried to the run."""
     dataset: Dataset | None  # a dataset file, read and checked; None: synthetic, made for the agents' vocabulary
     notes: list[str] = field(default_factory=list)  # one line each, said when the run starts
+    stale: list[Path] = field(default_factory=list)  # an earlier run's files, removed once the agents are ready
     load_s: float = 0.0  # time spent reading the dataset file
 
 
@@ -52,6 +54,9 @@ def check_range(flag: str, value: float | None, low: float, high: float, *, low_
 def check_numbers(cfg: CoordinatorConfig) -> None:
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise ValueError(f"--max-samples must be at least 1, got {cfg.max_samples}")
+    if cfg.dataset == "synthetic" and (cfg.max_samples or 0) > datasets.SYNTHETIC_MAX:
+        raise ValueError(f"--max-samples {cfg.max_samples:,}: synthetic prompts are made in memory, at most "
+                         f"{datasets.SYNTHETIC_MAX:,} (MLPerf's set has 13,368)")
     if cfg.progress_s != 0:
         check_range("--progress", cfg.progress_s, 0.1, 3600, low_included=True, why=" (0: no progress lines)")
     check_range("--connect-timeout", cfg.connect_timeout_s, 0, 3600)
@@ -120,5 +125,5 @@ def check(cfg: CoordinatorConfig) -> Checked:
     check_tokenizer(cfg, dataset)
     samples = len(dataset) if dataset is not None else cfg.max_samples or datasets.SYNTHETIC_SAMPLES
     notes = length_notes(cfg, settings_for(cfg, samples), samples)
-    notes += outputs.prepare(cfg.output)
-    return Checked(dataset=dataset, notes=notes, load_s=load_s)
+    stale, folder_notes = outputs.check_folder(cfg.output)
+    return Checked(dataset=dataset, notes=notes + folder_notes, stale=stale, load_s=load_s)

@@ -131,11 +131,14 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         if cfg.progress_s > 0:
             tasks.append(asyncio.create_task(print_progress(metrics, cfg.progress_s, say)))
 
+        outputs.clear(checked.stale)
+        if checked.stale:
+            say(f"replaced {len(checked.stale)} files of an earlier llmbench run in {cfg.output}")
         t2 = time.monotonic()
         metrics.phase = "loadgen"
         metrics.mark_started()
         tasks.append(asyncio.create_task(record_throughput(metrics)))
-        tasks.append(asyncio.create_task(exact_total(metrics, cfg.output, time.time())))
+        tasks.append(asyncio.create_task(exact_total(metrics, cfg.output)))
         audit = compliance.write_audit_config(cfg.output) if cfg.compliance else None
         try:
             await run_in_daemon_thread(sut.run, cfg.output, audit)
@@ -170,9 +173,9 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
                      compliance_passed=compliance_passed)
 
 
-async def exact_total(metrics: RunMetrics, log_dir: Path, started: float) -> None:
+async def exact_total(metrics: RunMetrics, log_dir: Path) -> None:
     """Progress counts to what LoadGen really generated, once its log says, instead of the estimate."""
-    metrics.expected = await wait_generated_count(log_dir, started - 1.0)  # mtimes may be whole seconds
+    metrics.expected = await wait_generated_count(log_dir)
 
 
 def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Dataset:

@@ -6,6 +6,7 @@ holds one run's files, and Ctrl-C/SIGTERM leave a report and name the folder.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from llmbench.cli import main
-from llmbench.coordinator import datasets, outputs, preflight, settings
+from llmbench.coordinator import cli, datasets, outputs, preflight, settings
 from llmbench.coordinator.session import CoordinatorConfig
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
@@ -263,18 +264,54 @@ def test_boolean_token_ids_are_refused_with_the_record(tmp_path):
 
 # --- 7, 8, 10: accuracy without references, a reused folder, coordinator's default output ----------------
 
-def test_prepare_replaces_our_files_and_names_the_others(tmp_path):
+def test_an_earlier_runs_files_are_replaced_only_once_the_agents_are_ready(tmp_path):
     folder = tmp_path / "out"
     (folder / "sub").mkdir(parents=True)
     for name in ("report.md", "accuracy.txt", "agent-12.log", "mlperf_log_detail.txt", "notes.txt", "agent-x.log"):
         write(folder / name, "old")
-    removed, kept = outputs.prepare(folder)
-    assert removed == (f"--output {folder}: removed 4 files of an earlier llmbench run (accuracy.txt, agent-12.log, "
-                       "mlperf_log_detail.txt, report.md)")
+    stale, (replaced, kept) = outputs.check_folder(folder)
+    assert [p.name for p in stale] == ["accuracy.txt", "mlperf_log_detail.txt", "report.md"]  # `run` rewrites agent logs
+    assert replaced == (f"--output {folder}: an earlier llmbench run's files (accuracy.txt, mlperf_log_detail.txt, "
+                        "report.md) will be replaced when the agents are ready")
     assert kept == f"--output {folder} also holds 3 entries llmbench did not write, left as they are: " \
                    "agent-x.log, notes.txt, sub/"
-    assert sorted(p.name for p in folder.iterdir()) == ["agent-x.log", "notes.txt", "sub"]
-    assert outputs.prepare(folder)[1:] == [] and len(outputs.prepare(folder)) == 1  # nothing of ours is left
+    assert len(list(folder.iterdir())) == 7  # checking removes nothing: a run that fails to start loses nothing
+    outputs.clear(stale)
+    assert sorted(p.name for p in folder.iterdir()) == ["agent-12.log", "agent-x.log", "notes.txt", "sub"]
+
+
+def test_a_users_own_files_under_our_names_are_refused_not_deleted(tmp_path):
+    write(tmp_path / "report.md", "# My notes\n")
+    write(tmp_path / "accuracy.txt", "mine")
+    with pytest.raises(ValueError, match=r"holds accuracy\.txt, report\.md, which this run would overwrite, but no "
+                                         r"earlier llmbench run wrote them"):
+        outputs.check_folder(tmp_path)
+    assert (tmp_path / "report.md").read_text() == "# My notes\n"
+    write(tmp_path / "report.md", "# llmbench report: Server performance\n")  # ours: the folder is a run's
+    assert [p.name for p in outputs.check_folder(tmp_path)[0]] == ["accuracy.txt", "report.md"]
+
+
+def test_a_folder_or_link_under_our_names_is_refused(tmp_path):
+    (tmp_path / "mlperf_log_detail.txt").mkdir()  # LoadGen could not log, and the run would crash at the end
+    with pytest.raises(ValueError, match=r"mlperf_log_detail\.txt/ must be a plain file"):
+        outputs.check_folder(tmp_path)
+    (tmp_path / "mlperf_log_detail.txt").rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "report.md").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"report\.md/ must be a plain file"):
+        outputs.check_folder(tmp_path)
+
+
+def test_default_output_folders_are_never_shared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folders = [cli.output_folder(argparse.Namespace(output=None)) for _ in range(3)]  # within one second
+    assert len(set(folders)) == 3 and all(f.is_dir() and f.parent == Path("results") for f in folders)
+
+
+def test_synthetic_sample_count_is_bounded_before_anything_starts(tmp_path, capsys):
+    err = error_of(capsys, "coordinator", "--agents", "127.0.0.1:1", "--max-samples", "100000000",
+                   "--output", tmp_path / "o")
+    assert "--max-samples 100,000,000: synthetic prompts are made in memory, at most 100,000" in err
 
 
 @pytest.mark.slow
@@ -293,8 +330,8 @@ def test_default_output_synthetic_accuracy_then_reused_folder(sim_agents, tmp_pa
                  "--target-qps", "100", "--duration", "0.2", "--output", out, cwd=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr  # 100 queries: too few for LoadGen's early stopping
     assert "Result is : INVALID" in r.stdout and "Exit status 1: LoadGen's result is INVALID" in r.stdout
-    assert re.search(rf"--output {re.escape(str(out))}: removed \d+ files of an earlier llmbench run \(accuracy\.txt, ",
-                     r.stdout), r.stdout
+    assert re.search(rf"--output {re.escape(str(out))}: an earlier llmbench run's files \(accuracy\.txt, ", r.stdout)
+    assert re.search(rf"replaced \d+ files of an earlier llmbench run in {re.escape(str(out))}", r.stdout), r.stdout
     assert f"--output {out} also holds 1 entry llmbench did not write, left as they are: notes.txt" in r.stdout
     assert not (out / outputs.ACCURACY_FILE).exists() and (out / "notes.txt").read_text() == "mine"
     assert "Server performance" in (out / outputs.REPORT_FILE).read_text().splitlines()[0]
