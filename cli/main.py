@@ -67,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _alias(command: str) -> int:
+    argv = sys.argv[1:]
+    return main(argv if argv == ["--version"] else [command, *argv])
+
+
 def agent_main() -> int:
-    return main(["agent", *sys.argv[1:]])
+    return _alias("agent")
 
 
 def coordinator_main() -> int:
-    return main(["coordinator", *sys.argv[1:]])
+    return _alias("coordinator")

@@ -33,3 +33,12 @@ def test_an_unknown_command_lists_the_commands(capsys):
         main(["nope"])
     assert done.value.code == 2
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alias", ["agent_main", "coordinator_main"])
+def test_the_aliases_answer_version(alias, monkeypatch, capsys):
+    import llmbench.cli.main as cli_main
+    monkeypatch.setattr("sys.argv", [alias, "--version"])
+    with pytest.raises(SystemExit) as done:
+        getattr(cli_main, alias)()
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("llmbench ")
