@@ -1,6 +1,7 @@
 """The `llmbench` dispatcher: version, and argument errors in the chosen subcommand's own words."""
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 
 import pytest
@@ -37,8 +38,7 @@ def test_an_unknown_command_lists_the_commands(capsys):
 
 @pytest.mark.parametrize("alias", ["agent_main", "coordinator_main"])
 def test_the_aliases_answer_version(alias, monkeypatch, capsys):
-    import llmbench.cli.main as cli_main
     monkeypatch.setattr("sys.argv", [alias, "--version"])
     with pytest.raises(SystemExit) as done:
-        getattr(cli_main, alias)()
+        getattr(importlib.import_module("llmbench.cli.main"), alias)()
     assert done.value.code == 0 and capsys.readouterr().out.startswith("llmbench ")
