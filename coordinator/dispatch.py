@@ -114,6 +114,7 @@ class Pool:
         self.failed = reason
         jobs = list(self.queue)
         self.queue.clear()
+        self.metrics.queued = 0
         for slot in self.slots.values():
             jobs.extend(slot.inflight.values())
             slot.inflight.clear()

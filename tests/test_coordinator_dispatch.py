@@ -225,6 +225,16 @@ async def test_fail_all_answers_everything_once():
     assert sorted(rec.done) == [0, 1, 2, 3] and all(j.error for j in rec.done.values())
 
 
+async def test_fail_all_leaves_nothing_counted_as_queued():
+    pool, links, rec = make_pool()
+    pool.add_agent("a:1")  # never ready: everything waits in the queue
+    pool.submit(jobs(4))
+    await turn()
+    assert pool.metrics.queued == 4
+    pool.fail_all("no agent ready for 60 s")
+    assert pool.metrics.queued == 0 and sorted(rec.done) == [0, 1, 2, 3]
+
+
 async def test_wait_ready_names_the_missing_agent(caplog):
     pool, links, _ = make_pool()
     pool.add_agent("b:2")
