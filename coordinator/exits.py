@@ -27,8 +27,8 @@ exit status:
   130  interrupted: Ctrl-C, or aborted from the TUI
   143  stopped by SIGTERM (a deleted Job, systemctl stop)
 Ctrl-C and SIGTERM leave what was written so far: LoadGen's logs (partial if its test had not
-finished), a short report.md saying where the run stopped (once its LoadGen test had started; not
-after an abort from the TUI) and `llmbench run`'s agent-N.log. A run stopped before its LoadGen test
+finished), a short report.md saying where the run stopped (once its LoadGen test had started, and
+not under the TUI) and `llmbench run`'s agent-N.log. A run stopped before its LoadGen test
 leaves an earlier run's files in the output folder as they were."""
 FAILED, USAGE, INTERRUPTED, TERMINATED = 1, 2, 130, 143
 BEFORE_LOADGEN = ("starting", "agents", "dataset")  # metrics.phase values with no LoadGen log of this run
