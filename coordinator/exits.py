@@ -90,15 +90,8 @@ def _leave(code: int) -> int:
 
 
 def phase_reached(metrics: RunMetrics) -> str:
-    """The phase the run was in when it stopped, also once a front marked it over ("aborted"): then
-    told by the phases whose wall-clock time was recorded (each is recorded when it ends), and before
-    those by whether the session had begun (it names the run's output folder as it starts)."""
-    if metrics.phase not in ("done", "failed", "aborted"):
-        return metrics.phase
-    timings = metrics.timings_s
-    return ("report" if "accuracy" in timings else "accuracy" if "loadgen" in timings
-            else "loadgen" if "dataset" in timings else "dataset" if "agents ready" in timings
-            else "agents" if metrics.output_dir else "starting")
+    """The phase the run was in when it stopped, also once a front marked it over ("aborted")."""
+    return metrics.stopped_in if metrics.finished else metrics.phase
 
 
 def loadgen_logs(output: Path) -> list[str]:

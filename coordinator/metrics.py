@@ -128,6 +128,7 @@ class RunMetrics:
     ttft_limit_s: float = 0.0  # the scenario's p99 limits; 0: none (Offline)
     tpot_limit_s: float = 0.0
     finished: bool = False
+    stopped_in: str = ""  # the phase the run was in when finish() was called
     outcome: str = ""
     job_started_at: float = field(default_factory=time.monotonic)  # the whole job, agents' start included
     timings_s: dict[str, float] = field(default_factory=dict)  # wall-clock per phase
@@ -241,6 +242,7 @@ class RunMetrics:
     def finish(self, phase: str, outcome: str) -> None:
         """The run is over: phase done, failed or aborted, and one line saying how."""
         with self._lock:
+            self.stopped_in = self.phase
             self.phase, self.outcome, self.finished = phase, outcome, True
 
     def snapshot(self) -> Snapshot:
