@@ -22,9 +22,8 @@ def bind(server: grpc.Server | grpc.aio.Server, host: str, port: int,
 
 
 def check_port_free(host: str, port: int, what: str = "listen") -> None:
-    """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr."""
-    if port == 0:
-        return
+    """Fail with one clear line before gRPC's own bind failure, which logs a C++ error to stderr. Port 0
+    still checks the host (a name that does not resolve, an address not on this machine)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -160,3 +160,11 @@ def test_agent_port_in_use(agents):
     second = llmbench("agent", "--engine", "simulated", "--port", port, timeout=60)
     assert f"cannot listen on 127.0.0.1:{port}" in one_error_line(second, "agent")
     assert first.proc.poll() is None
+
+
+def test_agent_on_a_host_that_does_not_resolve_is_one_line_also_on_port_0():
+    bad = llmbench("agent", "--engine", "simulated", "--host", "999.1.1.1", "--port", "0", timeout=60)
+    assert bad.returncode == 2, bad
+    last = bad.stderr.strip().splitlines()[-1]  # after the warning that a non-loopback host is exposed
+    assert last.startswith("llmbench agent: error: cannot listen on 999.1.1.1:0 ("), bad.stderr
+    assert "add_port" not in bad.stderr  # gRPC's own C++ error line never shows
