@@ -69,6 +69,7 @@ class SimulatedEngine:
         self._output_total = 0
         self._received = 0
         self._finished = 0
+        self._pending = self._pending_blocks = 0  # submitted, not yet taken in by the engine thread
 
     # --- Engine protocol -------------------------------------------------------------------
     def start(self) -> None:
@@ -82,9 +83,13 @@ class SimulatedEngine:
             self._thread.join()
 
     def submit(self, requests: Sequence[Request], sink: Sink) -> None:
-        self._post("submit", sink, list(requests))
-        with self._lock:
+        requests = list(requests)
+        blocks = sum(self._blocks_for(r) for r in requests)
+        with self._lock:  # counted as waiting until the engine thread has taken them in
             self._received += len(requests)
+            self._pending += len(requests)
+            self._pending_blocks += blocks
+        self._post("submit", sink, requests)
 
     def cancel(self, ids: Sequence[int], sink: Sink) -> None:
         self._post("cancel", sink, list(ids))
@@ -94,10 +99,10 @@ class SimulatedEngine:
 
     def stats(self) -> EngineStats:
         with self._lock:
-            reserved = sum(q.blocks for q in self._waiting) * self.block_size
+            reserved = (sum(q.blocks for q in self._waiting) + self._pending_blocks) * self.block_size
             return EngineStats(kv_blocks_total=self.num_blocks, kv_blocks_free=self._free_blocks,
                                kv_tokens_available=self._free_blocks * self.block_size - reserved,
-                               running=len(self._running), waiting=len(self._waiting),
+                               running=len(self._running), waiting=len(self._waiting) + self._pending,
                                steps_total=self._steps, prompt_tokens_total=self._prompt_total,
                                output_tokens_total=self._output_total, queries_received_total=self._received,
                                queries_finished_total=self._finished)
@@ -154,12 +159,19 @@ class SimulatedEngine:
             out.errors.append((req.id, *problem))
             with self._lock:
                 self._finished += 1
+                self._taken_in(req)
             return
         prompt = array.array("i", req.prompt)
         q = _Query(sink, req, self._blocks_for(req), zlib.crc32(prompt.tobytes()))
         self._queries[(sink, req.id)] = q
         with self._lock:
             self._waiting.append(q)
+            self._taken_in(req)
+
+    def _taken_in(self, req: Request) -> None:
+        """Under the lock, as the query becomes waiting or finished: it stops counting as pending."""
+        self._pending -= 1
+        self._pending_blocks -= self._blocks_for(req)
 
     def _validate(self, req: Request) -> tuple[ErrorCode, str] | None:
         return request_problem(req, VOCAB_SIZE, self.info.max_context, self._blocks_for(req), self.num_blocks)

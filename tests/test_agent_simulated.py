@@ -148,6 +148,24 @@ def test_stats_show_waiting_and_reservations(engine_factory):
     engine.drop_sink(sink)
 
 
+def test_stats_count_every_query_once_even_before_the_engine_thread_takes_it_in(engine_factory):
+    # The coordinator sizes what it sends from these reports: a query counted as received but not yet
+    # as waiting made it send more than the agent's bound (seen under load in the backpressure test).
+    engine = engine_factory(tokens_per_s=200, max_batch=2, num_kv_blocks=64, block_size=16)
+    sink = Collector()
+    problems = []
+    for i in range(50):
+        engine.submit([Request(10 * i + j, [1] * 10, 4) for j in range(10)], sink)
+        s = engine.stats()  # at once: the engine thread has usually not woken yet
+        if s.running + s.waiting + s.queries_finished_total != s.queries_received_total:
+            problems.append(s)
+        if s.kv_tokens_available > (s.kv_blocks_free - s.waiting) * 16:
+            problems.append(("waiting queries' KV not reserved", s))
+        engine.cancel([10 * i + j for j in range(10)], sink)
+    assert not problems, problems[:2]
+    wait_until(lambda: engine.stats().queries_finished_total == 500)
+
+
 def test_cancel_and_drop_sink(engine_factory):
     engine = engine_factory(tokens_per_s=1000)
     a, b = Collector(), Collector()
