@@ -14,9 +14,9 @@ from pathlib import Path
 
 from llmbench.coordinator import charts
 from llmbench.coordinator.accuracy import DATACENTER
-from llmbench.coordinator.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs
+from llmbench.coordinator.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs, phase_reached
 from llmbench.coordinator.metrics import Percentiles, RunMetrics
-from llmbench.coordinator.outputs import CHART_FILES, REPORT_FILE
+from llmbench.coordinator.outputs import CHART_FILES, REPORT_FILE, REPORT_HEADER
 from llmbench.coordinator.session import CoordinatorConfig, RunResult, precision
 from llmbench.coordinator.summary import read_summary
 
@@ -191,7 +191,7 @@ def charts_section(result: RunResult, metrics: RunMetrics) -> tuple[list[str], d
 def write_report(result: RunResult, metrics: RunMetrics) -> tuple[Path, dict[str, charts.Series]]:
     """report.md and the charts in the run's output dir; returns its path and the charted series."""
     chart_lines, drawn = charts_section(result, metrics)
-    lines = [f"# llmbench report: {result.settings.scenario} {result.settings.mode}", "",
+    lines = [f"{REPORT_HEADER}: {result.settings.scenario} {result.settings.mode}", "",
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
              f"**Outcome: {outcome(result)}**", ""]
     lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
@@ -217,7 +217,7 @@ def finish_run(result: RunResult, metrics: RunMetrics) -> Path | None:
 
 def interrupted_outcome(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> list[str]:
     """The outcome and what the folder's LoadGen logs are, as far as the stopped run got."""
-    phase, s = metrics.phase, metrics.snapshot()
+    phase, s = phase_reached(metrics), metrics.snapshot()
     if phase == "loadgen":
         return [f"**Outcome: interrupted{how} during the LoadGen test, after {s.completed:,} of {s.expected:,} "
                 "samples answered; no LoadGen result.**", "",
@@ -236,11 +236,11 @@ def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> 
     None before the LoadGen test: the run has nothing to report, and the folder may still hold an
     earlier run's files, which stay as they were. Never raises: the interruption, not the report, is
     what the user has to hear about."""
-    if metrics.phase in BEFORE_LOADGEN:
+    if phase_reached(metrics) in BEFORE_LOADGEN:
         return None
     try:
         s = metrics.snapshot()
-        lines = [f"# llmbench report: {cfg.scenario} {cfg.mode}, interrupted", "",
+        lines = [f"{REPORT_HEADER}: {cfg.scenario} {cfg.mode}, interrupted", "",
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{cfg.output.resolve()}`", "",
                  *interrupted_outcome(cfg, metrics, how)]
         rows = [["samples answered", f"{s.completed:,}"], ["queries failed", s.failed],
