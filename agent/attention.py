@@ -155,20 +155,33 @@ def _flash_importable() -> bool:
     return True
 
 
-def select_backend(name: str, device: torch.device, block_size: int, scale: float,
+def triton_takes_head_dim(head_dim: int) -> bool:
+    """The Triton kernels tile head_dim in one power-of-two block of at least 16."""
+    return head_dim >= 16 and not head_dim & (head_dim - 1)
+
+
+def select_backend(name: str, device: torch.device, block_size: int, head_dim: int,
                    fp8_kv: bool = False) -> AttentionBackend:
     """auto: torch on CPU; on CUDA flash-attn when installed and block_size fits it (and the KV cache
-    is not fp8, which flash-attn 2 cannot read), else Triton."""
+    is not fp8, which flash-attn 2 cannot read), else Triton, else (a head_dim no kernel takes) torch."""
     if name not in ("auto", "torch", "triton", "flash"):
         raise ValueError(f"unknown attention backend {name!r}: use auto, torch, triton or flash")
+    scale = head_dim ** -0.5
     if device.type != "cuda":
         if name not in ("auto", "torch"):
             raise ValueError(f"attention backend {name!r} needs a CUDA device (device is {device})")
         return TorchAttention(scale)
     if name == "auto":
         name = "flash" if _flash_importable() and block_size % 256 == 0 and not fp8_kv else "triton"
+        if name == "triton" and not triton_takes_head_dim(head_dim):
+            log.warning("head_dim %d: the Triton kernels need a power of two >= 16; attention runs on the "
+                        "slow torch reference", head_dim)
+            name = "torch"
     if name == "flash" and fp8_kv:
         raise ValueError("attention 'flash' cannot read an fp8 KV cache: use triton")
     if name == "flash" and block_size % 256:
         raise ValueError(f"attention 'flash' needs block_size a multiple of 256, got {block_size}")
+    if name == "triton" and not triton_takes_head_dim(head_dim):
+        raise ValueError(f"attention 'triton' needs head_dim a power of two >= 16, the model has {head_dim}: "
+                         "use --attention auto or torch")
     return {"torch": TorchAttention, "triton": TritonAttention, "flash": FlashAttention}[name](scale)

@@ -94,7 +94,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         f"--attention flash (default: {d.block_size})")
     p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"],
                    help=f"auto: torch on CPU; flash-attn on GPU when installed and --block-size fits it, "
-                        f"else triton (default: {d.attention})")
+                        f"else triton (head_dim a power of two >= 16), else torch (default: {d.attention})")
     add_precision_arguments(p)
 
 

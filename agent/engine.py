@@ -70,7 +70,7 @@ class PagedEngine:
         mc, cfg = self.source.config, self.cfg
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim ** -0.5,
+        backend = select_backend(cfg.attention, self.device, cfg.block_size, mc.head_dim,
                                  self.kv_dtype != self.dtype)
         model = build_model(self.source, backend, self.device, self.dtype, cfg.seed, cfg.quantization)
         num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.kv_dtype, self.max_context)

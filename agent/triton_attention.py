@@ -20,6 +20,8 @@ if not torch.cuda.is_available():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from llmbench.agent.attention import triton_takes_head_dim  # noqa: E402
+
 LOG2E = 1.4426950408889634
 
 
@@ -229,7 +231,7 @@ def _check(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_
         raise ValueError(f"k_cache and v_cache must both be [num_blocks, block_size, kv_heads, head_dim], "
                          f"got {tuple(k_cache.shape)} and {tuple(v_cache.shape)}")
     kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
-    if head_dim < 16 or head_dim & (head_dim - 1):
+    if not triton_takes_head_dim(head_dim):
         raise ValueError(f"head_dim must be a power of two >= 16, got {head_dim}")
     if q.shape[-1] != head_dim or q.shape[-2] % kv_heads:
         raise ValueError(f"q heads/dim {tuple(q.shape[-2:])} do not fit {kv_heads} kv heads of dim {head_dim}")

@@ -122,10 +122,10 @@ def test_bad_precision_settings_name_the_problem():
         PagedEngine(EngineConfig(model="tiny", device="cpu", kv_cache_dtype="int4"))
     with pytest.raises(ValueError, match="quantization 'awq'"):
         PagedEngine(EngineConfig(model="tiny", device="cpu", quantization="awq"))
-    assert isinstance(select_backend("auto", torch.device("cpu"), 16, 1.0, fp8_kv=True), TorchAttention)
+    assert isinstance(select_backend("auto", torch.device("cpu"), 16, 128, fp8_kv=True), TorchAttention)
     if CUDA:
         with pytest.raises(ValueError, match="cannot read an fp8 KV cache"):
-            select_backend("flash", torch.device("cuda"), 256, 1.0, fp8_kv=True)
+            select_backend("flash", torch.device("cuda"), 256, 128, fp8_kv=True)
         with pytest.raises(ValueError, match="needs dtype bfloat16"):
             PagedEngine(EngineConfig(model="tiny", device="cuda", dtype="float32", quantization="fp8"))
 

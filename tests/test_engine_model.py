@@ -56,7 +56,7 @@ def test_loader_errors(tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
         resolve_source(str(tmp_path))
     save_hf(tmp_path)
-    backend = select_backend("torch", torch.device("cpu"), 16, 0.25)
+    backend = select_backend("torch", torch.device("cpu"), 16, 16)
     weights = load_file(tmp_path / "model.safetensors")
     del weights["model.layers.1.mlp.up_proj.weight"]
     save_file(weights, tmp_path / "model.safetensors")
@@ -71,12 +71,24 @@ def test_loader_errors(tmp_path):
         resolve_source(str(tmp_path))
 
 
+def test_attention_choice_follows_head_dim():
+    """On CUDA, auto used to pick Triton whatever the head_dim, and a model with head_dim 8 or 96 then
+    failed in the warm-up step; Triton is kept to the head_dims its kernels tile (only the choice is
+    checked, so this runs without a GPU)."""
+    cuda = torch.device("cuda")
+    assert select_backend("auto", cuda, 16, 8).name == "torch"
+    assert select_backend("auto", cuda, 16, 96).name == "torch"
+    with pytest.raises(ValueError, match="head_dim a power of two >= 16, the model has 96"):
+        select_backend("triton", cuda, 16, 96)
+    assert select_backend("torch", cuda, 16, 8).scale == 8 ** -0.5
+
+
 def test_presets_shapes_and_deterministic_random_init():
     with torch.device("meta"):
         big = LlamaForCausalLM(PRESETS["llama3.1-8b"], None, torch.device("meta"), torch.bfloat16)
     assert sum(p.numel() for p in big.parameters()) == PRESETS["llama3.1-8b"].num_parameters() == 8_030_261_248
     source = resolve_source("tiny")
-    backend = select_backend("auto", torch.device("cpu"), 16, 0.25)
+    backend = select_backend("auto", torch.device("cpu"), 16, 16)
     a = build_model(source, backend, torch.device("cpu"), torch.bfloat16, seed=0)
     b = build_model(source, backend, torch.device("cpu"), torch.bfloat16, seed=0)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
