@@ -20,7 +20,7 @@ from llmbench.agent.cli import FRACTION, add_precision_arguments, at_least, chec
 from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.fp8 import Fp8Linear, quantize_rows
-from llmbench.agent.loader import resolve_source
+from llmbench.agent.loader import resolve_device, resolve_dtype, resolve_source
 from llmbench.agent.offline import generate
 from llmbench.agent.scheduler import Batch
 from llmbench.agent.types import EngineConfig, Request
@@ -52,8 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_precision_arguments(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
-    p.add_argument("--hf-batch", type=int, help="static batch for --compare hf (default: 128 on GPU, 8 on CPU)")
-    p.add_argument("--hf-samples", type=int, help="prompts for --compare hf (default: two static batches)")
+    p.add_argument("--hf-batch", type=int,
+                   help="static batch for --compare hf (default: what fits half the free GPU memory, at most "
+                        "128; 8 on CPU)")
+    p.add_argument("--hf-samples", type=int, help="prompts for --compare hf (default: 256 on GPU, 16 on CPU)")
     p.add_argument("--profile", action="store_true",
                    help="print the GPU kernels that took the most time over a few steps mid-run")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -176,12 +178,28 @@ def step_profiler() -> torch.profiler.profile:
     return prof
 
 
-def run_hf(r: dict, prompts: list[list[int]], output_len: int, batch: int) -> float:
-    """transformers' generate with static left-padded batches; returns samples/s."""
+def hf_batch_that_fits(mc: ModelConfig, prompts: list[list[int]], output_len: int, dtype: torch.dtype,
+                       free_bytes: int) -> int:
+    """The largest static batch (at most 128) whose weights, KV cache and prefill activations fit in 3/4 of
+    free_bytes (the rest for fragmentation); every row of a batch is as long as its longest prompt."""
+    size = torch.tensor([], dtype=dtype).element_size()
+    seq = max(map(len, prompts)) + output_len
+    kv = seq * mc.num_layers * 2 * mc.kv_size * size
+    activations = 4 * seq * max(mc.intermediate_size, mc.hidden_size) * size  # gate, up, their product, slack
+    room = free_bytes * 3 // 4 - mc.num_parameters() * size
+    return max(1, min(128, room // (kv + activations)))
+
+
+def run_hf(source, device: torch.device, dtype: torch.dtype, prompts: list[list[int]], output_len: int,
+           batch: int | None) -> tuple[float, int, int]:
+    """transformers' generate with static left-padded batches, alone on the device; returns
+    (samples/s, the batch used, peak device bytes)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    source, device, dtype = r["source"], r["device"], r["dtype"]
     mc = source.config
+    if batch is None:
+        free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+        batch = hf_batch_that_fits(mc, prompts, output_len, dtype, free) if free else 8
     if source.path is not None:
         model = LlamaForCausalLM.from_pretrained(source.path, torch_dtype=dtype)
     else:
@@ -196,6 +214,8 @@ def run_hf(r: dict, prompts: list[list[int]], output_len: int, batch: int) -> fl
             model = LlamaForCausalLM(hf_cfg).to(dtype)
     model = model.to(device).eval()
     pad = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     t = time.perf_counter()
     for start in range(0, len(prompts), batch):
@@ -208,17 +228,18 @@ def run_hf(r: dict, prompts: list[list[int]], output_len: int, batch: int) -> fl
                            min_new_tokens=output_len, do_sample=False, pad_token_id=pad)
     sync(device)
     rate = len(prompts) / (time.perf_counter() - t)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     del model
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return rate
+    return rate, batch, peak
 
 
 def run(args: argparse.Namespace) -> int:
     check_flags(args, RULES)
     gpu = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     n = args.samples or (2000 if gpu else 64)
-    hf_batch = args.hf_batch or (128 if gpu else 8)
     d = EngineConfig()
     cfg = EngineConfig(model=args.model, dtype=args.dtype, device=args.device,
                        memory_fraction=args.memory_fraction, attention=args.attention,
@@ -229,8 +250,15 @@ def run(args: argparse.Namespace) -> int:
                        kv_cache_dtype=args.kv_cache_dtype or d.kv_cache_dtype)
     mc = resolve_source(cfg.model).config
     prompts = make_prompts(mc, n, args.prompt_len, args.seed)
+    hf = None
+    if args.compare == "hf":
+        # transformers first and alone: the engine sizes its KV cache to the memory left when it starts.
+        device = resolve_device(cfg.device)
+        hf_prompts = prompts[:args.hf_samples or min(n, 256 if gpu else 16)]
+        hf = run_hf(resolve_source(cfg.model), device, resolve_dtype(cfg.dtype, device), hf_prompts,
+                    args.output_len, args.hf_batch)
     r = run_engine(args, cfg, prompts)
-    gc.collect()  # the engine's weights and KV cache go before transformers loads its copy
+    gc.collect()  # the engine's weights and KV cache go before the matmul rates are measured
     device, info = r["device"], r["info"]
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -260,10 +288,11 @@ def run(args: argparse.Namespace) -> int:
                                  + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if cfg.quantization == "fp8" else "")),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
-    if args.compare == "hf":
-        hf_n = args.hf_samples or min(n, 2 * hf_batch)
-        hf_rate = run_hf(r, prompts[:hf_n], args.output_len, hf_batch)
-        rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({hf_n} prompts, static batch {hf_batch})"))
+    if hf is not None:
+        hf_rate, hf_batch, hf_peak = hf
+        peak = f", peak {hf_peak / 2**30:.1f} GiB" if hf_peak else ""
+        rows.append(("transformers generate", f"{hf_rate:.2f} samples/s ({len(hf_prompts)} prompts, "
+                                              f"static batch {hf_batch}{peak})"))
         rows.append(("llmbench / transformers", f"{samples_s / hf_rate:.2f}x"))
     width = max(len(k) for k, _ in rows)
     print("\nllmbench bench (engine only, Offline)")

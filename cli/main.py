@@ -1,8 +1,9 @@
 import argparse
 import importlib
-import importlib.metadata
 import logging
 import sys
+
+from llmbench.common.version import version
 
 # subcommand -> module (or module:object) providing add_arguments(parser) and run(args) -> int.
 # Imported lazily so `llmbench agent` never loads coordinator code and vice versa.
@@ -26,7 +27,7 @@ def _parser(command: str | None) -> tuple[argparse.ArgumentParser, argparse.Argu
     """The top parser and the chosen subcommand's; only its module is imported (torch alone costs a second)."""
     parser = argparse.ArgumentParser(prog="llmbench", description="MLPerf Llama-3.1-8B benchmark mesh")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-    parser.add_argument("--version", action="version", version=f"llmbench {importlib.metadata.version('llmbench')}")
+    parser.add_argument("--version", action="version", version=f"llmbench {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = None
     for name, (module, help_text) in COMMANDS.items():

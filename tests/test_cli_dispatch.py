@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,20 @@ def test_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"llmbench {importlib.metadata.version('llmbench')}"
+
+
+def test_version_from_a_source_tree_that_is_not_installed(tmp_path):
+    """The GPU scripts link the package folders into a site folder without installing llmbench (-S keeps
+    the installed metadata out of sight): --version must still answer, from pyproject.toml."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "llmbench").mkdir()
+    for folder in ("cli", "common"):
+        (tmp_path / "llmbench" / folder).symlink_to(root / folder)
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); from llmbench.cli.main import main; main(['--version'])"
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)  # not the checkout: its llmbench.egg-info is metadata too
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"llmbench {importlib.metadata.version('llmbench')}+source"
 
 
 @pytest.mark.parametrize("argv, usage", [

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One call on the H200 machine (device tool, carry .whl): GPU tests, kernel and engine benchmarks, and
-# short LoadGen runs through the mesh; a short table last. Usage: scripts/h200.sh [phase ...]
+# One call on a GPU machine (device tool, H100 or H200; carry .whl): GPU tests, kernel and engine benchmarks, and
+# short LoadGen runs through the mesh; a short table last. Usage: scripts/gpu-bench.sh [phase ...]
 # phases: tests kernels fused bench eager profile hf offline server interactive (default: all), and
 # bench-fp8 (the layer GEMMs and KV cache in fp8). PRECISION (e.g. "--quantization fp8 --kv-cache-dtype
 # fp8") goes to every agent of the mesh phases.
@@ -30,7 +30,7 @@ for phase in $phases; do
   start=$SECONDS
   case $phase in
     tests) python3 -m pytest -q -p no:cacheprovider -s ${TESTS:-tests/test_engine_model.py tests/test_triton_attention.py \
-             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py} 2>&1 | tee "$OUT/tests.txt" \
+             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py tests/test_engine_parity_shapes.py} 2>&1 | tee "$OUT/tests.txt" \
              | grep -E "passed|failed|FAILED|rel L2|Error" ;;
     kernels) { python3 -m llmbench.agent.triton_bench; python3 -m llmbench.agent.triton_fp8; } 2>&1 \
                | tee "$OUT/kernels.txt" | tail -32 ;;
@@ -41,7 +41,7 @@ for phase in $phases; do
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
              | tee "$OUT/eager.txt" | tail -16 ;;
     profile) lb bench --model llama3.1-8b --samples 600 --profile ${BENCH_ARGS:-} 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
-    hf) lb bench --model llama3.1-8b --samples 256 --compare hf --hf-samples 256 --hf-batch 128 2>&1 \
+    hf) lb bench --model llama3.1-8b --samples 256 --compare hf 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
     offline) AGENT_ARGS="--max-batch 1024" mesh offline --scenario Offline --max-samples 3000 \
                --target-qps "${OFFLINE_QPS:-36}" ;;

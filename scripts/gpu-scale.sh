@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One call on a 4xH200 machine (device tool kind nvidia-h200-x4, carry .whl): scaling from one agent to one
-# agent per GPU, a table last. Usage: scripts/h200x4.sh [phase ...]
+# One call on a multi-GPU machine (device tool kind nvidia-h200-x4 or nvidia-h100-x4, carry .whl): scaling from one agent to one
+# agent per GPU, a table last. Usage: scripts/gpu-scale.sh [phase ...]
 # phases (default all, in this order; about 8 minutes):
 #   single-offline single-server  one agent on the first GPU (GPU 0): LoadGen Offline, then Server
 #   multi-offline multi-server    `llmbench run --gpus all`, N agents: Offline, then Server at
