@@ -1,9 +1,9 @@
 """`llmbench bench`: engine-only offline throughput (no gRPC), optionally beside transformers' generate.
 
-All prompts are submitted at once (MLPerf Offline); each forward is timed to split step time into
-steps with prefill work and decode-only steps. The roofline is the FLOPs a sample needs over a
+All prompts are submitted at once (MLPerf Offline). The roofline is the FLOPs a sample needs over a
 matrix-multiply rate measured here, on this device, in the model's dtype (and, with --quantization
-fp8, in fp8 for the layer GEMMs).
+fp8, in fp8 for the layer GEMMs). The step table is the engine's step cost model (agent/step_cost.py):
+each step kind and size with its wall, device and host time and its floor at the rates measured here.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import argparse
 import functools
 import gc
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from llmbench.agent.engine import PagedEngine
 from llmbench.agent.fp8 import Fp8Linear, quantize_rows
 from llmbench.agent.loader import resolve_device, resolve_dtype, resolve_source
 from llmbench.agent.offline import generate
-from llmbench.agent.scheduler import Batch
+from llmbench.agent.step_cost import Rates, floor_seconds
 from llmbench.agent.types import EngineConfig, Request
 from llmbench.common.cnndm import OUTPUT_LEN, prompt_lengths
 
@@ -59,15 +58,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true",
                    help="print the GPU kernels that took the most time over a few steps mid-run")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-
-
-@dataclass
-class StepTimes:
-    prefill: list[float]
-    decode: list[float]
-
-    def record(self, batch: Batch, seconds: float) -> None:
-        (self.prefill if batch.prefill else self.decode).append(seconds)
 
 
 def make_prompts(cfg: ModelConfig, n: int, fixed_len: int | None, seed: int) -> list[list[int]]:
@@ -115,6 +105,40 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, fp8: bool = False) -> 
     return 2 * n ** 3 / float(np.median(times[2:]))
 
 
+def read_rate(device: torch.device) -> float:
+    """Measured bytes/s that device memory is read at: a large copy reads and writes every byte."""
+    src = torch.empty(1 << 30 if device.type == "cuda" else 1 << 26, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(12):
+        sync(device)
+        t = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * src.numel() / float(np.median(times[2:]))
+
+
+def measure_rates(device: torch.device, dtype: torch.dtype, fp8: bool) -> Rates:
+    rate = matmul_rate(device, dtype)
+    rates = Rates(matmul=rate, layer_matmul=matmul_rate(device, dtype, fp8=True) if fp8 else rate,
+                  read=read_rate(device))
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the engine sizes its KV cache to the memory left
+    return rates
+
+
+def step_floor(mc: ModelConfig, rates: Rates, dtype: torch.dtype, kv_dtype: torch.dtype, fp8: bool):
+    """StepShape -> its floor in seconds, for this model in these precisions."""
+    h = mc.hidden_size
+    layer_params = mc.num_layers * (h * (mc.q_size + 2 * mc.kv_size) + mc.q_size * h + 3 * h * mc.intermediate_size)
+    layer_bytes = layer_params * (1 if fp8 else dtype.itemsize)
+    head_bytes = mc.vocab_size * h * dtype.itemsize
+    kv_bytes = 2 * mc.num_layers * mc.kv_size * kv_dtype.itemsize
+    return functools.partial(floor_seconds, mc, rates=rates, layer_bytes=layer_bytes, head_bytes=head_bytes,
+                             kv_bytes_per_token=kv_bytes)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -124,27 +148,26 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def run_engine(args, cfg: EngineConfig, prompts: list[list[int]]) -> dict:
+def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) -> dict:
     t0 = time.perf_counter()
     engine = PagedEngine(cfg)
     engine.start()
     load_s = time.perf_counter() - t0
     device = engine.device
-    times = StepTimes([], [])
     forward = engine.runner.run
     profiler = step_profiler() if args.profile else None
-
-    def timed_run(batch: Batch) -> list[int]:
-        t = time.perf_counter()
-        tokens = forward(batch)  # ends in a host sync (the sampled ids), so wall time is GPU time
-        times.record(batch, time.perf_counter() - t)
-        if profiler is not None:
+    if profiler is not None:
+        def profiled(batch):
+            tokens = forward(batch)
             profiler.step()
-        return tokens
+            return tokens
+        engine.runner.run = profiled
 
     warm = [Request(id=i, prompt=p, max_new_tokens=4, ignore_eos=True) for i, p in enumerate(prompts[:32])]
     generate(engine, warm)  # compiles kernels for prefill and decode shapes outside the timing
-    engine.runner.run = timed_run
+    engine.step_costs.clear()
+    engine.step_costs.floor = step_floor(engine.source.config, rates, engine.dtype, engine.kv_dtype,
+                                         cfg.quantization == "fp8")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     requests = [Request(id=i, prompt=p, max_new_tokens=args.output_len, min_new_tokens=args.output_len,
@@ -163,7 +186,7 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]]) -> dict:
     ttft = [g.first_token_time - t for g in results.values()]
     return dict(info=engine.info, source=engine.source, dtype=engine.dtype, device=device,
                 attention=engine.runner.model.backend.name, load_s=load_s, wall=wall,
-                out_tokens=out_tokens, times=times, ttft=ttft,
+                out_tokens=out_tokens, steps=engine.step_costs, ttft=ttft,
                 peak=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
 
 
@@ -250,26 +273,25 @@ def run(args: argparse.Namespace) -> int:
                        kv_cache_dtype=args.kv_cache_dtype or d.kv_cache_dtype)
     mc = resolve_source(cfg.model).config
     prompts = make_prompts(mc, n, args.prompt_len, args.seed)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
     hf = None
     if args.compare == "hf":
         # transformers first and alone: the engine sizes its KV cache to the memory left when it starts.
-        device = resolve_device(cfg.device)
         hf_prompts = prompts[:args.hf_samples or min(n, 256 if gpu else 16)]
-        hf = run_hf(resolve_source(cfg.model), device, resolve_dtype(cfg.dtype, device), hf_prompts,
-                    args.output_len, args.hf_batch)
-    r = run_engine(args, cfg, prompts)
-    gc.collect()  # the engine's weights and KV cache go before the matmul rates are measured
-    device, info = r["device"], r["info"]
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        hf = run_hf(resolve_source(cfg.model), device, dtype, hf_prompts, args.output_len, args.hf_batch)
+    rates = measure_rates(device, dtype, cfg.quantization == "fp8")
+    r = run_engine(args, cfg, prompts, rates)
+    info = r["info"]
     mean_prompt = float(np.mean([len(p) for p in prompts]))
-    rate = matmul_rate(device, r["dtype"])
-    layer_rate = matmul_rate(device, r["dtype"], fp8=True) if cfg.quantization == "fp8" else rate
     layer_flops, other_flops = flops_per_sample(mc, mean_prompt, args.output_len)
-    ceiling = 1 / (layer_flops / layer_rate + other_flops / rate)
+    ceiling = 1 / (layer_flops / rates.layer_matmul + other_flops / rates.matmul)
     samples_s = n / r["wall"]
     total_tokens = sum(map(len, prompts)) + r["out_tokens"]
-    t = r["times"]
+    kinds = {}
+    for (kind, _), sums in r["steps"].snapshot().items():
+        steps, wall = kinds.get(kind, (0, 0.0))
+        kinds[kind] = steps + sums.steps, wall + sums.wall
     rows = [
         ("model", f"{info.name} ({info.dtype}, {device}, attention {r['attention']})"),
         ("samples", f"{n} (prompt mean {mean_prompt:.0f} tokens, {args.output_len} output tokens forced)"),
@@ -278,14 +300,16 @@ def run(args: argparse.Namespace) -> int:
         ("samples/s", f"{samples_s:.2f}"),
         ("output tokens/s", f"{r['out_tokens'] / r['wall']:.0f}"),
         ("total tokens/s", f"{total_tokens / r['wall']:.0f}"),
-        ("steps with prefill", f"{len(t.prefill)}, mean {1e3 * np.mean(t.prefill or [0]):.1f} ms"),
-        ("decode-only steps", f"{len(t.decode)}, mean {1e3 * np.mean(t.decode or [0]):.1f} ms"),
+        *((label, f"{steps}, mean {1e3 * wall / steps:.1f} ms") for label, (steps, wall) in
+          (("steps with prefill", kinds.get("mixed", (0, 0.0))), ("decode-only steps", kinds.get("decode", (0, 0.0))))
+          if steps),
         ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
         ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
         ("precision", f"{info.dtype}; layer GEMMs {'fp8' if cfg.quantization == 'fp8' else info.dtype}; "
                       f"KV cache {info.kv_cache_dtype}"),
-        ("matmul rate measured", f"{rate / 1e12:.1f} TFLOP/s ({info.dtype})"
-                                 + (f", {layer_rate / 1e12:.1f} TFLOP/s (fp8)" if cfg.quantization == "fp8" else "")),
+        ("matmul rate measured", f"{rates.matmul / 1e12:.1f} TFLOP/s ({info.dtype})"
+                                 + (f", {rates.layer_matmul / 1e12:.1f} TFLOP/s (fp8)" if cfg.quantization == "fp8" else "")),
+        ("read rate measured", f"{rates.read / 1e9:.0f} GB/s"),
         ("compute roofline", f"{ceiling:.2f} samples/s -> {100 * samples_s / ceiling:.1f} % of roofline"),
     ]
     if hf is not None:
@@ -298,4 +322,6 @@ def run(args: argparse.Namespace) -> int:
     print("\nllmbench bench (engine only, Offline)")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    print("\nstep cost model (mean per step; host = wall - device: the device waits for Python)")
+    print("\n".join(r["steps"].table()))
     return 0

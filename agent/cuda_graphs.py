@@ -68,8 +68,9 @@ class DecodeGraphs:
     def fits(self, num_decode: int) -> bool:
         return 0 < num_decode <= self.max_batch
 
-    def run(self, seqs: list) -> torch.Tensor:
-        """Replays the smallest graph that holds seqs; returns their logits [len(seqs), vocab]."""
+    def stage(self, seqs: list) -> int:
+        """Copies seqs' inputs into the static buffers of the smallest graph that holds them; returns
+        that graph's batch size for replay()."""
         n = len(seqs)
         bs = next(b for b in self.sizes if b >= n)
         bsz = self.block_size
@@ -95,6 +96,10 @@ class DecodeGraphs:
             self.slots[n:bs].fill_(self.scratch_slot)
         tables_t = torch.from_numpy(tables)
         self.block_tables[:n, :width].copy_(tables_t.pin_memory() if self.pin else tables_t, non_blocking=True)
+        return bs
+
+    def replay(self, bs: int, n: int) -> torch.Tensor:
+        """Runs the graph staged for; returns the logits of its first n rows [n, vocab]."""
         graph, logits = self.graphs[bs]
         graph.replay()
         return logits[:n]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from typing import Sequence as Seq
 
@@ -14,6 +15,7 @@ from llmbench.agent.loader import (build_model, check_quantization, resolve_devi
                                    resolve_kv_dtype, resolve_source)
 from llmbench.agent.runner import ModelRunner, plan_kv_blocks
 from llmbench.agent.scheduler import Batch, Scheduler, Sequence
+from llmbench.agent.step_cost import StepCosts, StepShape
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
 from llmbench.agent.validation import request_problem
@@ -62,6 +64,7 @@ class PagedEngine:
         self._step = 0
         self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
         self._published = self._engine_side()
+        self.step_costs = StepCosts()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -158,7 +161,9 @@ class PagedEngine:
                 if self._stopping:
                     return
                 inbox, self._inbox = self._inbox, []
+            begun = time.perf_counter()  # a step's wall time includes the host work around its forward
             out: dict[Sink, StepOutput] = {}
+            shape = None
             try:
                 for kind, payload, sink in inbox:
                     if kind == "submit":
@@ -168,12 +173,14 @@ class PagedEngine:
                     else:
                         self._drop(sink, out)
                 if self.scheduler.has_work():
-                    self._run_step(out)
+                    shape = self._run_step(out)
             except Exception as e:  # a bug outside the forward: fail everything rather than hang
                 log.exception("engine loop failed; failing all queries")
                 self._fail(list(self._seqs.values()), e, out)
             self._emit(out)
             self._publish([r for kind, payload, _ in inbox if kind == "submit" for r in payload])
+            if shape is not None:
+                self.step_costs.record(shape, time.perf_counter() - begun, self.runner.device_s)
 
     def _publish(self, admitted: list[Request]) -> None:
         """The inbox's admitted queries leave its counts as the engine state that now holds them is published."""
@@ -228,16 +235,18 @@ class PagedEngine:
             self._finished += 1
         out.pop(sink, None)
 
-    def _run_step(self, out: dict[Sink, StepOutput]) -> None:
+    def _run_step(self, out: dict[Sink, StepOutput]) -> StepShape | None:
+        """One step; returns its shape, or None where it failed."""
         batch = Batch()
         try:
             batch = self.scheduler.schedule()
+            shape = StepShape.of(batch)
             tokens = self.runner.run(batch)
             results = self.scheduler.update(batch, tokens)
         except Exception as e:
             log.exception("engine step %d failed", self._step)
             self._fail([s for s, _ in batch.prefill] + batch.decode or list(self.scheduler.running), e, out)
-            return
+            return None
         self._step += 1
         self._prompt_tokens += sum(n for _, n in batch.prefill)
         self._output_tokens += len(results)
@@ -250,6 +259,7 @@ class PagedEngine:
                 o.finished.append((seq.id, reason))
                 del self._seqs[seq.key]
                 self._finished += 1
+        return shape
 
     def _emit(self, out: dict[Sink, StepOutput]) -> None:
         for sink, step_output in out.items():

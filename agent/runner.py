@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import psutil
@@ -92,6 +93,9 @@ class ModelRunner:
             layer.self_attn.k_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
             layer.self_attn.v_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
         self.graphs: DecodeGraphs | None = None
+        self.device_s = 0.0  # the last step's device time: first kernel to last (CUDA), or its forward (CPU)
+        if self.device.type == "cuda":
+            self._begun, self._ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def capture_decode_graphs(self, max_batch: int) -> None:
         """After warm-up, on CUDA: decode-only steps of up to max_batch sequences replay graphs."""
@@ -155,14 +159,30 @@ class ModelRunner:
     def run(self, batch: Batch) -> list[int]:
         """One forward; returns the greedy next token of every sequence in batch.sampling()."""
         if self.graphs is not None and not batch.prefill and self.graphs.fits(len(batch.decode)):
-            logits = self.graphs.run(batch.decode)
+            graph = self.graphs.stage(batch.decode)
+            begun = self._begin()
+            logits = self.graphs.replay(graph, len(batch.decode))
         else:
             input_ids, positions, meta, rows = self.prepare(batch)
+            begun = self._begin()
             logits = self.model(input_ids, positions, meta, rows)
         banned = [(i, t) for i, s in enumerate(batch.sampling()) for t in s.banned_ids()]
         if banned:
             r, c = zip(*banned)
             logits[list(r), list(c)] = float("-inf")
-        if logits.shape[0] == 0:
-            return []
-        return logits.argmax(dim=-1).tolist()
+        tokens = logits.argmax(dim=-1) if logits.shape[0] else None
+        if self.device.type == "cuda":
+            self._ended.record()
+        tokens = tokens.tolist() if tokens is not None else []  # the host waits for the step here
+        if self.device.type == "cuda":
+            self._ended.synchronize()
+            self.device_s = self._begun.elapsed_time(self._ended) / 1e3
+        else:
+            self.device_s = time.perf_counter() - begun
+        return tokens
+
+    def _begin(self) -> float:
+        """Marks where the step's device work starts: its inputs are staged, its first kernel is next."""
+        if self.device.type == "cuda":
+            self._begun.record()
+        return time.perf_counter()

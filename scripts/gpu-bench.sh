@@ -30,16 +30,16 @@ for phase in $phases; do
   start=$SECONDS
   case $phase in
     tests) python3 -m pytest -q -p no:cacheprovider -s ${TESTS:-tests/test_engine_model.py tests/test_triton_attention.py \
-             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py tests/test_engine_parity_shapes.py} 2>&1 | tee "$OUT/tests.txt" \
+             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py tests/test_engine_parity_shapes.py tests/test_engine_graphs.py tests/test_step_cost.py} 2>&1 | tee "$OUT/tests.txt" \
              | grep -E "passed|failed|FAILED|rel L2|Error" ;;
     kernels) { python3 -m llmbench.agent.triton_bench; python3 -m llmbench.agent.triton_fp8; } 2>&1 \
                | tee "$OUT/kernels.txt" | tail -32 ;;
     fused) python3 -m llmbench.agent.triton_fused 2>&1 | tee "$OUT/fused.txt" | tail -12 ;;
-    bench) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -16 ;;
+    bench) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -34 ;;
     bench-fp8) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --quantization fp8 --kv-cache-dtype fp8 \
-                 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -17 ;;
+                 ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -34 ;;
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
-             | tee "$OUT/eager.txt" | tail -16 ;;
+             | tee "$OUT/eager.txt" | tail -34 ;;
     profile) lb bench --model llama3.1-8b --samples 600 --profile ${BENCH_ARGS:-} 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
     hf) lb bench --model llama3.1-8b --samples 256 --compare hf 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
@@ -57,7 +57,7 @@ for phase in $phases; do
 done
 echo; echo "== phases =="; printf '%s\n' "${summary[@]}"
 for f in bench bench-fp8 eager hf; do
-  [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps|precision|matmul" "$OUT/$f.txt"; }
+  [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps|precision|rate measured|^\| all" "$OUT/$f.txt"; }
 done
 for f in "$OUT"/offline.txt "$OUT"/server-*.txt "$OUT"/interactive-*.txt; do
   [ -f "$f" ] && { echo "-- $(basename "$f" .txt)"; grep -hE "Scenario|Result is|samples per second|^99.00 percentile (first token|time to output token)" "$f"; }

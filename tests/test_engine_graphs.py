@@ -34,9 +34,9 @@ class EagerGraphs(DecodeGraphs):
             self.graphs[bs] = (EagerReplay(forward, logits), logits)
         self.replayed = []
 
-    def run(self, seqs):
+    def stage(self, seqs):
         self.replayed.append(len(seqs))
-        return super().run(seqs)
+        return super().stage(seqs)
 
 
 def test_graph_batch_sizes_cover_every_batch():
