@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="auto", help="auto, torch, triton or flash (default: %(default)s)")
     add_precision_arguments(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="wait for each step before scheduling the next (default: overlap them on CUDA)")
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
     p.add_argument("--hf-batch", type=int,
                    help="static batch for --compare hf (default: what fits half the free GPU memory, at most "
@@ -154,14 +156,14 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
     engine.start()
     load_s = time.perf_counter() - t0
     device = engine.device
-    forward = engine.runner.run
+    launch = engine.runner.launch
     profiler = step_profiler() if args.profile else None
     if profiler is not None:
         def profiled(batch):
-            tokens = forward(batch)
+            launched = launch(batch)
             profiler.step()
-            return tokens
-        engine.runner.run = profiled
+            return launched
+        engine.runner.launch = profiled
 
     warm = [Request(id=i, prompt=p, max_new_tokens=4, ignore_eos=True) for i, p in enumerate(prompts[:32])]
     generate(engine, warm)  # compiles kernels for prefill and decode shapes outside the timing
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
                        memory_fraction=args.memory_fraction, attention=args.attention,
                        max_batch=args.max_batch or (512 if gpu else 64),
                        max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
-                       cuda_graphs=not args.no_cuda_graphs, seed=args.seed,
+                       cuda_graphs=not args.no_cuda_graphs, overlap=not args.no_overlap, seed=args.seed,
                        quantization=args.quantization or d.quantization,
                        kv_cache_dtype=args.kv_cache_dtype or d.kv_cache_dtype)
     mc = resolve_source(cfg.model).config

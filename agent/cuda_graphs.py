@@ -39,9 +39,7 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(n, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.rows = torch.arange(n, dtype=torch.int64, device=device)
         self.scratch_slot = scratch_slot
-        # One pinned staging row per step: ids, positions, slots, context lens (int64), then tables.
         self.pin = device.type == "cuda"
-        self.staging = torch.zeros(4 * n, dtype=torch.int64, pin_memory=self.pin)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
 
     def _meta(self, bs: int) -> AttentionMetadata:
@@ -77,7 +75,11 @@ class DecodeGraphs:
         ctx = np.fromiter((len(s.tokens) for s in seqs), dtype=np.int64, count=n)
         pos = ctx - 1
         last_blocks = np.fromiter((s.block_table[p // bsz] for s, p in zip(seqs, pos)), dtype=np.int64, count=n)
-        host = self.staging.numpy()
+        # A fresh pinned buffer per step: the host stages step N+1 while step N's copy may still be queued
+        # (torch's pinned allocator reuses a buffer only after the copies that read it have run).
+        # One row: ids, positions, slots, context lens (int64).
+        staging = torch.empty(4 * n, dtype=torch.int64, pin_memory=self.pin)
+        host = staging.numpy()
         host[:n] = np.fromiter((s.tokens[-1] for s in seqs), dtype=np.int64, count=n)
         host[n:2 * n] = pos
         host[2 * n:3 * n] = last_blocks * bsz + pos % bsz
@@ -86,7 +88,7 @@ class DecodeGraphs:
         tables = np.zeros((n, width), dtype=np.int32)
         for i, s in enumerate(seqs):
             tables[i, :len(s.block_table)] = s.block_table
-        staged = self.staging[:4 * n].to(self.ids.device, non_blocking=True)
+        staged = staging.to(self.ids.device, non_blocking=True)
         self.ids[:n].copy_(staged[:n])
         self.positions[:n].copy_(staged[n:2 * n])
         self.slots[:n].copy_(staged[2 * n:3 * n])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Sequence as Seq
 
 import torch
@@ -13,7 +13,7 @@ from llmbench.agent.attention import select_backend
 from llmbench.agent.block_manager import BlockManager
 from llmbench.agent.loader import (build_model, check_quantization, resolve_device, resolve_dtype,
                                    resolve_kv_dtype, resolve_source)
-from llmbench.agent.runner import ModelRunner, plan_kv_blocks
+from llmbench.agent.runner import Launched, ModelRunner, plan_kv_blocks
 from llmbench.agent.scheduler import Batch, Scheduler, Sequence
 from llmbench.agent.step_cost import StepCosts, StepShape
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
@@ -21,6 +21,13 @@ from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCo
 from llmbench.agent.validation import request_problem
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    launched: Launched
+    shape: StepShape
+    since: float  # host time when the loop turn that launched it began
 
 
 class PagedEngine:
@@ -65,6 +72,10 @@ class PagedEngine:
         self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
         self._published = self._engine_side()
         self.step_costs = StepCosts()
+        self._settled_at = 0.0  # when the engine thread last read a step's tokens
+        # On CPU the forward runs inside launch(), so there is nothing to overlap (tests turn it on to
+        # check the bookkeeping).
+        self.overlap = cfg.overlap and self.device.type == "cuda"
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,16 +165,16 @@ class PagedEngine:
     def _loop(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # the current device is per thread (Triton launches on it)
+        in_flight: _InFlight | None = None
         while True:
             with self._cond:
-                while not (self._inbox or self._stopping or self.scheduler.has_work()):
+                while not (self._inbox or self._stopping or self.scheduler.has_work() or in_flight):
                     self._cond.wait()
                 if self._stopping:
                     return
                 inbox, self._inbox = self._inbox, []
-            begun = time.perf_counter()  # a step's wall time includes the host work around its forward
+            begun = time.perf_counter()
             out: dict[Sink, StepOutput] = {}
-            shape = None
             try:
                 for kind, payload, sink in inbox:
                     if kind == "submit":
@@ -172,15 +183,19 @@ class PagedEngine:
                         self._cancel(payload, sink, out)
                     else:
                         self._drop(sink, out)
-                if self.scheduler.has_work():
-                    shape = self._run_step(out)
+                launched = self._launch(out, begun) if self.scheduler.has_work() else None
+                if launched is not None and not self.overlap:
+                    self._settle(launched, out)
+                    launched = None
+                if in_flight is not None:  # the step just launched runs on the device while the host reads this one
+                    self._settle(in_flight, out)
+                in_flight = launched
             except Exception as e:  # a bug outside the forward: fail everything rather than hang
                 log.exception("engine loop failed; failing all queries")
                 self._fail(list(self._seqs.values()), e, out)
+                in_flight = None
             self._emit(out)
             self._publish([r for kind, payload, _ in inbox if kind == "submit" for r in payload])
-            if shape is not None:
-                self.step_costs.record(shape, time.perf_counter() - begun, self.runner.device_s)
 
     def _publish(self, admitted: list[Request]) -> None:
         """The inbox's admitted queries leave its counts as the engine state that now holds them is published."""
@@ -235,18 +250,32 @@ class PagedEngine:
             self._finished += 1
         out.pop(sink, None)
 
-    def _run_step(self, out: dict[Sink, StepOutput]) -> StepShape | None:
-        """One step; returns its shape, or None where it failed."""
+    def _launch(self, out: dict[Sink, StepOutput], begun: float) -> _InFlight | None:
+        """Schedules and launches one step; None where there was nothing to run or it failed."""
         batch = Batch()
         try:
             batch = self.scheduler.schedule()
+            if not batch.num_tokens:  # every running sequence waits for its last token to be read
+                return None
             shape = StepShape.of(batch)
-            tokens = self.runner.run(batch)
-            results = self.scheduler.update(batch, tokens)
+            launched = self.runner.launch(batch)
+            self.scheduler.advance(batch)
         except Exception as e:
-            log.exception("engine step %d failed", self._step)
+            log.exception("engine step %d failed", self._step + 1)
             self._fail([s for s, _ in batch.prefill] + batch.decode or list(self.scheduler.running), e, out)
             return None
+        return _InFlight(launched, shape, begun)
+
+    def _settle(self, step: _InFlight, out: dict[Sink, StepOutput]) -> None:
+        """Reads a launched step's tokens and hands them to their sinks."""
+        batch = step.launched.batch
+        try:
+            tokens = self.runner.collect(step.launched)
+        except Exception as e:
+            log.exception("engine step %d failed", self._step + 1)
+            self._fail([s for s, _ in batch.prefill] + batch.decode, e, out)
+            return
+        results = self.scheduler.settle(batch, tokens)
         self._step += 1
         self._prompt_tokens += sum(n for _, n in batch.prefill)
         self._output_tokens += len(results)
@@ -259,7 +288,10 @@ class PagedEngine:
                 o.finished.append((seq.id, reason))
                 del self._seqs[seq.key]
                 self._finished += 1
-        return shape
+        # Wall time: since the later of this step's launch and the previous step's end (steps overlap).
+        now = time.perf_counter()
+        self.step_costs.record(step.shape, now - max(step.since, self._settled_at), self.runner.device_s)
+        self._settled_at = now
 
     def _emit(self, out: dict[Sink, StepOutput]) -> None:
         for sink, step_output in out.items():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -93,9 +94,8 @@ class ModelRunner:
             layer.self_attn.k_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
             layer.self_attn.v_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
         self.graphs: DecodeGraphs | None = None
-        self.device_s = 0.0  # the last step's device time: first kernel to last (CUDA), or its forward (CPU)
-        if self.device.type == "cuda":
-            self._begun, self._ended = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.device_s = 0.0  # the last collected step's device time: first kernel to last (CUDA), or its forward (CPU)
+        self._last_tokens = torch.empty(0, dtype=torch.int64, device=self.device)  # the last launch's sampled ids
 
     def capture_decode_graphs(self, max_batch: int) -> None:
         """After warm-up, on CUDA: decode-only steps of up to max_batch sequences replay graphs."""
@@ -155,34 +155,71 @@ class ModelRunner:
         return (self._to_device(np.array(ids, dtype=np.int64)), self._to_device(positions_np), meta,
                 self._to_device(np.array(rows, dtype=np.int64)))
 
-    @torch.inference_mode()
     def run(self, batch: Batch) -> list[int]:
-        """One forward; returns the greedy next token of every sequence in batch.sampling()."""
-        if self.graphs is not None and not batch.prefill and self.graphs.fits(len(batch.decode)):
+        """One forward, waited for; returns the greedy next token of every sequence in batch.sampling()."""
+        return self.collect(self.launch(batch))
+
+    @torch.inference_mode()
+    def launch(self, batch: Batch) -> Launched:
+        """Queues one forward and its greedy sampling on the device without waiting for it. Decode inputs
+        still PENDING are the previous launch's sampled ids, read on the device."""
+        n = len(batch.decode)
+        if self.graphs is not None and not batch.prefill and self.graphs.fits(n):
             graph = self.graphs.stage(batch.decode)
+            self._feed_pending(self.graphs.ids, 0, batch.decode)
             begun = self._begin()
-            logits = self.graphs.replay(graph, len(batch.decode))
+            logits = self.graphs.replay(graph, n)
         else:
             input_ids, positions, meta, rows = self.prepare(batch)
+            self._feed_pending(input_ids, meta.num_prefill_tokens, batch.decode)
             begun = self._begin()
             logits = self.model(input_ids, positions, meta, rows)
         banned = [(i, t) for i, s in enumerate(batch.sampling()) for t in s.banned_ids()]
         if banned:
             r, c = zip(*banned)
             logits[list(r), list(c)] = float("-inf")
-        tokens = logits.argmax(dim=-1) if logits.shape[0] else None
-        if self.device.type == "cuda":
-            self._ended.record()
-        tokens = tokens.tolist() if tokens is not None else []  # the host waits for the step here
-        if self.device.type == "cuda":
-            self._ended.synchronize()
-            self.device_s = self._begun.elapsed_time(self._ended) / 1e3
-        else:
-            self.device_s = time.perf_counter() - begun
-        return tokens
+        tokens = logits.argmax(dim=-1)
+        self._last_tokens = tokens
+        if self.device.type != "cuda":
+            return Launched(batch, tokens, begun, time.perf_counter())
+        host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+        host.copy_(tokens, non_blocking=True)
+        ended = torch.cuda.Event(enable_timing=True)
+        ended.record()
+        return Launched(batch, host, begun, ended)
 
-    def _begin(self) -> float:
+    def collect(self, launched: Launched) -> list[int]:
+        """Waits for a launched step; its sampled ids (and self.device_s, its device time)."""
+        if isinstance(launched.ended, torch.cuda.Event):
+            launched.ended.synchronize()
+            self.device_s = launched.begun.elapsed_time(launched.ended) / 1e3
+        else:
+            self.device_s = launched.ended - launched.begun
+        return launched.tokens.tolist()
+
+    def _feed_pending(self, input_ids: torch.Tensor, offset: int, decode: list[Sequence]) -> None:
+        """Decode rows whose input token is still PENDING take it from the previous launch's output."""
+        pending = [(offset + i, s.sample_row) for i, s in enumerate(decode) if s.unsettled]
+        if not pending:
+            return
+        rows, source = zip(*pending)
+        rows = self._to_device(np.array(rows, dtype=np.int64))
+        source = self._to_device(np.array(source, dtype=np.int64))
+        input_ids.index_copy_(0, rows, self._last_tokens.index_select(0, source))
+
+    def _begin(self) -> torch.cuda.Event | float:
         """Marks where the step's device work starts: its inputs are staged, its first kernel is next."""
         if self.device.type == "cuda":
-            self._begun.record()
+            begun = torch.cuda.Event(enable_timing=True)
+            begun.record()
+            return begun
         return time.perf_counter()
+
+
+@dataclass
+class Launched:
+    """A step queued on the device."""
+    batch: Batch
+    tokens: torch.Tensor  # its sampled ids; on CUDA in pinned host memory, valid once `ended` has passed
+    begun: torch.cuda.Event | float  # before its first kernel (CPU: a perf_counter time)
+    ended: torch.cuda.Event | float  # after its ids reached the host (CPU: a perf_counter time)

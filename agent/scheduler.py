@@ -4,6 +4,11 @@ Admission reserves blocks for prompt + max_new_tokens at once, so a running sequ
 of KV and nothing is ever preempted. MLPerf outputs are short and bounded (128 tokens), so the
 reservation costs little, and in exchange there is no recompute waste and no latency cliff when the
 cache fills: a query either waits before it starts or runs to the end at full speed.
+
+A step is accounted in two halves so the engine can schedule step N+1 while step N still runs on the
+device: advance() moves its sequences on as soon as it is launched (cached tokens, one PENDING token per
+sampled row), settle() writes the sampled ids in once the host has them and ends the sequences they
+finish. A sequence that an EOS ended at step N may already be in step N+1; that row is dropped.
 """
 from __future__ import annotations
 
@@ -13,10 +18,13 @@ from dataclasses import dataclass, field
 from llmbench.agent.block_manager import BlockManager
 from llmbench.agent.types import FinishReason, Request, Sink
 
+PENDING = -1  # a sampled token the host has not read yet; the runner feeds its value from the device
+
 
 class Sequence:
     __slots__ = ("sink", "id", "tokens", "prompt_len", "max_new_tokens", "min_new_tokens",
-                 "stop_ids", "eos_ids", "num_blocks", "block_table", "num_cached")
+                 "stop_ids", "eos_ids", "num_blocks", "block_table", "num_cached", "unsettled", "sample_row",
+                 "ended")
 
     def __init__(self, req: Request, sink: Sink, eos_ids: tuple[int, ...], num_blocks: int):
         self.sink = sink
@@ -29,7 +37,10 @@ class Sequence:
         self.eos_ids = frozenset() if req.ignore_eos else frozenset(eos_ids)
         self.num_blocks = num_blocks  # reserved at admission
         self.block_table: list[int] = []
-        self.num_cached = 0  # tokens whose K/V are in the cache
+        self.num_cached = 0  # tokens whose K/V are in the cache (or being written by a launched step)
+        self.unsettled = 0  # trailing tokens still PENDING
+        self.sample_row = -1  # the row of the newest PENDING token among its step's sampled rows
+        self.ended = False  # released: rows still in flight for it are dropped
 
     @property
     def key(self) -> tuple[Sink, int]:
@@ -43,34 +54,50 @@ class Sequence:
     def prefilling(self) -> bool:
         return self.num_cached < self.prompt_len
 
+    @property
+    def decoding(self) -> bool:
+        """Takes a decode row next step: prompt cached, output not at its length (PENDING tokens count)."""
+        return not self.prefilling and self.num_output < self.max_new_tokens
+
     def banned_ids(self) -> frozenset[int]:
         """Ids that may not be sampled yet: stop conditions wait for min_new_tokens (as HF and vLLM)."""
         return self.stop_ids | self.eos_ids if self.num_output < self.min_new_tokens else frozenset()
 
-    def append(self, token: int) -> FinishReason | None:
-        self.tokens.append(token)
+    def settle(self, token: int) -> FinishReason | None:
+        """The oldest PENDING token is token; returns why it ends the sequence, if it does."""
+        i = len(self.tokens) - self.unsettled
+        self.tokens[i] = token
+        self.unsettled -= 1
         if token in self.eos_ids:
-            return FinishReason.EOS
-        if token in self.stop_ids:
-            return FinishReason.STOP
-        if self.num_output >= self.max_new_tokens:
-            return FinishReason.LENGTH
-        return None
+            reason = FinishReason.EOS
+        elif token in self.stop_ids:
+            reason = FinishReason.STOP
+        elif i + 1 - self.prompt_len >= self.max_new_tokens:
+            reason = FinishReason.LENGTH
+        else:
+            return None
+        del self.tokens[i + 1:]  # a token sampled after the end (already in flight) is not output
+        self.unsettled = 0
+        return reason
 
 
 @dataclass
 class Batch:
     prefill: list[tuple[Sequence, int]] = field(default_factory=list)  # (sequence, chunk length)
     decode: list[Sequence] = field(default_factory=list)
+    _sampling: list[Sequence] | None = None
 
     @property
     def num_tokens(self) -> int:
         return sum(n for _, n in self.prefill) + len(self.decode)
 
     def sampling(self) -> list[Sequence]:
-        """Sequences that get a next token this step, in logits-row order."""
-        done = [s for s, n in self.prefill if s.num_cached + n == s.prompt_len]
-        return done + self.decode
+        """Sequences that get a next token this step, in logits-row order. Fixed at its first call
+        (Scheduler.schedule makes it), since advance() moves the prefill chunks it is read from."""
+        if self._sampling is None:
+            done = [s for s, n in self.prefill if s.num_cached + n == s.prompt_len]
+            self._sampling = done + self.decode
+        return self._sampling
 
 
 class Scheduler:
@@ -91,7 +118,7 @@ class Scheduler:
         self.waiting_blocks += seq.num_blocks
 
     def schedule(self) -> Batch:
-        batch = Batch(decode=[s for s in self.running if not s.prefilling])
+        batch = Batch(decode=[s for s in self.running if s.decoding])
         budget = self.max_step_tokens - len(batch.decode)
         for seq in self.running:
             if budget == 0:
@@ -111,26 +138,43 @@ class Scheduler:
             n = min(budget, seq.prompt_len)
             batch.prefill.append((seq, n))
             budget -= n
+        batch.sampling()
         return batch
 
-    def update(self, batch: Batch, tokens: list[int]) -> list[tuple[Sequence, int, FinishReason | None]]:
-        """Account a finished step: tokens are the sampled ids in batch.sampling() order.
-        Returns (sequence, token, finish reason or None); finished sequences are released."""
-        sampling = batch.sampling()
+    def advance(self, batch: Batch) -> None:
+        """The step is launched: its chunks are cached and each sampled row holds a PENDING token.
+        (A later step may overwrite the KV blocks a released sequence owned: the device runs steps in
+        launch order, so that step writes them only after this one has read them.)"""
         for seq, n in batch.prefill:
             seq.num_cached += n
         for seq in batch.decode:
             seq.num_cached += 1
+        for row, seq in enumerate(batch.sampling()):
+            seq.tokens.append(PENDING)
+            seq.unsettled += 1
+            seq.sample_row = row
+
+    def settle(self, batch: Batch, tokens: list[int]) -> list[tuple[Sequence, int, FinishReason | None]]:
+        """An advanced step's sampled ids, in batch.sampling() order, are in. Returns (sequence, token,
+        finish reason or None) for the sequences still live; finished ones are released."""
         out = []
-        for seq, token in zip(sampling, tokens):
-            reason = seq.append(token)
+        for seq, token in zip(batch.sampling(), tokens):
+            if seq.ended:
+                continue
+            reason = seq.settle(token)
             if reason is not None:
                 self.release(seq)
             out.append((seq, token, reason))
         return out
 
+    def update(self, batch: Batch, tokens: list[int]) -> list[tuple[Sequence, int, FinishReason | None]]:
+        """advance() and settle() at once, for a step whose tokens are already read."""
+        self.advance(batch)
+        return self.settle(batch, tokens)
+
     def release(self, seq: Sequence) -> None:
         """Remove a sequence wherever it is; frees its blocks exactly once (a second call is a no-op)."""
+        seq.ended = True
         if seq.block_table:
             self.running.remove(seq)
             self.blocks.free(seq.block_table)

@@ -35,8 +35,11 @@ def hf_greedy(model: HFLlama, prompt: list[int], n: int) -> list[int]:
     return out[0, len(prompt):].tolist()
 
 
-def start_engine(path, **cfg) -> PagedEngine:
+def start_engine(path, overlap: bool = False, **cfg) -> PagedEngine:
+    """overlap: run the overlapped loop (step N+1 launched before step N is read), which the engine
+    keeps for CUDA; on CPU it computes the same tokens one loop turn later."""
     engine = PagedEngine(EngineConfig(model=str(path), device="cpu", dtype="float32", **cfg))
+    engine.overlap = overlap
     engine.start()
     return engine
 
@@ -86,19 +89,20 @@ def test_sharded_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_mixed_lengths_chunked_prefill_and_late_arrivals(tmp_path):
+@pytest.mark.parametrize("overlap", [False, True], ids=["waited", "overlapped"])
+def test_mixed_lengths_chunked_prefill_and_late_arrivals(tmp_path, overlap):
     """Prompts of 3..300 tokens, a small token budget (prefill split into chunks and mixed with
     decode tokens), and a second wave submitted while the first is decoding."""
     hf = save_hf(tmp_path, seed=7, rope_parameters=LLAMA3_ROPE)
-    engine = start_engine(tmp_path, max_batch=6, max_step_tokens=24, num_kv_blocks=200, block_size=8)
+    engine = start_engine(tmp_path, overlap, max_batch=6, max_step_tokens=24, num_kv_blocks=200, block_size=8)
     steps = []
-    run = engine.runner.run
+    launch = engine.runner.launch
 
-    def recording_run(batch):
+    def recording_launch(batch):
         steps.append(([(s.prompt_len, n) for s, n in batch.prefill], len(batch.decode)))
-        return run(batch)
+        return launch(batch)
 
-    engine.runner.run = recording_run
+    engine.runner.launch = recording_launch
     first = prompts(1000, [3, 300, 17, 120], seed=11)
     second = prompts(1000, [250, 5, 64, 31, 190], seed=12)
     n_new = 16

@@ -89,24 +89,32 @@ def test_cancel_and_drop_sink_free_blocks(tiny):
     assert st.kv_blocks_free == st.kv_blocks_total and st.running == st.waiting == 0
 
 
-def test_failing_step_fails_its_queries_and_engine_keeps_serving(tiny):
-    real_run = tiny.runner.run
+@pytest.mark.parametrize("where", ["launch", "collect"])
+@pytest.mark.parametrize("overlap", [False, True], ids=["waited", "overlapped"])
+def test_failing_step_fails_its_queries_and_engine_keeps_serving(tiny, where, overlap):
+    """A step that fails as it is launched (a bug in preparing it) or as it is read (a device error
+    surfaces at the sync) fails the queries in it, once each, and the next queries are served."""
+    real = getattr(tiny.runner, where)
     calls = []
 
-    def broken(batch):
+    def broken(arg):
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == 2:  # the second step: overlapped, the first is then still unread
             raise RuntimeError("boom")
-        return real_run(batch)
+        return real(arg)
 
-    tiny.runner.run = broken
+    setattr(tiny.runner, where, broken)
+    tiny.overlap = overlap
     try:
-        failed = generate(tiny, [Request(id=1, prompt=[3, 4], max_new_tokens=3)], timeout=30)
+        failed = generate(tiny, [Request(id=1, prompt=[3, 4], max_new_tokens=3),
+                                 Request(id=2, prompt=[5], max_new_tokens=1)], timeout=30)
         assert failed[1].error[0] == ErrorCode.INTERNAL and "boom" in failed[1].error[1]
+        assert failed[2].finish == FinishReason.LENGTH and len(failed[2].tokens) == 1  # done in step 1
         ok = generate(tiny, [Request(id=1, prompt=[3, 4], max_new_tokens=3)], timeout=30)
         assert ok[1].finish == FinishReason.LENGTH and len(ok[1].tokens) == 3
     finally:
-        tiny.runner.run = real_run
+        setattr(tiny.runner, where, real)
+        tiny.overlap = False
     assert tiny.stats().kv_blocks_free == tiny.stats().kv_blocks_total
 
 
@@ -125,11 +133,13 @@ def hf_folder(tmp_path_factory):
     return path, hf, prompt, greedy, k
 
 
-def test_eos_stop_ignore_eos_and_min_new_tokens(hf_folder):
+@pytest.mark.parametrize("overlap", [False, True], ids=["waited", "overlapped"])
+def test_eos_stop_ignore_eos_and_min_new_tokens(hf_folder, overlap):
+    """Overlapped, a sequence is already in the next step when its EOS is read: that row is dropped."""
     path, hf, prompt, greedy, k = hf_folder
     eos = greedy[k]
     stop = next(t for i, t in enumerate(greedy) if i > k + 1 and t not in greedy[:i])
-    engine = start_engine(path)
+    engine = start_engine(path, overlap)
     try:
         r = generate(engine, [
             Request(id=0, prompt=prompt, max_new_tokens=20),

@@ -80,9 +80,57 @@ def test_scheduler_random_traffic():
     assert bm.num_free == bm.num_blocks and not s.has_work() and s.waiting_blocks == 0
 
 
-def test_engine_stats_match_allocator_under_random_load():
+def test_scheduler_random_traffic_with_each_step_read_one_step_late():
+    """As the overlapped engine drives it: step N+1 is scheduled and advanced before step N settles.
+    Every token of a sequence is settled in order, none after its end, and nothing leaks."""
+    rng = random.Random(2)
+    bm = BlockManager(64, 4)
+    s = Scheduler(bm, max_batch=12, max_step_tokens=40)
+    outputs: dict[int, list[int]] = {}
+    ended: dict[int, object] = {}
+    live: list[Sequence] = []
+    in_flight = None
+    for step in range(100_000):
+        if step >= 2000 and not s.has_work() and in_flight is None:
+            break  # drained
+        if step < 2000:
+            for _ in range(rng.choice([0, 0, 0, 1, 2])):
+                prompt_len, max_new = rng.randint(1, 60), rng.randint(1, 40)
+                req = Request(id=len(outputs), prompt=[7] * prompt_len, max_new_tokens=max_new)
+                seq = Sequence(req, None, (EOS,), bm.blocks_for(prompt_len + max_new - 1))
+                outputs[req.id] = []
+                s.add(seq)
+                live.append(seq)
+            if live and rng.random() < 0.05:
+                victim = live.pop(rng.randrange(len(live)))
+                s.release(victim)
+                ended[victim.id] = "cancelled"
+        batch = s.schedule()
+        assert all(q.num_output < q.max_new_tokens for q in batch.decode)
+        s.advance(batch)
+        check_invariants(s, bm)
+        if in_flight is not None:
+            sampled = in_flight.sampling()
+            for seq, token, reason in s.settle(in_flight, [rng.choice([EOS] + [9] * 15) for _ in sampled]):
+                assert seq.id not in ended, "a token settled after its sequence ended"
+                outputs[seq.id].append(token)
+                assert seq.tokens[seq.prompt_len:len(seq.tokens) - seq.unsettled] == outputs[seq.id]
+                if reason is not None:
+                    ended[seq.id] = reason
+                    live.remove(seq)
+                    assert seq.unsettled == 0 and len(outputs[seq.id]) <= seq.max_new_tokens
+            check_invariants(s, bm)
+        in_flight = batch if batch.num_tokens else None
+    assert not live and not s.has_work() and bm.num_free == bm.num_blocks
+    assert len(ended) == len(outputs) > 300
+    assert sum(r == "cancelled" for r in ended.values()) > 30
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["waited", "overlapped"])
+def test_engine_stats_match_allocator_under_random_load(overlap):
     engine = PagedEngine(EngineConfig(model="tiny", device="cpu", num_kv_blocks=40, block_size=4,
                                       max_batch=8, max_step_tokens=32))
+    engine.overlap = overlap  # cancels land while a step is launched and not yet read
     engine.start()
     rng = random.Random(1)
     problems: list[str] = []
