@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator import exits, preflight, prometheus, settings as lgsettings
+from llmbench.coordinator import exits, find_peak as peak_search, preflight, prometheus, settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
 from llmbench.coordinator.discovery import parse_agents
 from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
@@ -55,6 +55,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port at /metrics")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default loopback only; 0.0.0.0 for all)")
+    p.add_argument("--find-peak", action="store_true",
+                   help="Server/Interactive: find the highest target QPS that holds the latency limits (short "
+                        "bisecting runs from --target-qps, or from a short Offline run, then one confirming run "
+                        "LoadGen must call VALID); each run in its own folder, the curve in find-peak.md")
+    p.add_argument("--peak-probe-duration", type=float, default=60.0,
+                   help="seconds of each --find-peak probe (default: %(default)g)")
+    p.add_argument("--peak-confirm-duration", type=float, default=300.0,
+                   help="seconds of the --find-peak confirming run, at least 700 queries' worth for LoadGen's "
+                        "early stopping (default: %(default)g)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -181,11 +190,48 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
         return result
 
 
+def check_find_peak(args: argparse.Namespace) -> None:
+    if not args.find_peak:
+        return
+    if args.scenario not in ("Server", "Interactive") or args.mode != "performance" or args.compliance:
+        raise ValueError("--find-peak searches a Server or Interactive performance run (no --mode accuracy, "
+                         "no --compliance)")
+    for flag in ("peak_probe_duration", "peak_confirm_duration"):
+        if not 0 < getattr(args, flag) <= lgsettings.MAX_DURATION_S:
+            raise ValueError(f"--{flag.replace('_', '-')} must be in (0, {lgsettings.MAX_DURATION_S:g}] "
+                             f"seconds, got {getattr(args, flag)}")
+
+
+def find_peak(cfg: CoordinatorConfig, args: argparse.Namespace, say=print) -> int:
+    """--find-peak: the search's runs, one after another on the same agents; the curve last."""
+    def run_at(kind: str, qps: float | None) -> peak_search.Trial:
+        trial = peak_search.trial_config(cfg, kind, qps, args.peak_probe_duration, args.peak_confirm_duration)
+        trial = dataclasses.replace(trial, checked=preflight.check(trial))
+        say(f"find-peak: {kind} run" + (f" at {qps:g} QPS" if qps is not None else " (Offline, for the bracket)")
+            + f", {trial.duration_s:g} s, in {trial.output}")
+        result = run_front(trial, args, RunMetrics(), say=say)
+        for line in result.summary.lines():
+            say(line)
+        return peak_search.Trial(qps if qps is not None else result.summary.samples_per_s or 0.0, kind,
+                                 result.summary)
+
+    peak = peak_search.search(run_at, args.target_qps, say)
+    path = peak_search.write(peak, cfg.output)
+    print()
+    for line in peak.lines():
+        print(line)
+    print(f"Curve: {path.resolve()}")
+    return 0 if peak.qps is not None else exits.FAILED
+
+
 def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
     with exits.sigterm_interrupts():
         metrics, output = RunMetrics(), output_folder(args)
         try:
+            check_find_peak(args)
             cfg = config_from_args(args, args.agents, output)
+            if args.find_peak:
+                return find_peak(cfg, args)
             result = run_front(cfg, args, metrics, live=live)
         except KeyboardInterrupt as exc:
             return exits.interrupted(exc, output, metrics, "coordinator")

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmbench.coordinator import exits
-from llmbench.coordinator.cli import LiveFront, add_run_arguments, config_from_args, output_folder, report, run_front
+from llmbench.coordinator.cli import (LiveFront, add_run_arguments, check_find_peak, config_from_args, find_peak,
+                                      output_folder, report, run_front)
 from llmbench.coordinator.gpus import SPEC_HELP, select_gpus
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.preflight import check_range
@@ -151,6 +152,7 @@ def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: R
     """Everything is checked before the agents start (into `agents`, which the caller stops)."""
     gpus = select_gpus(args.gpus) if args.gpus is not None else None
     check_run_flags(args, gpus)
+    check_find_peak(args)
     args.agents = len(gpus) if gpus is not None else 2 if args.agents is None else args.agents
     args.demo = not args.mlperf_settings
     cfg = config_from_args(args, "", output)
@@ -165,6 +167,11 @@ def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: R
     if cfg.demo is not None:
         print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
               "the changes are listed below and in the summary.", flush=True)
+    if args.find_peak:
+        code = find_peak(cfg, args, say=lambda line: print(line, flush=True))
+        stop_agents(agents)
+        print(f"Wall time {time.monotonic() - started:.1f} s; results: {output.resolve()} (one folder per run)")
+        return code
     result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True), live=live)
     stop_agents(agents)
     code = report(result)
