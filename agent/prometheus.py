@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from llmbench.agent.status import StatusReporter, memory_info
+from llmbench.agent.step_cost import StepCosts
 from llmbench.agent.types import EngineStats
 from llmbench.common.prometheus import Family, MetricsServer
 
@@ -36,7 +37,21 @@ def collect(reporter: StatusReporter) -> list[Family]:
         family("memory_free_bytes", "gauge", "free device (cuda) or host memory", free, memory=kind),
         family("memory_total_bytes", "gauge", "device (cuda) or host memory in all", total, memory=kind),
         family("max_batch_queries", "gauge", "most queries running at once", info.max_batch),
+        *step_families(reporter.engine.step_costs, who),
     ]
+
+
+def step_families(costs: StepCosts, who: dict[str, str]) -> list[Family]:
+    """The step cost model: seconds per step kind and size bucket, wall and on the device."""
+    wall = Family(PREFIX + "step_seconds", "summary", "engine step wall time by kind (decode, mixed) and size "
+                  "bucket (decode: batch up to; mixed: tokens up to)")
+    device = Family(PREFIX + "step_device_seconds", "summary", "engine step time on the device (first kernel to "
+                    "last; CPU: the forward), by kind and size bucket")
+    for (kind, bucket), sums in costs.snapshot().items():
+        labels = dict(**who, kind=kind, size=str(bucket))
+        wall.add(sums.wall, "_sum", **labels).add(sums.steps, "_count", **labels)
+        device.add(sums.device, "_sum", **labels).add(sums.steps, "_count", **labels)
+    return [wall, device]
 
 
 def exporter(reporter: StatusReporter, host: str, port: int) -> MetricsServer:

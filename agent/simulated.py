@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
+from llmbench.agent.step_cost import StepCosts
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
 from llmbench.agent.validation import request_problem
@@ -70,6 +71,7 @@ class SimulatedEngine:
         self._received = 0
         self._finished = 0
         self._pending = self._pending_blocks = 0  # submitted, not yet taken in by the engine thread
+        self.step_costs = StepCosts()  # stays empty: its steps are paced by a clock, there is nothing to cost
 
     # --- Engine protocol -------------------------------------------------------------------
     def start(self) -> None:

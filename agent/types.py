@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from llmbench.agent.step_cost import StepCosts
 
 
 class FinishReason(enum.IntEnum):
@@ -118,6 +121,7 @@ class EngineConfig:
 
 class Engine(Protocol):
     info: EngineInfo
+    step_costs: StepCosts  # what each step cost, by kind and size (agent/step_cost.py)
 
     def start(self) -> None:
         """Load and warm up (blocking), then run the step loop on a background thread."""

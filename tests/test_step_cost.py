@@ -8,9 +8,12 @@ from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.loader import resolve_source
 from llmbench.agent.offline import generate
+from llmbench.agent.prometheus import step_families
 from llmbench.agent.scheduler import Batch, Sequence
 from llmbench.agent.step_cost import Rates, StepCosts, StepShape, floor_seconds
 from llmbench.agent.types import EngineConfig, Request
+from llmbench.common.prometheus import render
+from test_metrics_prometheus import parse
 
 
 def seq(prompt_len: int, cached: int, generated: int = 0) -> Sequence:
@@ -60,6 +63,13 @@ def test_the_engine_records_every_step_with_device_time_within_wall_time():
         assert all(s.floor == 0 for s in steps.values())  # no rates were measured
         rows = engine.step_costs.table()
         assert rows[0].startswith("| step kind |") and rows[-1].startswith("| all |") and "n/a" in rows[-1]
+        # The agent exports the same sums for Prometheus, one summary sample pair per (kind, size).
+        _, samples = parse(render(step_families(engine.step_costs, {"agent": "a"})))
+        for (kind, bucket), sums in steps.items():
+            labels = frozenset({("agent", "a"), ("kind", kind), ("size", str(bucket))})
+            assert samples[("llmbench_agent_step_seconds_count", labels)] == sums.steps
+            assert samples[("llmbench_agent_step_seconds_sum", labels)] == pytest.approx(sums.wall)
+            assert samples[("llmbench_agent_step_device_seconds_sum", labels)] == pytest.approx(sums.device)
     finally:
         engine.stop()
 
