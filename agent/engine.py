@@ -19,6 +19,7 @@ from llmbench.agent.step_cost import StepCosts, StepShape
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
 from llmbench.agent.validation import request_problem
+from llmbench.common.kv import kv_blocks
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,7 @@ class PagedEngine:
             queries_received_total=0, queries_finished_total=self._finished)
 
     def blocks_for(self, req: Request) -> int:
-        # The last sampled token is never fed back, so its K/V never needs a slot.
-        return -(-(len(req.prompt) + max(req.max_new_tokens, 1) - 1) // self.cfg.block_size)
+        return kv_blocks(len(req.prompt), req.max_new_tokens, self.cfg.block_size)
 
     # ---- engine thread ---------------------------------------------------------------------------
     def _loop(self) -> None:

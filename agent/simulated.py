@@ -21,6 +21,7 @@ from llmbench.agent.step_cost import StepCosts
 from llmbench.agent.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
                                   Request, Sink, StepOutput)
 from llmbench.agent.validation import request_problem
+from llmbench.common.kv import kv_blocks
 
 VOCAB_SIZE = 128256  # Llama 3's
 EOS_IDS = (128001, 128008, 128009)
@@ -179,7 +180,7 @@ class SimulatedEngine:
         return request_problem(req, VOCAB_SIZE, self.info.max_context, self._blocks_for(req), self.num_blocks)
 
     def _blocks_for(self, req: Request) -> int:
-        return -(-(len(req.prompt) + req.max_new_tokens) // self.block_size)
+        return kv_blocks(len(req.prompt), req.max_new_tokens, self.block_size)
 
     def _remove(self, sink: Sink, qid: int) -> bool:
         q = self._queries.pop((sink, qid), None)

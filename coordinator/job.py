@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmbench.common.kv import kv_tokens
 from llmbench.proto import pb
 
 
@@ -38,7 +39,7 @@ class Job:
 
     @property
     def kv_demand(self) -> int:
-        return len(self.prompt) + self.max_new_tokens
+        return kv_tokens(len(self.prompt), self.max_new_tokens)
 
     def wire_query(self, wire_id: int) -> pb.Query:
         have = len(self.tokens)

@@ -26,6 +26,7 @@ from llmbench.coordinator.progress_text import progress_line
 from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
 from llmbench.coordinator.sut import LoadGenSut
+from llmbench.common.kv import kv_tokens
 from llmbench.proto import pb
 
 log = logging.getLogger("llmbench.coordinator")
@@ -198,8 +199,7 @@ def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Datase
         raise ValueError(f"{len(too_long)} prompts of {dataset.name} (e.g. #{too_long[0]}, "
                          f"{len(dataset.prompts[too_long[0]])} tokens) do not fit the agents' context of "
                          f"{max_context} tokens with {dataset.max_new_tokens} new tokens")
-    # The last output token's K/V is never written, hence the -1 (as the agents reserve).
-    need = max(len(p) for p in dataset.prompts) + dataset.max_new_tokens - 1
+    need = kv_tokens(max(len(p) for p in dataset.prompts), dataset.max_new_tokens)
     room, address = max((s.capacity.kv_tokens_total, s.address) for s in pool.ready_agents())
     if need > room:
         raise ValueError(f"the longest prompt of {dataset.name} needs {need} KV tokens with its "
