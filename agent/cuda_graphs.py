@@ -14,6 +14,7 @@ import torch
 
 from llmbench.agent.attention import AttentionMetadata
 from llmbench.agent.model import LlamaForCausalLM
+from llmbench.agent.slots import block_tables, decode_slots
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,7 @@ class DecodeGraphs:
         that graph's batch size for replay()."""
         n = len(seqs)
         bs = next(b for b in self.sizes if b >= n)
-        bsz = self.block_size
-        ctx = np.fromiter((len(s.tokens) for s in seqs), dtype=np.int64, count=n)
-        pos = ctx - 1
-        last_blocks = np.fromiter((s.block_table[p // bsz] for s, p in zip(seqs, pos)), dtype=np.int64, count=n)
+        pos, slots = decode_slots(seqs, self.block_size)
         # A fresh pinned buffer per step: the host stages step N+1 while step N's copy may still be queued
         # (torch's pinned allocator reuses a buffer only after the copies that read it have run).
         # One row: ids, positions, slots, context lens (int64).
@@ -82,12 +80,10 @@ class DecodeGraphs:
         host = staging.numpy()
         host[:n] = np.fromiter((s.tokens[-1] for s in seqs), dtype=np.int64, count=n)
         host[n:2 * n] = pos
-        host[2 * n:3 * n] = last_blocks * bsz + pos % bsz
-        host[3 * n:4 * n] = ctx
-        width = max(len(s.block_table) for s in seqs)
-        tables = np.zeros((n, width), dtype=np.int32)
-        for i, s in enumerate(seqs):
-            tables[i, :len(s.block_table)] = s.block_table
+        host[2 * n:3 * n] = slots
+        host[3 * n:4 * n] = pos + 1  # context lengths
+        tables = block_tables(seqs)
+        width = tables.shape[1]
         staged = staging.to(self.ids.device, non_blocking=True)
         self.ids[:n].copy_(staged[:n])
         self.positions[:n].copy_(staged[n:2 * n])

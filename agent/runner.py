@@ -14,6 +14,7 @@ from llmbench.agent.config import ModelConfig
 from llmbench.agent.cuda_graphs import DecodeGraphs
 from llmbench.agent.model import LlamaForCausalLM
 from llmbench.agent.scheduler import Batch, Sequence
+from llmbench.agent.slots import block_tables, decode_slots
 from llmbench.agent.types import EngineConfig
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,6 @@ class ModelRunner:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
-    def _block_tables(self, seqs: list[Sequence]) -> np.ndarray:
-        tables = np.zeros((len(seqs), max(len(s.block_table) for s in seqs)), dtype=np.int32)
-        for i, s in enumerate(seqs):
-            tables[i, :len(s.block_table)] = s.block_table
-        return tables
-
     def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
         bs = self.block_size
         ids, positions, slots = [], [], []
@@ -125,11 +120,10 @@ class ModelRunner:
             positions.append(pos)
             slots.append(np.asarray(seq.block_table, dtype=np.int64)[pos // bs] * bs + pos % bs)
         if batch.decode:
-            pos = np.array([len(s.tokens) - 1 for s in batch.decode], dtype=np.int64)
+            pos, slot = decode_slots(batch.decode, bs)
             ids.extend(s.tokens[-1] for s in batch.decode)
             positions.append(pos)
-            slots.append(np.array([s.block_table[p // bs] for s, p in zip(batch.decode, pos)],
-                                  dtype=np.int64) * bs + pos % bs)
+            slots.append(slot)
         positions_np = np.concatenate(positions)
         num_prefill = sum(n for _, n in batch.prefill)
         meta = AttentionMetadata(slot_mapping=self._to_device(np.concatenate(slots)),
@@ -143,14 +137,14 @@ class ModelRunner:
             meta.cu_seqlens_q = self._to_device(cu_q)
             meta.cu_seqlens_k = self._to_device(np.concatenate([[0], np.cumsum(seq_lens)]).astype(np.int32))
             meta.seq_lens = self._to_device(seq_lens)
-            meta.prefill_block_tables = self._to_device(self._block_tables(seqs))
+            meta.prefill_block_tables = self._to_device(block_tables(seqs))
             meta.max_seqlen_q, meta.max_seqlen_k = int(q_lens.max()), int(seq_lens.max())
             rows = [int(cu_q[i + 1]) - 1 for i, (s, n) in enumerate(batch.prefill)
                     if s.num_cached + n == s.prompt_len]
         if batch.decode:
             meta.context_lens = self._to_device(np.array([len(s.tokens) for s in batch.decode],
                                                          dtype=np.int32))
-            meta.decode_block_tables = self._to_device(self._block_tables(batch.decode))
+            meta.decode_block_tables = self._to_device(block_tables(batch.decode))
             rows.extend(range(num_prefill, num_prefill + len(batch.decode)))
         return (self._to_device(np.array(ids, dtype=np.int64)), self._to_device(positions_np), meta,
                 self._to_device(np.array(rows, dtype=np.int64)))
