@@ -22,13 +22,12 @@ from llmbench.agent.tokenizer import load_tokenizer
 from llmbench.agent.types import Engine
 from llmbench.common.auth import ServerSecurity
 from llmbench.common.ports import bind
-from llmbench.proto import pb, rpc
+from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
 
 log = logging.getLogger("llmbench.agent")
 
 AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-MAX_MESSAGE_BYTES = 64 << 20  # a bigger request gets RESOURCE_EXHAUSTED before any of it is parsed
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

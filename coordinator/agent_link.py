@@ -21,9 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.common.auth import ClientSecurity
 from llmbench.coordinator.job import encode_submit
-from llmbench.proto import pb, rpc
+from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
 
-MAX_MESSAGE_BYTES = 64 << 20
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -13,7 +13,7 @@ import grpc
 import psutil
 import pytest
 
-from llmbench.agent.server import MAX_MESSAGE_BYTES
+from llmbench.proto import MAX_MESSAGE_BYTES
 from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE
 from llmbench.proto import pb, rpc
 
