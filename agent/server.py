@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,6 +21,7 @@ from llmbench.agent.tokenizer import load_tokenizer
 from llmbench.agent.types import Engine
 from llmbench.common.auth import ServerSecurity
 from llmbench.common.ports import bind
+from llmbench.common.threads import in_daemon_thread
 from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
 
 log = logging.getLogger("llmbench.agent")
@@ -38,26 +38,6 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1_000),  # let coordinators ping us often
     ("grpc.http2.max_ping_strikes", 0),
 ]
-
-
-def _in_thread(fn: Callable[[], Any], name: str) -> asyncio.Future:
-    """Run fn on a daemon thread (a load that is still running must not keep the process alive)."""
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if not fut.done():
-            fut.set_exception(exc) if exc is not None else fut.set_result(result)
-
-    def work() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-    threading.Thread(target=work, name=name, daemon=True).start()
-    return fut
 
 
 class AgentServer:
@@ -110,7 +90,7 @@ class AgentServer:
             self.engine.start()
             self._engine_started = True
             return load_tokenizer(self.engine.info.model_path)
-        self.servicer.tokenizer = await _in_thread(start_engine, "engine-load")
+        self.servicer.tokenizer = await in_daemon_thread(start_engine, name="engine-load")
         self.reporter.ready = self.healthy = True
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watch = asyncio.ensure_future(watch_engine(self.engine, self.stall_s, self._on_engine_health))
@@ -130,7 +110,7 @@ class AgentServer:
         if self._health_server is not None:
             await self._health_server.stop(0.1)
         if self._engine_started:
-            await _in_thread(self.engine.stop, "engine-stop")
+            await in_daemon_thread(self.engine.stop, name="engine-stop")
 
     async def _set_health(self, status: int) -> None:
         for service in (OVERALL_HEALTH, AGENT_SERVICE):

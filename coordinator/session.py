@@ -7,7 +7,6 @@ asyncio loop keeps the agent streams going.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from llmbench.coordinator.samples import Dataset
 from llmbench.coordinator.summary import Summary, read_summary
 from llmbench.coordinator.sut import LoadGenSut
 from llmbench.common.kv import kv_tokens
+from llmbench.common.threads import in_daemon_thread
 from llmbench.proto import pb
 
 log = logging.getLogger("llmbench.coordinator")
@@ -142,7 +142,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         tasks.append(asyncio.create_task(exact_total(metrics, cfg.output)))
         audit = compliance.write_audit_config(cfg.output) if cfg.compliance else None
         try:
-            await run_in_daemon_thread(sut.run, cfg.output, audit)
+            await in_daemon_thread(sut.run, cfg.output, audit, name=LOADGEN_THREAD)
         except BaseException:
             sut.abort()
             raise
@@ -256,25 +256,3 @@ def loadgen_running() -> bool:
 def run_session(cfg: CoordinatorConfig, say: Callable[[str], None] = print,
                 metrics: RunMetrics | None = None) -> RunResult:
     return asyncio.run(run_benchmark(cfg, metrics, say=say))
-
-
-async def run_in_daemon_thread(fn: Callable, *args) -> None:
-    """Run a blocking call on a daemon thread: an interrupted run must not wait on LoadGen to exit."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def work() -> None:
-        error: BaseException | None = None
-        try:
-            fn(*args)
-        except BaseException as exc:
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is gone (interrupted run): nobody waits
-            loop.call_soon_threadsafe(settle, error)
-
-    def settle(error: BaseException | None) -> None:
-        if not done.done():
-            done.set_exception(error) if error is not None else done.set_result(None)
-
-    threading.Thread(target=work, name=LOADGEN_THREAD, daemon=True).start()
-    await done

@@ -14,7 +14,6 @@ from llmbench.agent.config import PRESETS, ConfigError, from_hf_dict
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.loader import build_model, resolve_source
 from llmbench.agent.model import LlamaForCausalLM
-from llmbench.agent.runner import ModelRunner
 from llmbench.agent.scheduler import Batch, Sequence
 from llmbench.agent.types import EngineConfig, Request
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from llmbench.cli import main
 from llmbench.coordinator import find_peak
 from llmbench.coordinator.summary import Summary
 from test_coordinator_checks import error_of, llmbench

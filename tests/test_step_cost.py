@@ -6,7 +6,6 @@ import pytest
 
 from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
-from llmbench.agent.loader import resolve_source
 from llmbench.agent.offline import generate
 from llmbench.agent.prometheus import step_families
 from llmbench.agent.scheduler import Batch, Sequence

@@ -1,6 +1,5 @@
 """Fused Triton elementwise kernels vs the model's torch path (CPU: Triton interpreter; GPU when present)."""
 import dataclasses
-import os
 
 import pytest
 import torch
