@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator import exits, find_peak as peak_search, preflight, prometheus, settings as lgsettings
+from llmbench.coordinator import exits, find_peak as peak_search, preflight, prometheus, scenarios
+from llmbench.coordinator import settings as lgsettings
 from llmbench.coordinator.agent_link import LinkConfig
 from llmbench.coordinator.discovery import parse_agents
 from llmbench.coordinator.metrics import LogToMetrics, RunMetrics
@@ -193,7 +194,7 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
 def check_find_peak(args: argparse.Namespace) -> None:
     if not args.find_peak:
         return
-    if args.scenario not in ("Server", "Interactive") or args.mode != "performance" or args.compliance:
+    if not scenarios.get(args.scenario).latency_bound or args.mode != "performance" or args.compliance:
         raise ValueError("--find-peak searches a Server or Interactive performance run (no --mode accuracy, "
                          "no --compliance)")
     for flag in ("peak_probe_duration", "peak_confirm_duration"):

@@ -24,7 +24,7 @@ from llmbench.coordinator.accuracy import decode_tokens, read_log
 from llmbench.coordinator.detail_log import DETAIL_FILE, records
 
 LLAMA3_EOS = (128009,)  # <|eot_id|>, the EOS of Llama-3.1-8B-Instruct
-SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")
+LOADGEN_SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")  # as its logs name them (any submitter's)
 # TEST06's audit settings (mlcommons/inference compliance/TEST06): a performance run (mode 2) of at
 # least 100 queries, no minimum duration, ~100 responses logged for the checks, no equal-issue mode.
 TEST06_AUDIT_CONFIG = """\
@@ -163,8 +163,8 @@ def check_test06(log_dir: str | Path, scenario: str | None = None, eos_ids: tupl
     scenario = scenario or logged_scenario
     if scenario is None:
         raise ValueError(f"no mlperf_log_detail.txt with effective_scenario in {log_dir}: give --scenario")
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(SCENARIOS)}")
+    if scenario not in LOADGEN_SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}: one of {', '.join(LOADGEN_SCENARIOS)}")
     path = log_dir / "mlperf_log_accuracy.json"
     entries = read_log(path)
     result = Test06Result(path, scenario, len(entries), audited=audited)

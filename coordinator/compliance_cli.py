@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--log-dir", help="folder with the run's mlperf_log_accuracy.json and mlperf_log_detail.txt (the proof of the audit)")
     target.add_argument("--write-audit-config", metavar="DIR",
                         help="write TEST06's audit.config into DIR and exit")
-    test06.add_argument("--scenario", choices=compliance.SCENARIOS, default=None,
+    test06.add_argument("--scenario", choices=compliance.LOADGEN_SCENARIOS, default=None,
                         help="the run's scenario (default: read from mlperf_log_detail.txt)")
     test06.add_argument("--eos", type=int, nargs="+", default=list(compliance.LLAMA3_EOS),
                         help="EOS token id(s) (default: 128009, Llama 3.1)")

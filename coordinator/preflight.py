@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmbench.coordinator import datasets, outputs, prompt, settings as lgsettings
+from llmbench.coordinator import datasets, outputs, prompt, scenarios, settings as lgsettings
 from llmbench.coordinator.samples import Dataset
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ class Checked:
 
 
 def check_choices(scenario: str, mode: str) -> None:
-    if scenario not in lgsettings.SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(lgsettings.SCENARIOS)}")
+    scenarios.get(scenario)
     if mode not in lgsettings.MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(lgsettings.MODES)}")
 
@@ -65,7 +64,7 @@ def check_numbers(cfg: CoordinatorConfig) -> None:
 
 def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchSettings:
     # With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries.
-    one_pass = cfg.scenario == "Offline" and cfg.max_samples is not None and cfg.demo is None
+    one_pass = not scenarios.get(cfg.scenario).latency_bound and cfg.max_samples is not None and cfg.demo is None
     return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, user_conf=cfg.user_conf,
                             target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
                             min_query_count=sample_count if one_pass else None)
@@ -76,8 +75,8 @@ def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample
     if cfg.mode != "performance" or cfg.compliance:  # accuracy: one pass; TEST06 sets its own counts
         return []
     t = bench.test
-    server = bench.loadgen_scenario == "Server"
-    qps = t.server_target_qps if server else t.offline_expected_qps
+    server = bench.spec.latency_bound
+    qps = getattr(t, bench.spec.rate_setting)
     rate = f"--target-qps {qps:g}" if cfg.target_qps is not None else f"target_qps {qps:g} (mlperf.conf/user.conf)"
     queries = bench.expected_queries(sample_count)
     if queries > MAX_QUERIES:

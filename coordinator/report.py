@@ -92,7 +92,7 @@ def summary_section(result: RunResult, metrics: RunMetrics) -> list[str]:
             rows.append(["samples per second", f"{sm.samples_per_s:g}"])
         if sm.tokens_per_s is not None:
             rows.append(["tokens per second", f"{sm.tokens_per_s:g}"])
-        if sm.target_qps and sm.scenario == "Server":
+        if sm.target_qps and sm.latency_bound:
             rows.append(["target QPS", f"{sm.target_qps:g}"])
         if sm.ttft_p99_ms is not None:
             rows.append(["TTFT p99 (ms)", f"{sm.ttft_p99_ms:.1f}" + (f" (limit {sm.ttft_limit_ms:g})" if sm.ttft_limit_ms else "")])
@@ -156,7 +156,7 @@ def projection_section(result: RunResult) -> list[str]:
         return lines + ["No samples were answered: no rate to project from.", ""]
     lines.append(f"At the measured {rate:.2f} samples/s, the full {FULL_DATASET:,}-sample CNN/DailyMail set "
                  f"would take **{_duration(FULL_DATASET / rate)}** of LoadGen test with these agents.")
-    if result.summary.scenario == "Server":
+    if result.summary.latency_bound:
         lines.append("(Server scenario: the rate follows the target QPS, not what the agents could do at most.)")
     return lines + [""]
 

@@ -125,7 +125,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             for line in bench.changes:
                 say(f"  {line}")
         metrics.expected = bench.expected_queries(len(dataset))
-        if bench.loadgen_scenario == "Server":
+        if bench.spec.latency_bound:
             metrics.ttft_limit_s, metrics.tpot_limit_s = bench.test.ttft_latency / 1e9, bench.test.tpot_latency / 1e9
         sut = LoadGenSut(loop, pool, dataset, bench, metrics)
         tasks.append(asyncio.create_task(watch_agents(pool, cfg.no_agent_timeout_s)))
@@ -165,7 +165,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         timings["accuracy"] = time.monotonic() - t3
     compliance_lines, compliance_passed = [], None
     if cfg.compliance:
-        test06 = compliance.check_test06(cfg.output, scenario=bench.loadgen_scenario)
+        test06 = compliance.check_test06(cfg.output, scenario=bench.spec.loadgen)
         compliance_lines, compliance_passed = test06.report().splitlines(), test06.passed
         (cfg.output / outputs.VERIFY_FILE).write_text(test06.verify_accuracy_txt())
     return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,

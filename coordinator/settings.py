@@ -13,10 +13,10 @@ from pathlib import Path
 
 import mlperf_loadgen as lg
 
+from llmbench.coordinator import scenarios
+from llmbench.coordinator.scenarios import Scenario
+
 MODEL = "llama3_1-8b"
-# "Interactive" is MLPerf's interactive Server variant: LoadGen's Server scenario with the
-# llama3_1-8b-interactive limits (TTFT 500 ms, TPOT 30 ms).
-SCENARIOS = {"Offline": "Offline", "Server": "Server", "Interactive": "Server"}
 MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
 OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * min_duration * 1.1
 MAX_DURATION_S = 86_400.0  # a LoadGen test longer than a day is a mistake in the flags
@@ -43,9 +43,9 @@ class DemoScale:
     # ~561 queries, rounded up to 600 (~86 s).
     samples: int = 100
 
-    def overrides(self, scenario: str) -> list[tuple[str, object, str]]:
+    def overrides(self, scenario: Scenario) -> list[tuple[str, object, str]]:
         """(TestSettings attribute, value, why) for the scenario."""
-        if scenario == "Server":
+        if scenario.latency_bound:
             queries = self.server_target_qps * self.min_duration_s
             return [
                 ("server_target_qps", self.server_target_qps,
@@ -64,18 +64,18 @@ class DemoScale:
 
 DEMO = DemoScale()
 
-# (TestSettings attribute, label, shown for scenario or None for both)
+# (TestSettings attribute, label, whether a scenario shows it)
 _TRACKED = (
-    ("min_duration_ms", "min_duration (ms)", None),
-    ("min_query_count", "min_query_count", None),
-    ("max_duration_ms", "max_duration (ms)", None),
-    ("max_query_count", "max_query_count", None),
-    ("server_target_qps", "target_qps", "Server"),
-    ("offline_expected_qps", "expected_qps", "Offline"),
-    ("ttft_latency", "ttft_latency (ns)", "Server"),
-    ("tpot_latency", "tpot_latency (ns)", "Server"),
-    ("performance_sample_count_override", "performance_sample_count", None),
-    ("use_token_latencies", "use_token_latencies", None),
+    ("min_duration_ms", "min_duration (ms)", lambda s: True),
+    ("min_query_count", "min_query_count", lambda s: True),
+    ("max_duration_ms", "max_duration (ms)", lambda s: True),
+    ("max_query_count", "max_query_count", lambda s: True),
+    ("server_target_qps", "target_qps", lambda s: s.rate_setting == "server_target_qps"),
+    ("offline_expected_qps", "expected_qps", lambda s: s.rate_setting == "offline_expected_qps"),
+    ("ttft_latency", "ttft_latency (ns)", lambda s: s.latency_bound),
+    ("tpot_latency", "tpot_latency (ns)", lambda s: s.latency_bound),
+    ("performance_sample_count_override", "performance_sample_count", lambda s: True),
+    ("use_token_latencies", "use_token_latencies", lambda s: True),
 )
 
 
@@ -85,11 +85,12 @@ class BenchSettings:
     scenario: str  # ours: Offline, Server or Interactive
     mode: str
     model: str  # mlperf.conf's model name
+    changes: list[str] = field(default_factory=list)  # "label: value (mlperf.conf: base) - why"
 
     @property
-    def loadgen_scenario(self) -> str:
-        return SCENARIOS[self.scenario]
-    changes: list[str] = field(default_factory=list)  # "label: value (mlperf.conf: base) - why"
+    def spec(self) -> Scenario:
+        """The scenario's row of the scenario table."""
+        return scenarios.get(self.scenario)
 
     @property
     def performance_sample_count(self) -> int:
@@ -100,11 +101,9 @@ class BenchSettings:
         t = self.test
         if self.mode == "accuracy":
             return sample_count
-        if self.loadgen_scenario == "Offline":
-            sized = t.offline_expected_qps * t.min_duration_ms / 1000 * OFFLINE_QUERY_SLACK
-            n = max(int(t.min_query_count), int(sized))
-        else:
-            n = max(int(t.min_query_count), int(t.server_target_qps * t.min_duration_ms / 1000))
+        rate = getattr(t, self.spec.rate_setting) * t.min_duration_ms / 1000
+        # Offline: one query of expected_qps x min_duration x slack samples; Server: a rate for min_duration.
+        n = max(int(t.min_query_count), int(rate if self.spec.latency_bound else rate * OFFLINE_QUERY_SLACK))
         if t.sample_concatenate_permutation:  # whole permutations of the performance set
             per = max(self.performance_sample_count, 1)
             n = -(-n // per) * per
@@ -113,8 +112,8 @@ class BenchSettings:
     def describe(self) -> list[str]:
         t = self.test
         lines = [f"LoadGen settings: model {self.model}, scenario {self.scenario}, mode {self.mode}"]
-        for attr, label, only in _TRACKED:
-            if only in (None, self.loadgen_scenario):
+        for attr, label, shown in _TRACKED:
+            if shown(self.spec):
                 lines.append(f"  {label}: {_value(getattr(t, attr))}")
         return lines
 
@@ -136,15 +135,13 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
           min_query_count: int | None = None, demo: DemoScale | None = None,
           model: str = MODEL) -> BenchSettings:
     """TestSettings for one run. sample_count is the dataset size (the QSL's total)."""
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+    spec = scenarios.get(scenario)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if sample_count < 1:
         raise ValueError("the dataset has no samples")
-    lg_scenario = SCENARIOS[scenario]
-    if scenario == "Interactive":
-        model += "-interactive"
+    lg_scenario = spec.loadgen
+    model += spec.conf_suffix
     t = lg.TestSettings()
     t.scenario = getattr(lg.TestScenario, lg_scenario)
     t.FromConfig("", model, lg_scenario, 0)  # LoadGen's embedded mlperf.conf
@@ -156,7 +153,7 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
         reasons[attr] = why
 
     if demo is not None:
-        for attr, value, why in demo.overrides(lg_scenario):
+        for attr, value, why in demo.overrides(spec):
             set_(attr, value, why)
     if user_conf is not None:
         if not Path(user_conf).is_file():
@@ -168,8 +165,7 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
     if target_qps is not None:
         if not (math.isfinite(target_qps) and 0 < target_qps <= MAX_QPS):
             raise ValueError(f"--target-qps must be positive and at most {MAX_QPS:g}, got {target_qps:g}")
-        attr = "server_target_qps" if lg_scenario == "Server" else "offline_expected_qps"
-        set_(attr, float(target_qps), "--target-qps")
+        set_(spec.rate_setting, float(target_qps), "--target-qps")
     if duration_s is not None:
         if not (math.isfinite(duration_s) and 0 < duration_s <= MAX_DURATION_S):
             raise ValueError(f"--duration must be positive and at most {MAX_DURATION_S:g} s (a day), "
@@ -181,9 +177,9 @@ def build(scenario: str, mode: str, *, sample_count: int, user_conf: str | None 
         set_("performance_sample_count_override", sample_count, f"the dataset has {sample_count} samples")
     t.mode = MODES[mode]
     settings = BenchSettings(test=t, scenario=scenario, mode=mode, model=model)
-    for attr, label, only in _TRACKED:
+    for attr, label, shown in _TRACKED:
         now = getattr(t, attr)
-        if now != base[attr] and only in (None, lg_scenario):
+        if now != base[attr] and shown(spec):
             settings.changes.append(f"{label}: {_value(now)} (mlperf.conf: {_value(base[attr])}) - "
                                     f"{reasons.get(attr, 'changed')}")
     return settings

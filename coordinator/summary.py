@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmbench.coordinator import scenarios
+
 SUMMARY_FILE = "mlperf_log_summary.txt"
 
 
@@ -23,13 +25,19 @@ class Summary:
     tpot_limit_ms: float | None
     problems: list[str]  # the "... satisfied : NO" lines and recommendations
 
+    @property
+    def latency_bound(self) -> bool:
+        """Queries arrived at a rate, under TTFT/TPOT limits (LoadGen's Server, which Interactive runs as)."""
+        spec = scenarios.by_loadgen(self.scenario)
+        return spec is not None and spec.latency_bound
+
     def lines(self) -> list[str]:
         if not self.result:
             return [f"LoadGen ran in accuracy mode (no performance result): outputs in "
                     f"{self.path.parent / 'mlperf_log_accuracy.json'}"]
         out = [f"Result is : {self.result}  ({self.scenario}, {self.mode})"]
         if self.samples_per_s is not None:
-            server = self.scenario == "Server"
+            server = self.latency_bound
             label = "Completed samples per second" if server else "Samples per second"
             target = f" (target {self.target_qps:g} QPS)" if server and self.target_qps else ""
             out.append(f"  {label}: {self.samples_per_s:g}{target}")

@@ -33,7 +33,7 @@ class LoadGenSut:
         self.dataset = dataset
         self.settings = settings
         self.metrics = metrics
-        self.report_first_tokens = settings.loadgen_scenario == "Server"
+        self.report_first_tokens = settings.spec.latency_bound
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
         self._wire_bodies: dict[int, bytes] = {}  # QSL index -> its query, encoded while LoadGen loads samples

@@ -90,5 +90,5 @@ def test_user_conf_and_flags_win_over_the_demo_scale(tmp_path):
 
 def test_interactive_is_server_with_the_interactive_limits():
     s = settings.build("Interactive", "performance", sample_count=13368)
-    assert s.loadgen_scenario == "Server" and s.model == "llama3_1-8b-interactive"
+    assert s.spec.loadgen == "Server" and s.model == "llama3_1-8b-interactive"
     assert s.test.ttft_latency == 500_000_000 and s.test.tpot_latency == 30_000_000 and s.changes == []
