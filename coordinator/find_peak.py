@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from llmbench.coordinator import scenarios
 from llmbench.coordinator.settings import DEMO
 from llmbench.coordinator.summary import Summary
 
@@ -123,7 +124,7 @@ def trial_config(cfg, kind: str, qps: float | None, probe_s: float, confirm_s: f
     duration = max(confirm_s, CONFIRM_QUERIES / qps) if kind == "confirm" else probe_s
     changes = dict(output=Path(cfg.output) / name, checked=None, duration_s=duration)
     if qps is None:
-        changes.update(scenario="Offline", target_qps=OFFLINE_PROBE_QPS, demo=cfg.demo or DEMO)
+        changes.update(scenario=scenarios.OFFLINE.name, target_qps=OFFLINE_PROBE_QPS, demo=cfg.demo or DEMO)
     else:
         changes.update(target_qps=qps)
     return dataclasses.replace(cfg, **changes)
