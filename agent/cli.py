@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import Callable
 
-from llmbench.agent import prometheus, sdnotify
+from llmbench.agent import attention, prometheus, sdnotify
 from llmbench.agent.config import PRESETS
 from llmbench.agent.engine_watch import DEFAULT_STALL_S
 from llmbench.agent.factory import create_engine
@@ -92,7 +92,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int,
                    help=f"tokens per KV block, at most the model's max context; a multiple of 256 with "
                         f"--attention flash (default: {d.block_size})")
-    p.add_argument("--attention", choices=["auto", "torch", "triton", "flash"],
+    p.add_argument("--attention", choices=attention.names(),
                    help=f"auto: torch on CPU; flash-attn on GPU when installed and --block-size fits it, "
                         f"else triton (head_dim a power of two >= 16), else torch (default: {d.attention})")
     add_precision_arguments(p)
