@@ -15,9 +15,9 @@ evaluation, which loads the dataset the same way, stays aligned with the kept sa
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,6 +27,25 @@ from llmbench.coordinator.samples import Dataset
 SYNTHETIC_SAMPLES = 1000
 SYNTHETIC_MAX = 100_000  # ~0.7 GB of prompts; every one is made before the run
 LLAMA3_VOCAB = 128256
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """A kind of record a dataset file may hold, told by its key field in record 0."""
+    key: str  # the field that marks it
+    label: str  # for the error that lists what is expected
+    build: Callable[..., Dataset]  # (path, records, tokenizer, vocab_size) -> Dataset
+
+
+FORMATS: list[RecordFormat] = []  # tried in order
+
+
+def record_format(key: str, label: str):
+    """Registers a builder: a new format is its function and this decorator."""
+    def register(build: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        FORMATS.append(RecordFormat(key, label, build))
+        return build
+    return register
 
 
 def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = None,
@@ -57,14 +76,11 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
     limit = max_prompt_tokens or prompt.MAX_PROMPT_TOKENS
     if not isinstance(records[0], dict):
         raise ValueError(f"--dataset {path} record 0 is {type(records[0]).__name__}, not an object")
-    if "tok_input" in records[0]:
-        dataset = from_preprocessed(path, records[:max_samples], vocab_size)
-    elif "article" in records[0]:
-        dataset = from_articles(path, records[:max_samples], tokenizer, vocab_size)
-    else:
-        raise ValueError(f"--dataset {path} record 0 has fields {sorted(records[0])}: expected MLPerf's "
-                         f"'tok_input'/'output' or CNN/DailyMail's 'article'/'highlights'")
-    return drop_long(dataset, limit)
+    found = next((f for f in FORMATS if f.key in records[0]), None)
+    if found is None:
+        raise ValueError(f"--dataset {path} record 0 has fields {sorted(records[0])}: expected "
+                         f"{' or '.join(f.label for f in FORMATS)}")
+    return drop_long(found.build(path, records[:max_samples], tokenizer, vocab_size), limit)
 
 
 def require(path: Path, records: list[dict], fields: tuple[str, ...]) -> None:
@@ -78,7 +94,9 @@ def require(path: Path, records: list[dict], fields: tuple[str, ...]) -> None:
                 raise ValueError(f"--dataset {path} record {i} field '{name}' is not a string")
 
 
-def from_preprocessed(path: Path, records: list[dict], vocab_size: int | None) -> Dataset:
+@record_format("tok_input", "MLPerf's 'tok_input'/'output'")
+def from_preprocessed(path: Path, records: list[dict], tokenizer: str | None, vocab_size: int | None) -> Dataset:
+    """MLPerf's preprocessed cnn_eval.json (or its edge file): the prompt ids are used as they are."""
     require(path, records, ("tok_input", "output"))
     prompts = []
     for i, rec in enumerate(records):
@@ -117,7 +135,9 @@ def fit_model(dataset: Dataset, vocab_size: int, max_prompt_tokens: int, source:
     return drop_long(copy, max_prompt_tokens)
 
 
+@record_format("article", "CNN/DailyMail's 'article'/'highlights'")
 def from_articles(path: Path, records: list[dict], tokenizer: str | None, vocab_size: int | None) -> Dataset:
+    """Raw CNN/DailyMail records: prompts built with MLPerf's template and tokenized here."""
     require(path, records, ("article", "highlights"))
     if tokenizer is None:
         raise ValueError(f"--dataset {path} holds raw articles: give --tokenizer PATH (a model folder, a tokenizer "
