@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from llmbench.agent.cli import FRACTION, add_precision_arguments, at_least, check_flags
+from llmbench.agent.cli import FRACTION, add_overlap_argument, add_precision_arguments, at_least, check_flags
 from llmbench.agent.config import ModelConfig
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.fp8 import Fp8Linear, quantize_rows
@@ -50,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="auto", help="auto, torch, triton or flash (default: %(default)s)")
     add_precision_arguments(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
-    p.add_argument("--no-overlap", action="store_true",
-                   help="wait for each step before scheduling the next (default: overlap them on CUDA)")
+    add_overlap_argument(p)
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
     p.add_argument("--hf-batch", type=int,
                    help="static batch for --compare hf (default: what fits half the free GPU memory, at most "
@@ -270,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
                        memory_fraction=args.memory_fraction, attention=args.attention,
                        max_batch=args.max_batch or (512 if gpu else 64),
                        max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
-                       cuda_graphs=not args.no_cuda_graphs, overlap=not args.no_overlap, seed=args.seed,
+                       cuda_graphs=not args.no_cuda_graphs, overlap=d.overlap if args.overlap is None else args.overlap,
+                       seed=args.seed,
                        quantization=args.quantization or d.quantization,
                        kv_cache_dtype=args.kv_cache_dtype or d.kv_cache_dtype)
     mc = resolve_source(cfg.model).config

@@ -53,7 +53,8 @@ AGENT_RULES: dict[str, Rule] = {
 }
 # Engine flags default to None ("not given"), so `generate --agent` can tell which ones were passed.
 ENGINE_FLAGS = ("model", "engine", "tokens_per_s", "dtype", "device", "memory_fraction", "max_batch",
-                "max_step_tokens", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype")
+                "max_step_tokens", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype",
+                "overlap")
 
 
 def check_flags(args: argparse.Namespace, rules: dict[str, Rule]) -> None:
@@ -96,6 +97,13 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"auto: torch on CPU; flash-attn on GPU when installed and --block-size fits it, "
                         f"else triton (head_dim a power of two >= 16), else torch (default: {d.attention})")
     add_precision_arguments(p)
+    add_overlap_argument(p)
+
+
+def add_overlap_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="on CUDA, schedule and launch step N+1 before reading step N's tokens "
+                        f"(default: {'on' if EngineConfig().overlap else 'off'})")
 
 
 def add_precision_arguments(p: argparse.ArgumentParser) -> None:
