@@ -128,13 +128,15 @@ def test_triton_kernels_match_transformers_on_the_held_out_shape(tmp_path, monke
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("overlap", [False, True], ids=["waited", "overlapped"])
 @pytest.mark.parametrize("rope", ROPES)
-def test_gpu_triton_and_cuda_graphs_match_transformers_in_float32(tmp_path, rope):
+def test_gpu_triton_and_cuda_graphs_match_transformers_in_float32(tmp_path, rope, overlap):
+    """Overlapped, every decode input of a step comes from the previous step's sampled ids on the device."""
     hf = save_sharp(tmp_path, rope, seed=8)
     ps = byte_prompts([3, 20, 60, 100, 121, 200, 300], seed=9)
     reqs = [Request(id=i, prompt=p, max_new_tokens=511 - len(p) if len(p) > 250 else 24, ignore_eos=True)
             for i, p in enumerate(ps)]
     got = engine_tokens(tmp_path, reqs, device="cuda", triton=True, max_batch=8, max_step_tokens=128,
-                        num_kv_blocks=512)
+                        num_kv_blocks=512, overlap=overlap)
     for r in reqs:
         assert got[r.id] == hf_greedy(hf, list(r.prompt), r.max_new_tokens), f"{rope}: prompt of {len(r.prompt)}"
