@@ -5,7 +5,7 @@ import argparse
 import asyncio
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any
 
 import grpc
@@ -13,10 +13,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.agent.cli import add_engine_arguments, above, at_least, check_flags, engine_config, given_engine_flags
 from llmbench.agent.factory import create_engine
+from llmbench.agent.loader import resolve_source
 from llmbench.agent.offline import generate
 from llmbench.agent.tokenizer import decode, encode, load_tokenizer
 from llmbench.agent.types import EngineConfig, FinishReason, Request, StepOutput, token_runs
 from llmbench.common.auth import ClientSecurity, add_client_arguments, client_security
+from llmbench.common.kv import kv_blocks
 from llmbench.common.ports import split_host_port
 from llmbench.proto import pb, rpc
 
@@ -148,17 +150,20 @@ def _apply(out: StepOutput, results: list[Result]) -> int:
 
 
 def generate_local(cfg: EngineConfig, prompts: list[Prompt], max_new_tokens: int, ignore_eos: bool) -> list[Result]:
+    source = resolve_source(cfg.model) if cfg.engine == "paged" else None
+    tokenizer = load_tokenizer(str(source.path) if source and source.path else None)
+    requests = []
+    for i, p in enumerate(prompts):
+        if p.text is not None and tokenizer is None:
+            raise ValueError(f"line {p.line}: a text prompt, but model {cfg.model} has no tokenizer; send token ids")
+        tokens = p.tokens if p.text is None else encode(tokenizer, p.text)
+        requests.append(Request(i, tokens, max_new_tokens, ignore_eos=ignore_eos))
+    # The job is known: a KV cache and a batch for these prompts, not for a server's worth of queries.
+    need = sum(kv_blocks(len(r.prompt), max_new_tokens, cfg.block_size) for r in requests)
+    cfg = replace(cfg, max_kv_blocks=cfg.max_kv_blocks or max(need, 1), max_batch=min(cfg.max_batch, max(len(requests), 1)))
     engine = create_engine(cfg)
     engine.start()
     try:
-        tokenizer = load_tokenizer(engine.info.model_path)
-        requests = []
-        for i, p in enumerate(prompts):
-            if p.text is not None and tokenizer is None:
-                raise ValueError(f"line {p.line}: a text prompt, but model {engine.info.name} has no tokenizer; "
-                                 "send token ids")
-            tokens = p.tokens if p.text is None else encode(tokenizer, p.text)
-            requests.append(Request(i, tokens, max_new_tokens, ignore_eos=ignore_eos))
         done = generate(engine, requests)
     finally:
         engine.stop()

@@ -46,19 +46,24 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
         why = (f"{cfg.memory_fraction:.2f} of {total / 2**30:.1f} GiB minus {(total - free) / 2**30:.1f} "
                f"GiB in use minus {workspace / 2**30:.2f} GiB workspace")
         blocks = max(budget, 0) // block_bytes
+        if cfg.max_kv_blocks:
+            blocks = min(blocks, cfg.max_kv_blocks)
+            why += f", capped at {cfg.max_kv_blocks} blocks for the job"
     else:
         available = psutil.virtual_memory().available
         budget = int(available * cfg.memory_fraction) - workspace
         cap = cfg.max_batch * -(-max_context // cfg.block_size)
+        cap_why = f"max_batch {cfg.max_batch} x max_context {max_context}"
+        if cfg.max_kv_blocks and cfg.max_kv_blocks < cap:
+            cap, cap_why = cfg.max_kv_blocks, f"{cfg.max_kv_blocks} blocks for the job"
         blocks = min(max(budget, 0) // block_bytes, cap)
-        why = (f"{cfg.memory_fraction:.2f} of {available / 2**30:.1f} GiB available host memory, "
-               f"capped at max_batch {cfg.max_batch} x max_context {max_context}")
+        why = f"{cfg.memory_fraction:.2f} of {available / 2**30:.1f} GiB available host memory, capped at {cap_why}"
     if blocks <= 0:
         raise RuntimeError(f"no memory left for the KV cache ({why}); lower max_step_tokens/max_batch "
                            f"or raise memory_fraction")
     log.info("KV cache: %d blocks of %d tokens (%d tokens, %.2f GiB): %s", blocks, cfg.block_size,
              blocks * cfg.block_size, blocks * block_bytes / 2**30, why)
-    if blocks * cfg.block_size < max_context:
+    if blocks * cfg.block_size < max_context and not cfg.max_kv_blocks:
         log.warning("the KV cache holds fewer tokens than max_context %d: longer queries get TOO_LONG",
                     max_context)
     return blocks

@@ -106,6 +106,7 @@ class EngineConfig:
     device: str = "auto"  # cpu | cuda | cuda:N | auto
     memory_fraction: float = 0.9  # share of device memory the agent may use in all (weights + KV)
     num_kv_blocks: int = 0  # 0: size the KV cache from memory
+    max_kv_blocks: int = 0  # sized from memory: at most this many (0: no cap; `generate` sizes it to its job)
     block_size: int = 16
     max_batch: int = 256
     max_step_tokens: int = 8192
