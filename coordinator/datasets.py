@@ -80,7 +80,11 @@ def load(spec: str, *, tokenizer: str | None = None, max_samples: int | None = N
     if found is None:
         raise ValueError(f"--dataset {path} record 0 has fields {sorted(records[0])}: expected "
                          f"{' or '.join(f.label for f in FORMATS)}")
-    return drop_long(found.build(path, records[:max_samples], tokenizer, vocab_size), limit)
+    dataset = found.build(path, records[:max_samples], tokenizer, vocab_size)
+    if max_samples is not None and max_samples > len(records):
+        dataset.notes.append(f"--max-samples {max_samples:,}: {path.name} holds {len(records):,} records, "
+                             f"all of them are used")
+    return drop_long(dataset, limit)
 
 
 def require(path: Path, records: list[dict], fields: tuple[str, ...]) -> None:

@@ -52,6 +52,9 @@ def test_mlperf_preprocessed_file_detected_by_content(tmp_path, name):
     assert [p.tolist() for p in data.prompts] == [r["tok_input"] for r in PREPROCESSED]
     assert data.references == ["one", "two", "three"] and data.name == f"mlperf:{name}"
     assert [p.tolist() for p in datasets.load(str(path), max_samples=2).prompts] == [[128000, 5, 6, 7], [128000, 8]]
+    assert not datasets.load(str(path), max_samples=3).notes
+    more = datasets.load(str(path), max_samples=5000)  # used to take the 3 records silently
+    assert len(more) == 3 and more.notes == [f"--max-samples 5,000: {name} holds 3 records, all of them are used"]
 
 
 def test_mlperf_file_in_pandas_column_layout(tmp_path):
