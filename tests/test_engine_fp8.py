@@ -15,7 +15,7 @@ from llmbench.agent.status import StatusReporter
 from llmbench.agent.types import EngineConfig, Request
 from llmbench.coordinator.session import precision
 from test_engine_model import our_logits
-from test_engine_parity import prompts
+from hf_reference import prompts
 
 CUDA = torch.cuda.is_available()
 

@@ -14,7 +14,7 @@ from llmbench.agent.cuda_graphs import DecodeGraphs, graph_batch_sizes
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.offline import generate
 from llmbench.agent.types import EngineConfig, Request
-from test_engine_parity import prompts
+from hf_reference import prompts
 
 
 class EagerReplay:

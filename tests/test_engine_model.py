@@ -17,7 +17,7 @@ from llmbench.agent.model import LlamaForCausalLM
 from llmbench.agent.scheduler import Batch, Sequence
 from llmbench.agent.types import EngineConfig, Request
 
-from test_engine_parity import BASE, LLAMA3_ROPE, prompts, save_hf
+from hf_reference import BASE, LLAMA3_ROPE, prompts, save_hf
 
 HF_BASE = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
            "num_hidden_layers": 2, "vocab_size": 1000}

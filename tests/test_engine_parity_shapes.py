@@ -20,7 +20,7 @@ from llmbench.agent.attention import TritonAttention
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.offline import generate
 from llmbench.agent.types import EngineConfig, Request
-from test_engine_parity import LLAMA3_ROPE, hf_greedy
+from hf_reference import LLAMA3_ROPE, hf_greedy
 
 PAD, BOS, EOS = 0, 1, 2
 HELD_OUT = dict(hidden_size=80, num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=1,

@@ -11,7 +11,7 @@ from llmbench.agent.engine import PagedEngine
 from llmbench.agent.offline import generate
 from llmbench.agent.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput
 
-from test_engine_parity import hf_greedy, prompts, save_hf, start_engine
+from hf_reference import hf_greedy, prompts, save_hf, start_engine
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_engine_parity import save_hf
+from hf_reference import save_hf
 
 
 def tokens(backend: str, model: str) -> dict[int, list[int]]:

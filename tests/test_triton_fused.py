@@ -150,7 +150,7 @@ def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1
     from llmbench.agent.engine import PagedEngine
     from llmbench.agent.types import EngineConfig
     from test_engine_model import our_logits
-    from test_engine_parity import prompts
+    from hf_reference import prompts
 
     engine = PagedEngine(EngineConfig(model="tiny", device=DEVICE, dtype=dtype, num_kv_blocks=16))
     engine.start()
