@@ -20,7 +20,7 @@ from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE, SimulatedEngine
 from llmbench.agent.types import EngineConfig, Request, token_runs
 from llmbench.proto import pb, rpc
 
-from test_reliability_loss import Agent
+from mesh_processes import Agent
 
 INT32 = st.integers(-2**31, 2**31 - 1)
 EDGES = [-2**31, -1, 0, 1, VOCAB_SIZE - 1, VOCAB_SIZE, 2**31 - 1]

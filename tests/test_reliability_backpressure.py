@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from test_reliability_loss import Agent, Coordinator, check_accuracy_log
+from mesh_processes import Agent, Coordinator, check_accuracy_log
 
 SLOW_BATCH = 8
 SLOW_WAITING = 4  # the dispatcher's default bound: max(4, max_batch // 8)

@@ -15,7 +15,7 @@ import pytest
 from llmbench.coordinator.agent_link import LinkConfig
 from llmbench.proto import pb, rpc
 
-from test_reliability_loss import Agent, Coordinator, check_accuracy_log
+from mesh_processes import Agent, Coordinator, check_accuracy_log
 
 AGENT_TIMEOUT_S = 2.0
 SAMPLES = 200

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_reliability_loss import Agent, Coordinator, check_accuracy_log, reserved_port
+from mesh_processes import Agent, Coordinator, check_accuracy_log, reserved_port
 
 AGENT_ARGS = ("--max-batch", "8")  # few queries per agent, so the central queue outlasts the restarts
 

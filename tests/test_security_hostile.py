@@ -17,7 +17,7 @@ from llmbench.proto import MAX_MESSAGE_BYTES
 from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE
 from llmbench.proto import pb, rpc
 
-from test_reliability_loss import Agent
+from mesh_processes import Agent
 
 
 @pytest.fixture(scope="module")
