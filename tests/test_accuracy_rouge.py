@@ -8,7 +8,7 @@ from rouge_score import rouge_scorer
 from llmbench.cli.main import main as llmbench
 from llmbench.coordinator import accuracy, datasets, prompt
 from llmbench.coordinator.samples import Dataset
-from test_data_tokenizer import tiny_tokenizer
+from tokenizers_offline import tiny_tokenizer
 
 PREDICTIONS = ["The mayor announced it on Monday. The city will open two new schools.",
                "A man was arrested after a crash.", "Shares rose 4 percent. Earnings hit a record."]

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from llmbench.coordinator import sentences
-from test_data_tokenizer import SHARED_DATA
+from tokenizers_offline import SHARED_DATA
 
 # Boundaries of nltk's English Punkt model (checked against nltk_data's punkt/PY3/english.pickle under
 # nltk 3.8.1, the version MLPerf's evaluation pins); a rule-based splitter gets several of these wrong.

@@ -134,7 +134,7 @@ def test_help_lists_the_exit_statuses(capsys):
 
 @pytest.mark.slow
 def test_accuracy_fail_exits_1(sim_agents, tmp_path):
-    from test_data_tokenizer import llama3_tokenizer_file
+    from tokenizers_offline import llama3_tokenizer_file
     tokenizer = llama3_tokenizer_file()
     ds = write(tmp_path / "cnn_eval.json", json.dumps([dict(RECORD, tok_input=[128000, 10 + i, 20 + i],
                                                                output=f"Summary number {i}.") for i in range(8)]))

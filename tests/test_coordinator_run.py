@@ -161,7 +161,7 @@ def test_accuracy_run_on_articles_with_hf_model_and_tokenizer(tmp_path):
     folder -> LoadGen accuracy log -> ROUGE table (random weights: the numbers are meaningless)."""
     torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
-    from test_data_tokenizer import TEXTS, tiny_tokenizer
+    from tokenizers_offline import TEXTS, tiny_tokenizer
     model_dir = tiny_tokenizer(tmp_path / "model")
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmbench.coordinator import datasets, prompt
-from test_data_tokenizer import tiny_tokenizer
+from tokenizers_offline import tiny_tokenizer
 
 ARTICLES = [
     {"id": "a0", "article": "The mayor said on Monday that the city would open two new schools.",

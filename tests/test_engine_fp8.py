@@ -14,7 +14,7 @@ from llmbench.agent.runner import kv_block_bytes
 from llmbench.agent.status import StatusReporter
 from llmbench.agent.types import EngineConfig, Request
 from llmbench.coordinator.session import precision
-from test_engine_model import our_logits
+from hf_reference import our_logits
 from hf_reference import prompts
 
 CUDA = torch.cuda.is_available()
@@ -156,7 +156,7 @@ def test_triton_quantizer_matches_torch(dtype):
 def errors_against_float32(preset: str) -> dict[str, tuple[float, float]]:
     """(rel L2, top-1 agreement) of our bf16 and our fp8 (GEMMs and KV) logits against transformers in
     float32, all three on the same random weights."""
-    from test_engine_model import hf_from_ours
+    from hf_reference import hf_from_ours
 
     prompt = prompts(128000, [300], seed=2)[0]
     base = EngineConfig(model=preset, device="cuda", dtype="bfloat16", num_kv_blocks=64)

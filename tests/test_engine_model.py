@@ -6,18 +6,15 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig
-from transformers import LlamaForCausalLM as HFLlama
 
 from llmbench.agent.attention import select_backend
 from llmbench.agent.config import PRESETS, ConfigError, from_hf_dict
 from llmbench.agent.engine import PagedEngine
 from llmbench.agent.loader import build_model, resolve_source
 from llmbench.agent.model import LlamaForCausalLM
-from llmbench.agent.scheduler import Batch, Sequence
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.types import EngineConfig
 
-from hf_reference import BASE, LLAMA3_ROPE, prompts, save_hf
+from hf_reference import LLAMA3_ROPE, hf_from_ours, our_logits, prompts, save_hf
 
 HF_BASE = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
            "num_hidden_layers": 2, "vocab_size": 1000}
@@ -95,48 +92,6 @@ def test_presets_shapes_and_deterministic_random_init():
     assert torch.equal(a.norm.weight, torch.ones(64, dtype=torch.bfloat16))
     assert 0.015 < a.layers[0].mlp.gate_up_proj.weight.float().std() < 0.025
     assert sum(p.numel() for p in a.parameters()) == source.config.num_parameters()
-
-
-def hf_state_dict(model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
-    """Our fused weights as HF tensor names (views, no copies)."""
-    c, out = model.cfg, {}
-    for name, t in model.state_dict().items():
-        hf = "lm_head.weight" if name == "lm_head.weight" else f"model.{name}"
-        if "qkv_proj" in name:
-            q, k, v = t.split([c.q_size, c.kv_size, c.kv_size])
-            out.update({hf.replace("qkv_proj", p): x for p, x in (("q_proj", q), ("k_proj", k), ("v_proj", v))})
-        elif "gate_up_proj" in name:
-            g, u = t.chunk(2)
-            out.update({hf.replace("gate_up_proj", "gate_proj"): g, hf.replace("gate_up_proj", "up_proj"): u})
-        else:
-            out[hf] = t
-    return out
-
-
-def our_logits(engine: PagedEngine, prompt: list[int]) -> torch.Tensor:
-    """Logits at every prompt position, through the runner's batch preparation and paged cache."""
-    runner = engine.runner
-    seq = Sequence(Request(id=0, prompt=prompt, max_new_tokens=1), None, (), 0)
-    seq.block_table = list(range(engine.blocks.blocks_for(len(prompt))))
-    input_ids, positions, meta, _ = runner.prepare(Batch(prefill=[(seq, len(prompt))]))
-    return runner.model(input_ids, positions, meta, torch.arange(len(prompt), device=engine.device))
-
-
-def hf_from_ours(engine: PagedEngine) -> HFLlama:
-    c = engine.runner.model.cfg
-    config = LlamaConfig(**{**BASE, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_layers,
-                            "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads,
-                            "head_dim": c.head_dim, "intermediate_size": c.intermediate_size,
-                            "vocab_size": c.vocab_size, "max_position_embeddings": c.max_position,
-                            "rms_norm_eps": c.rms_norm_eps, "tie_word_embeddings": c.tie_embeddings,
-                            "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta} if
-                            c.rope_scaling is None else {"rope_type": "llama3", "rope_theta": c.rope_theta,
-                                                         **vars(c.rope_scaling)}})
-    with torch.device("meta"):
-        hf = HFLlama(config)
-    hf.load_state_dict(hf_state_dict(engine.runner.model), assign=True, strict=True)
-    hf.model.rotary_emb = type(hf.model.rotary_emb)(config)  # its buffers were left on meta
-    return hf.to(engine.device).eval()
 
 
 def compare_preset_logits(preset: str, device: str, dtype: str) -> tuple[float, float]:

@@ -149,7 +149,7 @@ def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1
     with the torch path; the torch path itself is checked against transformers elsewhere."""
     from llmbench.agent.engine import PagedEngine
     from llmbench.agent.types import EngineConfig
-    from test_engine_model import our_logits
+    from hf_reference import our_logits
     from hf_reference import prompts
 
     engine = PagedEngine(EngineConfig(model="tiny", device=DEVICE, dtype=dtype, num_kv_blocks=16))
