@@ -28,3 +28,18 @@ def splitter():
         return sentences.get_splitter()
     except LookupError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture
+def agents():
+    """Starts `llmbench agent` processes (cli_processes.AgentProcess) and kills them after the test."""
+    from cli_processes import AgentProcess
+    started: list[AgentProcess] = []
+
+    def start(*args: str, port: int = 0) -> AgentProcess:
+        a = AgentProcess(*args, port=port)
+        started.append(a)
+        return a
+    yield start
+    for a in started:
+        a.kill()

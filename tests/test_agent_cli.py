@@ -1,83 +1,12 @@
 """`llmbench agent` and `llmbench generate` as real subprocesses (simulated engine: no model needed)."""
 import json
-import queue
-import re
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-LLMBENCH = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
-LISTENING = re.compile(r"llmbench-agent: listening on (127\.0\.0\.1):(\d+)")
-
-
-def llmbench(*args: str, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*LLMBENCH, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
-
-
-class AgentProcess:
-    """`llmbench agent --port 0 ...` in a subprocess; address parsed from its listening line."""
-
-    def __init__(self, *args: str, port: int = 0):
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen([*LLMBENCH, "agent", "--port", str(port), "--grace", "2", *args],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
-        lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()), daemon=True).start()
-        try:
-            self.first_line = lines.get(timeout=60)
-        except queue.Empty:
-            self.kill()
-            raise AssertionError("the agent printed no listening line within 60 s")
-        m = LISTENING.fullmatch(self.first_line.rstrip("\n"))
-        assert m, f"unexpected first line {self.first_line!r}; stderr: {self.stderr()}"
-        self.address = f"{m[1]}:{m[2]}"
-
-    def wait_serving(self, timeout: float = 120) -> None:
-        with grpc.insecure_channel(self.address) as ch:
-            health = health_pb2_grpc.HealthStub(ch)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                status = health.Check(health_pb2.HealthCheckRequest(service="llmbench.v1.Agent"), timeout=5).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                assert self.proc.poll() is None, self.stderr()
-                time.sleep(0.1)
-        raise AssertionError(f"agent not SERVING after {timeout} s: {self.stderr()}")
-
-    def terminate(self, timeout: float = 20) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-
-@pytest.fixture
-def agents():
-    started: list[AgentProcess] = []
-
-    def start(*args: str, port: int = 0) -> AgentProcess:
-        a = AgentProcess(*args, port=port)
-        started.append(a)
-        return a
-    yield start
-    for a in started:
-        a.kill()
-
+from cli_processes import llmbench
 
 def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
     assert result.returncode == 2, result

@@ -9,7 +9,7 @@ import torch
 
 from llmbench.agent.types import token_runs
 from llmbench.proto import pb, rpc
-from test_agent_cli import agents, llmbench  # noqa: F401  (agents is a fixture)
+from cli_processes import llmbench
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
 

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,22 +21,9 @@ import pytest
 from llmbench.cli import main
 from llmbench.coordinator import cli, datasets, outputs, preflight, settings
 from llmbench.coordinator.session import CoordinatorConfig
+from cli_processes import LLMBENCH, error_of, llmbench
 
-CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
 RECORD = {"tok_input": [128000, 5, 6, 7], "output": "The summary."}
-
-
-def llmbench(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
-def error_of(capsys, *argv: object) -> str:
-    """The one error line of an in-process `llmbench ...` that must fail with status 2."""
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if "error: " in line]
-    assert code == 2 and len(lines) == 1, err
-    return lines[0].split("error: ", 1)[1]
 
 
 def addresses(agents) -> str:
@@ -148,7 +134,7 @@ def test_accuracy_fail_exits_1(sim_agents, tmp_path):
 
 def run_until_loadgen(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
     """Start `llmbench ...` and return once its first progress line (LoadGen is running) is out."""
-    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*LLMBENCH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     deadline = time.monotonic() + 60

@@ -9,7 +9,7 @@ import pytest
 
 from llmbench.coordinator import find_peak
 from llmbench.coordinator.summary import Summary
-from test_coordinator_checks import error_of, llmbench
+from cli_processes import error_of, llmbench
 
 
 def summary(result: str, scenario: str, rate: float, ttft_ms: float | None, tpot_ms: float | None) -> Summary:
