@@ -18,7 +18,7 @@ from llmbench.coordinator.job import Job, encode_submit, wire_body
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.progress_text import utilisation_lines
 from llmbench.proto import pb
-from test_coordinator_dispatch import jobs, make_pool, status, turn
+from pool_harness import jobs, make_pool, status, turn
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
 UTILISATION = re.compile(r"^\s+(\S+)\s+([\d.]+) % of queries\s+([\d.]+) % of tokens\s+busy\s+([\d.]+) %"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import threading
 import time
 import urllib.error
@@ -12,45 +11,11 @@ import urllib.request
 
 import pytest
 
-from llmbench.common.prometheus import CONTENT_TYPE, Family, MetricsServer, render
+from llmbench.common.prometheus import Family, MetricsServer, render
+from prometheus_text import METRICS_LINE, parse, scrape, value
 from llmbench.coordinator import prometheus as coordinator_prometheus, run_local
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.coordinator.session import CoordinatorConfig, run_benchmark
-
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-METRICS_LINE = re.compile(r"Prometheus metrics on (http://\S+/metrics)")
-
-
-def parse(text: str) -> tuple[dict[str, str], dict[tuple[str, frozenset], float]]:
-    """(TYPE per family, value per (sample name, labels)); fails on any line that is not the format."""
-    types, samples = {}, {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-        elif line.startswith("# HELP "):
-            continue
-        else:
-            m = SAMPLE.match(line)
-            assert m, f"not a sample line: {line!r}"
-            labels = frozenset(LABEL.findall(m.group(2) or ""))
-            samples[(m.group(1), labels)] = float(m.group(3))
-    return types, samples
-
-
-def scrape(url: str) -> tuple[dict[str, str], dict[tuple[str, frozenset], float]]:
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        assert reply.headers["Content-Type"] == CONTENT_TYPE
-        return parse(reply.read().decode())
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    found = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
-    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
-    return found[0]
-
 
 def test_render_follows_the_text_format():
     families = [

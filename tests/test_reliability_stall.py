@@ -18,7 +18,7 @@ from llmbench.coordinator.dispatch import DispatchConfig, Pool
 from llmbench.coordinator.metrics import RunMetrics
 from llmbench.proto import pb, rpc
 
-from test_coordinator_dispatch import Recorder, jobs
+from pool_harness import Recorder, jobs
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 

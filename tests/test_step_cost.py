@@ -12,7 +12,7 @@ from llmbench.agent.scheduler import Batch, Sequence
 from llmbench.agent.step_cost import Rates, StepCosts, StepShape, floor_seconds
 from llmbench.agent.types import EngineConfig, Request
 from llmbench.common.prometheus import render
-from test_metrics_prometheus import parse
+from prometheus_text import parse
 
 
 def seq(prompt_len: int, cached: int, generated: int = 0) -> Sequence:
