@@ -143,16 +143,30 @@ class ClientSecurity:
         extra = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
         return [*options, *extra]
 
+    def warn_if_exposed(self, address: str) -> None:
+        """A token sent without TLS to another host can be read by anyone on the path (the agent warns
+        too, for its side); said once per address."""
+        host = address.split("///")[-1].rsplit(":", 1)[0]
+        if self.token and not self.tls and not is_loopback(host) and address not in _WARNED:
+            _WARNED.add(address)
+            log.warning("sending the bearer token in plaintext to %s: anyone on the path can read it; "
+                        "give --tls-ca (see docs/security.md)", address)
+
     def aio_channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
+        self.warn_if_exposed(address)
         if self.tls:
             return grpc.aio.secure_channel(address, self.channel_credentials(), self.channel_options(options))
         return grpc.aio.insecure_channel(address, options=list(options))
 
     def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
         """A blocking channel (scripts, tests)."""
+        self.warn_if_exposed(address)
         if self.tls:
             return grpc.secure_channel(address, self.channel_credentials(), self.channel_options(options))
         return grpc.insecure_channel(address, options=list(options))
+
+
+_WARNED: set[str] = set()
 
 
 def _digest(value: str | bytes) -> bytes:

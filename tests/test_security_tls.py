@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import ipaddress
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -353,3 +354,15 @@ def test_run_status_channel_over_mutual_tls_with_token(pki):
             source.close()
     finally:
         status.stop(0.5)
+
+
+def test_a_token_sent_in_plaintext_to_another_host_is_warned_about_once(caplog):
+    """The agent warned about a plaintext token; the coordinator, which sends it, said nothing."""
+    plain, with_tls = ClientSecurity(token="t0k"), ClientSecurity(token="t0k", ca=__file__)
+    with caplog.at_level(logging.WARNING, logger="llmbench.auth"):
+        for security, address in ((plain, "10.1.2.3:50051"), (plain, "10.1.2.3:50051"), (plain, "127.0.0.1:50051"),
+                                  (plain, "[::1]:50051"), (ClientSecurity(), "10.9.9.9:1"), (with_tls, "10.1.2.4:1")):
+            security.warn_if_exposed(address)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["sending the bearer token in plaintext to 10.1.2.3:50051: anyone on the path can read it; "
+                    "give --tls-ca (see docs/security.md)"]
