@@ -2,7 +2,8 @@
 # One call on a GPU machine (device tool, H100 or H200; carry .whl): GPU tests, kernel and engine benchmarks, and
 # short LoadGen runs through the mesh; a short table last. Usage: scripts/gpu-bench.sh [phase ...]
 # phases: tests kernels fused bench eager profile hf offline server interactive (default: all), and
-# bench-fp8 (the layer GEMMs and KV cache in fp8). PRECISION (e.g. "--quantization fp8 --kv-cache-dtype
+# bench-fp8 (the layer GEMMs and KV cache in fp8), bench-fp8-overlap (the same with --overlap: run both
+# in one call for the A/B). PRECISION (e.g. "--quantization fp8 --kv-cache-dtype
 # fp8") goes to every agent of the mesh phases.
 # Each mesh phase starts its agent with `llmbench run`, keeps LoadGen's logs in /tmp/runs and copies the
 # summary to $OUT (only 8 files come back from the device machine). Figures land in $OUT (or ./out).
@@ -38,6 +39,8 @@ for phase in $phases; do
     bench) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -34 ;;
     bench-fp8) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --quantization fp8 --kv-cache-dtype fp8 \
                  ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -34 ;;
+    bench-fp8-overlap) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --quantization fp8 --kv-cache-dtype fp8 \
+                         --overlap ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8-overlap.txt" | tail -34 ;;
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
              | tee "$OUT/eager.txt" | tail -34 ;;
     profile) lb bench --model llama3.1-8b --samples 600 --profile ${BENCH_ARGS:-} 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
@@ -56,7 +59,7 @@ for phase in $phases; do
   summary+=("$phase: $((SECONDS - start)) s")
 done
 echo; echo "== phases =="; printf '%s\n' "${summary[@]}"
-for f in bench bench-fp8 eager hf; do
+for f in bench bench-fp8 bench-fp8-overlap eager hf; do
   [ -f "$OUT/$f.txt" ] && { echo "-- $f"; grep -hE "samples/s|roofline|transformers|steps|precision|rate measured|^\| all" "$OUT/$f.txt"; }
 done
 for f in "$OUT"/offline.txt "$OUT"/server-*.txt "$OUT"/interactive-*.txt; do
