@@ -18,6 +18,7 @@ VERIFY_FILE = "verify_accuracy.txt"  # MLPerf's TEST06 verdict
 LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
                  "mlperf_log_trace.json", "audit.config")
 AGENT_LOG = re.compile(r"agent-\d+\.log")  # `llmbench run`'s local agents
+AGENT_LOG_HEADER = "# llmbench run, local agent"  # their first line: a failed run's logs are still ours
 OWN_FILES = frozenset((REPORT_FILE, ACCURACY_FILE, VERIFY_FILE, *CHART_FILES.values(), *LOADGEN_FILES))
 SHOWN = 8  # names listed in one line
 
@@ -62,15 +63,20 @@ def _names(paths: list[Path]) -> str:
     return ", ".join(names) + (f" and {len(paths) - SHOWN} more" if len(paths) > SHOWN else "")
 
 
-def _run_folder(folder: Path) -> bool:
-    """An earlier llmbench run wrote here: LoadGen's logs, or our report.md."""
-    if any((folder / name).is_file() for name in RUN_MARKERS):
-        return True
+def _starts_with(path: Path, header: str) -> bool:
     try:
-        with open(folder / REPORT_FILE, encoding="utf-8", errors="replace") as f:
-            return f.readline().startswith(REPORT_HEADER)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(header)
     except OSError:
         return False
+
+
+def _run_folder(folder: Path) -> bool:
+    """An earlier llmbench run wrote here: LoadGen's logs, our report.md, or (a run that failed before
+    LoadGen) its agents' logs."""
+    if any((folder / name).is_file() for name in RUN_MARKERS) or _starts_with(folder / REPORT_FILE, REPORT_HEADER):
+        return True
+    return any(AGENT_LOG.fullmatch(p.name) and _starts_with(p, AGENT_LOG_HEADER) for p in folder.iterdir())
 
 
 def check_folder(folder: Path, flag: str = "--output") -> tuple[list[Path], list[str]]:

@@ -24,6 +24,7 @@ from llmbench.coordinator.cli import (LiveFront, add_run_arguments, check_find_p
                                       output_folder, report, run_front)
 from llmbench.coordinator.gpus import SPEC_HELP, select_gpus
 from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.outputs import AGENT_LOG_HEADER
 from llmbench.coordinator.preflight import check_range
 
 LISTENING = re.compile(r"llmbench-agent: listening on (\S+)")
@@ -78,8 +79,12 @@ def start_agents(args: argparse.Namespace, output: Path, gpus: list[str] | None 
         for i in range(count):
             gpu = gpus[i] if gpus else ""
             log_path = output / f"agent-{i}.log"
+            command = agent_command(args, on_gpu=bool(gpu))
             with open(log_path, "wb") as log_file:
-                proc = subprocess.Popen(agent_command(args, on_gpu=bool(gpu)), stdout=log_file,
+                log_file.write(f"{AGENT_LOG_HEADER} {i}{' on GPU ' + gpu if gpu else ''}: "
+                               f"{' '.join(command[3:])}\n".encode())
+                log_file.flush()
+                proc = subprocess.Popen(command, stdout=log_file,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env={**env, "CUDA_VISIBLE_DEVICES": gpu} if gpu else env)
             agents.append(LocalAgent(proc, log_path, gpu=gpu))
@@ -98,7 +103,7 @@ def wait_listening(agents: list[LocalAgent]) -> None:
             if match:
                 agent.address = match.group(1)
             elif agent.process.poll() is not None:
-                tail = agent.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                tail = agent.log_path.read_text(errors="replace").strip().splitlines()[1:][-1:] or ["no output"]
                 raise RuntimeError(f"agent {agent.log_path.name} exited with status {agent.process.returncode}: "
                                    f"{tail[0]}")
             elif time.monotonic() > deadline:

@@ -277,6 +277,22 @@ def test_a_users_own_files_under_our_names_are_refused_not_deleted(tmp_path):
     assert [p.name for p in outputs.check_folder(tmp_path)[0]] == ["accuracy.txt", "report.md"]
 
 
+def test_a_run_that_failed_before_loadgen_can_be_run_again_into_its_folder(tmp_path):
+    """Its agent logs were refused as "no earlier llmbench run wrote them" on the second try."""
+    out = tmp_path / "out"
+    for attempt in (1, 2):
+        done = llmbench("run", "--engine", "simulated", "--agents", "1", "--agent-args", "--max-batch 0",
+                        "--no-tui", "--output", out)
+        assert done.returncode == 2, (attempt, done.stderr)
+        assert "no earlier llmbench run wrote them" not in done.stderr, done.stderr
+        assert "--max-batch" in done.stderr  # the agent's own error, named from its log
+    log = (out / "agent-0.log").read_text()
+    assert log.startswith(f"{outputs.AGENT_LOG_HEADER} 0: agent --host 127.0.0.1 --port 0 --engine simulated")
+    (out / "agent-0.log").write_text("my own notes\n")  # a user's file under our name is still refused
+    with pytest.raises(ValueError, match=r"holds agent-0\.log, which this run would overwrite"):
+        outputs.check_folder(out)
+
+
 def test_a_folder_or_link_under_our_names_is_refused(tmp_path):
     (tmp_path / "mlperf_log_detail.txt").mkdir()  # LoadGen could not log, and the run would crash at the end
     with pytest.raises(ValueError, match=r"mlperf_log_detail\.txt/ must be a plain file"):
