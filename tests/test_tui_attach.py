@@ -200,3 +200,28 @@ def test_watchrun_streams_at_the_asked_interval_and_ends_with_the_run():
     assert gaps[len(gaps) // 2] < 0.25, gaps  # and about one per 100 ms (a busy machine only adds a little)
     assert [m.finished for m in messages].count(True) == 1 and messages[-1].finished
     assert messages[-1].phase == "failed" and messages[-1].outcome == "no agent ready for 60 s"
+
+
+def test_connect_ends_at_once_where_retrying_cannot_help(sim_agents, tmp_path, monkeypatch):
+    """An agent's port (UNIMPLEMENTED) and a missing or wrong token (UNAUTHENTICATED) used to be retried
+    forever; the coordinator exits 2 on the same answers, and so does `tui --connect` now."""
+    from llmbench.common.auth import ServerSecurity
+    server = StatusServer(RunMetrics(), "127.0.0.1", 0, ServerSecurity(token="right-token"))
+    port = server.start()
+    monkeypatch.delenv("LLMBENCH_AUTH_TOKEN", raising=False)
+    wrong = tmp_path / "token"
+    wrong.write_text("wrong-token\n")
+    try:
+        for flags, message in (
+                ([sim_agents[0].address], "UNIMPLEMENTED"), ([f"127.0.0.1:{port}"], "UNAUTHENTICATED"),
+                ([f"127.0.0.1:{port}", "--auth-token-file", str(wrong)], "UNAUTHENTICATED")):
+            t = time.monotonic()
+            done = subprocess.run([*CLI, "tui", "--no-tui", "--connect", *flags], capture_output=True, text=True,
+                                  timeout=60)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1, (flags, done.stdout, done.stderr)
+            assert lines[0].startswith(f"llmbench tui: error: {flags[0]} refused the watch ({message}") and \
+                ("--status-port" in lines[0] if message == "UNIMPLEMENTED" else "--auth-token-file" in lines[0])
+            assert "retrying" not in done.stdout and time.monotonic() - t < 30
+    finally:
+        server.stop(0.5)

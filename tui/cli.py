@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         status = app.run_view.status
     else:
         status = print_progress(source, every_s=5.0)
+    if source.refused:
+        raise ValueError(source.refused)
     if status is None or not status.finished:
         print(f"llmbench tui: left before the run was over ({source.problem or 'the run goes on'})")
         return 0
@@ -60,7 +62,7 @@ def print_progress(source: RemoteSource, every_s: float) -> pb.RunStatus | None:
                 view.apply(msg)
             for line in view.take_lines():
                 print(line, flush=True)
-            if source.problem and source.problem != said:
+            if source.problem and source.problem != said and not source.refused:  # a refusal ends the command
                 print(f"llmbench tui: {source.problem}", flush=True)
             said = source.problem
             if view.status is not None and (view.status.finished or time.monotonic() - last_line_at >= every_s):

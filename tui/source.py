@@ -70,6 +70,14 @@ class LocalSource:
         pass
 
 
+# Answers that retrying cannot change, and what to do instead.
+NEVER_SERVED = {
+    grpc.StatusCode.UNIMPLEMENTED: "it is not a coordinator's --status-port (an agent's port?)",
+    grpc.StatusCode.UNAUTHENTICATED: "give its token with --auth-token-file or $LLMBENCH_AUTH_TOKEN",
+    grpc.StatusCode.PERMISSION_DENIED: "give its token with --auth-token-file or $LLMBENCH_AUTH_TOKEN",
+}
+
+
 class RemoteSource:
     """A coordinator's Coordinator.WatchRun stream, read on a thread; reconnects until the run is over."""
     controls_run = False
@@ -83,6 +91,7 @@ class RemoteSource:
         self.retry_s = retry_s
         self.problem = f"connecting to {address}"
         self.ended = False
+        self.refused = ""  # why the server will never serve this watcher (set once; the source then ends)
         self._messages: queue.SimpleQueue[pb.RunStatus] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._call = None
@@ -125,6 +134,10 @@ class RemoteSource:
                     if self._closed.is_set():
                         return
                     why = f"{exc.code().name}: {exc.details()}"
+                    if exc.code() in NEVER_SERVED:  # retrying cannot help: say so and end
+                        self.problem = self.refused = f"{self.address} refused the watch ({why}): {NEVER_SERVED[exc.code()]}"
+                        self.ended = True
+                        return
                     problem = (f"connection to {self.address} lost ({why})" if connected
                                else f"cannot reach the coordinator at {self.address} ({why})")
             # One assignment: the UI thread reads `problem` at any moment and must never see half a message.
