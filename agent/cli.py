@@ -158,28 +158,36 @@ def run(args: argparse.Namespace) -> int:
     cfg = engine_config(args, AGENT_RULES)
     security = server_security(args, args.host)
     node = args.node_name or os.environ.get("NODE_NAME") or socket.gethostname()
-    if not asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,
-                             args.health_port, args.stall_timeout, args.metrics_port)):
+    stopped_by: list[int] = []
+    loaded = asyncio.run(serve(cfg, args.host, args.port, args.agent_id, node, args.grace, security,
+                               args.health_port, args.stall_timeout, args.metrics_port, stopped_by))
+    # SIGTERM is the service manager's ordinary stop (0); Ctrl-C is an interruption (130, as run and
+    # coordinator give).
+    code = 130 if stopped_by[:1] == [signal.SIGINT] else 0
+    if not loaded:
         # Stopped while the model was still loading: that thread sits inside torch and cannot be
         # interrupted, and finalizing the interpreter under it aborts the process. Leave at once.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(code)
+    return code
 
 
 async def serve(cfg: EngineConfig, host: str, port: int, agent_id: str, node_name: str, grace_s: float,
                 security: ServerSecurity | None = None, health_port: int | None = None,
-                stall_s: float = DEFAULT_STALL_S, metrics_port: int | None = None) -> bool:
-    """Serve until SIGTERM/SIGINT; returns whether the engine had finished loading. Tells systemd
-    (Type=notify) STATUS while loading, READY=1 once warm, WATCHDOG=1 while healthy, STOPPING=1."""
+                stall_s: float = DEFAULT_STALL_S, metrics_port: int | None = None,
+                stopped_by: list[int] | None = None) -> bool:
+    """Serve until SIGTERM/SIGINT (appended to stopped_by); returns whether the engine had finished
+    loading. Tells systemd (Type=notify) STATUS while loading, READY=1 once warm, WATCHDOG=1 while
+    healthy, STOPPING=1."""
     # Building the engine only reads the model's config: bad paths and configs fail before we bind.
     server = AgentServer(create_engine(cfg), agent_id, node_name, security, stall_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signals = stopped_by if stopped_by is not None else []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (signals.append(sig), stop.set()))
     bound = await server.start(host, port, health_port)
     address = f"{host}:{bound}"
     print(LISTENING_LINE.format(address=address), flush=True)

@@ -1,5 +1,6 @@
 """`llmbench agent` and `llmbench generate` as real subprocesses (simulated engine: no model needed)."""
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -97,3 +98,17 @@ def test_agent_on_a_host_that_does_not_resolve_is_one_line_also_on_port_0():
     last = bad.stderr.strip().splitlines()[-1]  # after the warning that a non-loopback host is exposed
     assert last.startswith("llmbench agent: error: cannot listen on 999.1.1.1:0 ("), bad.stderr
     assert "add_port" not in bad.stderr  # gRPC's own C++ error line never shows
+
+
+@pytest.mark.parametrize("engine", [["--engine", "simulated"], ["--model", "tiny", "--device", "cpu"]],
+                         ids=["loaded", "maybe-loading"])
+def test_ctrl_c_is_130_and_sigterm_0_without_a_traceback(agents, engine):
+    """Ctrl-C used to exit 0 like SIGTERM (and, early in a load, print the closed event loop's traceback).
+    The paged tiny model is signalled right after the agent listens, often still loading."""
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 0)):
+        agent = agents(*engine)
+        if engine[1] == "simulated":
+            agent.wait_serving()
+        agent.proc.send_signal(sig)
+        assert agent.proc.wait(60) == status, agent.stderr()
+        assert "Traceback" not in agent.stderr(), agent.stderr()
