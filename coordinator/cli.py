@@ -56,6 +56,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port at /metrics")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address for --metrics-port (default loopback only; 0.0.0.0 for all)")
+    p.add_argument("--no-agent-timeout", type=float, default=60.0,
+                   help="seconds queries may wait with no agent ready (all lost) before the run gives up with "
+                        "exit status 2 (default: %(default)g)")
     p.add_argument("--find-peak", action="store_true",
                    help="Server/Interactive: find the highest target QPS that holds the latency limits (short "
                         "bisecting runs from --target-qps, or from a short Offline run, then one confirming run "
@@ -111,7 +114,7 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         target_qps=args.target_qps, duration_s=args.duration,
         demo=demo, compliance=args.compliance,
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
-        progress_s=args.progress,
+        progress_s=args.progress, no_agent_timeout_s=args.no_agent_timeout,
         link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
                         security=client_security(args)))
     return dataclasses.replace(cfg, checked=preflight.check(cfg))
@@ -141,10 +144,12 @@ def report(result: RunResult) -> int:
         print(f"ERROR: {result.duplicates} duplicate answers were refused (a coordinator bug)")
     if result.error or s.failed:
         print(f"ERROR: {s.failed} queries failed: {result.error or 'see the log above'}")
-    failures = exits.failures(result)
-    if failures:
-        print(f"Exit status {exits.FAILED}: {'; '.join(failures)}")
-    return exits.exit_status(result)
+    failures, status = exits.failures(result), exits.exit_status(result)
+    if result.gave_up:
+        print(f"Exit status {status}: the run could not go on: {result.gave_up}")
+    elif failures:
+        print(f"Exit status {status}: {'; '.join(failures)}")
+    return status
 
 
 def wants_tui(args: argparse.Namespace) -> bool:

@@ -66,6 +66,7 @@ class Pool:
         self._pump_scheduled = False
         self._closed = False
         self.failed = ""  # set by fail_all
+        self.gave_up = ""  # set when the run gives up for want of agents (session.watch_agents)
         self._failures = 0
 
     # --- membership ----------------------------------------------------------------------------

@@ -23,7 +23,8 @@ exit status:
        result is short by design and does not count)
   1    the run finished and missed it: LoadGen's result INVALID, accuracy FAIL, TEST06 FAIL, or
        queries that failed
-  2    bad input or a run that could not go on (flags, dataset, output folder, agents unreachable)
+  2    bad input or a run that could not go on (flags, dataset, output folder, agents unreachable, every
+       agent lost for --no-agent-timeout)
   130  interrupted: Ctrl-C, or aborted from the TUI
   143  stopped by SIGTERM (a deleted Job, systemctl stop)
 Ctrl-C and SIGTERM leave what was written so far: LoadGen's logs (partial if its test had not
@@ -76,6 +77,8 @@ def failures(result: RunResult) -> list[str]:
 
 
 def exit_status(result: RunResult) -> int:
+    if result.gave_up:  # every agent lost for --no-agent-timeout: the run could not go on
+        return USAGE
     return FAILED if failures(result) else 0
 
 

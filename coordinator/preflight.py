@@ -59,6 +59,7 @@ def check_numbers(cfg: CoordinatorConfig) -> None:
     if cfg.progress_s != 0:
         check_range("--progress", cfg.progress_s, 0.1, 3600, low_included=True, why=" (0: no progress lines)")
     check_range("--connect-timeout", cfg.connect_timeout_s, 0, 3600)
+    check_range("--no-agent-timeout", cfg.no_agent_timeout_s, 0, MAX_RUN_S)
     check_range("--ready-timeout", cfg.ready_timeout_s, 0, MAX_RUN_S)
 
 

@@ -82,6 +82,7 @@ class RunResult:
     timings_s: dict[str, float]  # wall-clock per phase
     accuracy_passed: bool | None = None  # None: not scored
     compliance_passed: bool | None = None  # None: no compliance test
+    gave_up: str = ""  # why the run could not go on (every agent lost), "" when it could
 
 
 async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = None,
@@ -171,7 +172,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,
                      duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines,
                      compliance_lines=compliance_lines, timings_s=timings, accuracy_passed=accuracy_passed,
-                     compliance_passed=compliance_passed)
+                     compliance_passed=compliance_passed, gave_up=pool.gave_up)
 
 
 async def exact_total(metrics: RunMetrics, log_dir: Path) -> None:
@@ -236,7 +237,8 @@ async def watch_agents(pool: Pool, timeout_s: float) -> None:
         since = since or time.monotonic()
         if time.monotonic() - since > timeout_s:
             errors = "; ".join(f"{s.address}: {s.counters.last_error}" for s in pool.slots.values()) or "none left"
-            pool.fail_all(f"no agent ready for {timeout_s:g} s ({errors})")
+            pool.gave_up = f"no agent ready for {timeout_s:g} s ({errors})"
+            pool.fail_all(pool.gave_up)
             return
 
 

@@ -73,3 +73,23 @@ def test_sigkill_mid_server_run(three_agents, tmp_path):
     assert detected - killed < 3.0
     assert check_loss_reported(c, three_agents[0]) > 0
     check_accuracy_log(tmp_path / "out", 150, first_tokens=True)
+
+
+@pytest.mark.slow
+def test_every_agent_lost_gives_up_after_no_agent_timeout_with_status_2(tmp_path):
+    """The 60 s wait had no flag, and giving up exited 1 ("missed its bar") where the table says 2
+    ("could not go on")."""
+    agent = Agent(tmp_path / "agents", tokens_per_s=300)
+    try:
+        c = Coordinator("--agents", agent.address, "--mode", "accuracy", "--max-samples", "40",
+                        "--output", str(tmp_path / "out"), "--progress", "0", "--no-agent-timeout", "2")
+        c.wait_for("^LoadGen settings")
+        deadline = time.monotonic() + 20
+        while agent.status().running < 1:
+            assert time.monotonic() < deadline, c.text
+            time.sleep(0.05)
+        agent.signal(signal.SIGKILL)
+        assert c.finish() == 2, c.text
+    finally:
+        agent.stop()
+    assert re.search(r"^Exit status 2: the run could not go on: no agent ready for 2 s", c.text, re.MULTILINE), c.text
