@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_overlap_argument(p)
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
     p.add_argument("--hf-batch", type=int,
-                   help="static batch for --compare hf (default: what fits half the free GPU memory, at most "
+                   help="static batch for --compare hf (default: what fits 3/4 of the free GPU memory, at most "
                         "128; 8 on CPU)")
     p.add_argument("--hf-samples", type=int, help="prompts for --compare hf (default: 256 on GPU, 16 on CPU)")
     p.add_argument("--profile", action="store_true",
@@ -76,8 +76,7 @@ def make_prompts(cfg: ModelConfig, n: int, fixed_len: int | None, seed: int) -> 
 def flops_per_sample(cfg: ModelConfig, prompt_len: float, output_len: int) -> tuple[float, float]:
     """Matmul FLOPs of one sample: (the layers' weights for every token fed in, the LM head once per
     generated token plus causal attention)."""
-    h = cfg.hidden_size
-    layer = h * (cfg.q_size + 2 * cfg.kv_size) + cfg.q_size * h + 3 * h * cfg.intermediate_size
+    h, layer = cfg.hidden_size, cfg.layer_matmul_params
     tokens = prompt_len + output_len - 1  # the last generated token is never fed back
     # QK^T and PV: 4 * q_size FLOPs per (query, key) pair, causal pairs ~ L^2/2 in prefill.
     pairs = prompt_len ** 2 / 2 + output_len * (prompt_len + output_len / 2)
@@ -96,28 +95,26 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, fp8: bool = False) -> 
     else:
         def product():
             a @ b
-    times = []
-    for _ in range(12):
-        sync(device)
-        t = time.perf_counter()
-        product()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / float(np.median(times[2:]))
+    return 2 * n ** 3 / median_seconds(device, product)
 
 
 def read_rate(device: torch.device) -> float:
     """Measured bytes/s that device memory is read at: a large copy reads and writes every byte."""
     src = torch.empty(1 << 30 if device.type == "cuda" else 1 << 26, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
+    return 2 * src.numel() / median_seconds(device, lambda: dst.copy_(src))
+
+
+def median_seconds(device: torch.device, fn) -> float:
+    """Median wall time of fn over 10 timed calls after 2 warm-up calls, synchronized on the device."""
     times = []
     for _ in range(12):
         sync(device)
         t = time.perf_counter()
-        dst.copy_(src)
+        fn()
         sync(device)
         times.append(time.perf_counter() - t)
-    return 2 * src.numel() / float(np.median(times[2:]))
+    return float(np.median(times[2:]))
 
 
 def measure_rates(device: torch.device, dtype: torch.dtype, fp8: bool) -> Rates:
@@ -131,10 +128,8 @@ def measure_rates(device: torch.device, dtype: torch.dtype, fp8: bool) -> Rates:
 
 def step_floor(mc: ModelConfig, rates: Rates, dtype: torch.dtype, kv_dtype: torch.dtype, fp8: bool):
     """StepShape -> its floor in seconds, for this model in these precisions."""
-    h = mc.hidden_size
-    layer_params = mc.num_layers * (h * (mc.q_size + 2 * mc.kv_size) + mc.q_size * h + 3 * h * mc.intermediate_size)
-    layer_bytes = layer_params * (1 if fp8 else dtype.itemsize)
-    head_bytes = mc.vocab_size * h * dtype.itemsize
+    layer_bytes = mc.num_layers * mc.layer_matmul_params * (1 if fp8 else dtype.itemsize)
+    head_bytes = mc.vocab_size * mc.hidden_size * dtype.itemsize
     kv_bytes = 2 * mc.num_layers * mc.kv_size * kv_dtype.itemsize
     return functools.partial(floor_seconds, mc, rates=rates, layer_bytes=layer_bytes, head_bytes=head_bytes,
                              kv_bytes_per_token=kv_bytes)

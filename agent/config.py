@@ -58,9 +58,15 @@ class ModelConfig:
     def kv_size(self) -> int:
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def layer_matmul_params(self) -> int:
+        """Weights one decoder layer multiplies by (q/k/v, o, gate/up, down): 2x this is its FLOPs per token."""
+        h = self.hidden_size
+        return h * (self.q_size + 2 * self.kv_size) + self.q_size * h + 3 * h * self.intermediate_size
+
     def num_parameters(self) -> int:
         h = self.hidden_size
-        layer = h * (self.q_size + 2 * self.kv_size) + self.q_size * h + 3 * h * self.intermediate_size + 2 * h
+        layer = self.layer_matmul_params + 2 * h  # and its two norms
         embed = self.vocab_size * h * (1 if self.tie_embeddings else 2)
         return self.num_layers * layer + embed + h
 

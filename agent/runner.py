@@ -46,18 +46,16 @@ def plan_kv_blocks(mc: ModelConfig, cfg: EngineConfig, device: torch.device, dty
         why = (f"{cfg.memory_fraction:.2f} of {total / 2**30:.1f} GiB minus {(total - free) / 2**30:.1f} "
                f"GiB in use minus {workspace / 2**30:.2f} GiB workspace")
         blocks = max(budget, 0) // block_bytes
-        if cfg.max_kv_blocks:
-            blocks = min(blocks, cfg.max_kv_blocks)
-            why += f", capped at {cfg.max_kv_blocks} blocks for the job"
     else:
         available = psutil.virtual_memory().available
         budget = int(available * cfg.memory_fraction) - workspace
         cap = cfg.max_batch * -(-max_context // cfg.block_size)
-        cap_why = f"max_batch {cfg.max_batch} x max_context {max_context}"
-        if cfg.max_kv_blocks and cfg.max_kv_blocks < cap:
-            cap, cap_why = cfg.max_kv_blocks, f"{cfg.max_kv_blocks} blocks for the job"
         blocks = min(max(budget, 0) // block_bytes, cap)
-        why = f"{cfg.memory_fraction:.2f} of {available / 2**30:.1f} GiB available host memory, capped at {cap_why}"
+        why = (f"{cfg.memory_fraction:.2f} of {available / 2**30:.1f} GiB available host memory, "
+               f"capped at max_batch {cfg.max_batch} x max_context {max_context}")
+    if cfg.max_kv_blocks and blocks > cfg.max_kv_blocks:
+        blocks = cfg.max_kv_blocks
+        why += f", capped at {cfg.max_kv_blocks} blocks for the job"
     if blocks <= 0:
         raise RuntimeError(f"no memory left for the KV cache ({why}); lower max_step_tokens/max_batch "
                            f"or raise memory_fraction")

@@ -63,8 +63,7 @@ class Rates:
 def floor_seconds(mc: ModelConfig, shape: StepShape, rates: Rates, layer_bytes: int, head_bytes: int,
                   kv_bytes_per_token: int) -> float:
     h = mc.hidden_size
-    layer_flops = 2 * mc.num_layers * (h * (mc.q_size + 2 * mc.kv_size) + mc.q_size * h
-                                       + 3 * h * mc.intermediate_size) * shape.tokens
+    layer_flops = 2 * mc.num_layers * mc.layer_matmul_params * shape.tokens
     layers = max(layer_flops / rates.layer_matmul, layer_bytes / rates.read)
     head = max(2 * h * mc.vocab_size * shape.sampled / rates.matmul, head_bytes / rates.read)
     attention = max(4 * mc.q_size * mc.num_layers * shape.pairs / rates.matmul,
