@@ -8,13 +8,13 @@ from llmbench.common.version import version
 # subcommand -> module (or module:object) providing add_arguments(parser) and run(args) -> int.
 # Imported lazily so `llmbench agent` never loads coordinator code and vice versa.
 COMMANDS = {
-    "agent": ("llmbench.agent.cli", "serve a model over gRPC (a mesh node)"),
-    "generate": ("llmbench.agent.generate_cli", "generate from JSONL prompts, in-process or via an agent"),
-    "bench": ("llmbench.agent.bench", "engine-only throughput benchmark (no gRPC)"),
+    "agent": ("llmbench.agent.commands.agent", "serve a model over gRPC (a mesh node)"),
+    "generate": ("llmbench.agent.commands.generate", "generate from JSONL prompts, in-process or via an agent"),
+    "bench": ("llmbench.agent.commands.bench", "engine-only throughput benchmark (no gRPC)"),
     "coordinator": ("llmbench.tui.front:Coordinator", "run MLPerf LoadGen against agents"),
     "run": ("llmbench.tui.front:Run", "start local agents and run the coordinator (the demo)"),
-    "accuracy": ("llmbench.coordinator.accuracy_cli", "score an mlperf_log_accuracy.json with ROUGE"),
-    "compliance": ("llmbench.coordinator.compliance_cli", "MLPerf compliance checks (TEST06)"),
+    "accuracy": ("llmbench.coordinator.commands.accuracy", "score an mlperf_log_accuracy.json with ROUGE"),
+    "compliance": ("llmbench.coordinator.commands.compliance", "MLPerf compliance checks (TEST06)"),
     "tui": ("llmbench.tui.cli", "watch a running coordinator"),
 }
 

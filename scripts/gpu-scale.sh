@@ -52,7 +52,7 @@ echo; echo "== phases =="; printf '%s\n' "${summary[@]}"
 python3 - "$N" "$SERVER_QPS" "$SERVER_SCALE" <<'EOF'
 import re, sys
 from pathlib import Path
-from llmbench.coordinator.summary import read_summary
+from llmbench.coordinator.loadgen.summary import read_summary
 
 n, server_qps, scale = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 rows = {}

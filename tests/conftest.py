@@ -13,7 +13,7 @@ if not torch.cuda.is_available():
 @pytest.fixture(scope="module")
 def sim_agents(tmp_path_factory):
     """Two simulated agents (20k tokens/s each) on loopback, shared by a test module."""
-    from llmbench.coordinator import run_local
+    from llmbench.coordinator.commands import run_local
     args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=20000, agent_args="")
     agents = run_local.start_agents(args, tmp_path_factory.mktemp("agents"))
     yield agents
@@ -23,7 +23,7 @@ def sim_agents(tmp_path_factory):
 @pytest.fixture
 def splitter():
     """MLPerf's sentence splitter (nltk Punkt); skips where neither punkt source is installed."""
-    from llmbench.coordinator import sentences
+    from llmbench.coordinator.scoring import sentences
     try:
         return sentences.get_splitter()
     except LookupError as exc:

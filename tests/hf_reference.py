@@ -8,10 +8,10 @@ import torch
 from transformers import LlamaConfig
 from transformers import LlamaForCausalLM as HFLlama
 
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.model import LlamaForCausalLM
-from llmbench.agent.scheduler import Batch, Sequence
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.model.llama import LlamaForCausalLM
+from llmbench.agent.engine.scheduler import Batch, Sequence
+from llmbench.agent.engine.types import EngineConfig, Request
 
 BASE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=128, vocab_size=1000, max_position_embeddings=1024,

@@ -19,10 +19,10 @@ from typing import Iterator
 import grpc
 import numpy as np
 
-from llmbench.agent.offline import generate
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig, Request
-from llmbench.coordinator import datasets
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig, Request
+from llmbench.coordinator.data import loaders
 from llmbench.proto import pb, rpc
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
@@ -113,7 +113,7 @@ class Coordinator:
 
 def expected_outputs(n: int) -> dict[int, list[int]]:
     """What an uninterrupted run gives for the first n synthetic samples."""
-    ds = datasets.load("synthetic", max_samples=n, vocab_size=SIM_VOCAB)
+    ds = loaders.load("synthetic", max_samples=n, vocab_size=SIM_VOCAB)
     engine = SimulatedEngine(EngineConfig(engine="simulated", tokens_per_s=1e7))
     engine.start()
     try:

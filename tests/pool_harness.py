@@ -6,9 +6,9 @@ import asyncio
 
 import numpy as np
 
-from llmbench.coordinator.dispatch import DispatchConfig, Pool
-from llmbench.coordinator.job import Job
-from llmbench.coordinator.metrics import RunMetrics
+from llmbench.coordinator.mesh.dispatch import DispatchConfig, Pool
+from llmbench.coordinator.mesh.job import Job
+from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.proto import pb
 
 

@@ -6,8 +6,10 @@ import pytest
 from rouge_score import rouge_scorer
 
 from llmbench.cli.main import main as llmbench
-from llmbench.coordinator import accuracy, datasets, prompt
-from llmbench.coordinator.samples import Dataset
+from llmbench.coordinator.scoring import accuracy
+from llmbench.coordinator.data import loaders
+from llmbench.coordinator.data import prompt
+from llmbench.coordinator.data.dataset import Dataset
 from tokenizers_offline import tiny_tokenizer
 
 PREDICTIONS = ["The mayor announced it on Monday. The city will open two new schools.",
@@ -129,6 +131,6 @@ def test_bad_logs_name_the_file_and_field(tmp_path, tok_dir, content, message):
 
 
 def test_dataset_without_references_is_refused(tmp_path, tok_dir):
-    synthetic = datasets.load("synthetic", max_samples=2, vocab_size=500)
+    synthetic = loaders.load("synthetic", max_samples=2, vocab_size=500)
     with pytest.raises(ValueError, match="no reference summaries"):
         accuracy.evaluate(tmp_path / "x.json", synthetic, prompt.load_tokenizer(tok_dir))

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from llmbench.coordinator import sentences
+from llmbench.coordinator.scoring import sentences
 from tokenizers_offline import SHARED_DATA
 
 # Boundaries of nltk's English Punkt model (checked against nltk_data's punkt/PY3/english.pickle under

@@ -12,13 +12,13 @@ import psutil
 import pytest
 import torch
 
-from llmbench.agent.cli import add_engine_arguments, engine_config
-from llmbench.agent.config import PRESETS
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.generate_cli import read_prompts
+from llmbench.agent.commands.agent import add_engine_arguments, engine_config
+from llmbench.agent.model.config import PRESETS
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.commands.generate import read_prompts
 from llmbench.common.ports import split_host_port
-from llmbench.agent.runner import check_kv_fits, kv_block_bytes
-from llmbench.agent.types import EngineConfig
+from llmbench.agent.engine.runner import check_kv_fits, kv_block_bytes
+from llmbench.agent.engine.types import EngineConfig
 from llmbench.cli.main import main
 
 LLMBENCH = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]

@@ -7,7 +7,7 @@ import grpc
 import pytest
 import torch
 
-from llmbench.agent.types import token_runs
+from llmbench.agent.engine.types import token_runs
 from llmbench.proto import pb, rpc
 from cli_processes import llmbench
 

@@ -9,9 +9,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from llmbench.agent.server import AgentServer
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig, token_runs
+from llmbench.agent.server.grpc_server import AgentServer
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig, token_runs
 from llmbench.proto import pb, rpc
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput, token_runs
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput, token_runs
 
 
 class Collector:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmbench.cli.main import main as llmbench
-from llmbench.coordinator import compliance
+from llmbench.coordinator.scoring import compliance
 
 EOS = 128009
 

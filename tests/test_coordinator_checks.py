@@ -19,8 +19,12 @@ from pathlib import Path
 import pytest
 
 from llmbench.cli import main
-from llmbench.coordinator import cli, datasets, outputs, preflight, settings
-from llmbench.coordinator.session import CoordinatorConfig
+from llmbench.coordinator.commands import coordinator
+from llmbench.coordinator.data import loaders
+from llmbench.coordinator.run import outputs
+from llmbench.coordinator.run import preflight
+from llmbench.coordinator.loadgen import settings
+from llmbench.coordinator.run.session import CoordinatorConfig
 from cli_processes import LLMBENCH, error_of, llmbench
 
 RECORD = {"tok_input": [128000, 5, 6, 7], "output": "The summary."}
@@ -242,10 +246,10 @@ def test_boolean_token_ids_are_refused_with_the_record(tmp_path):
     path = write(tmp_path / "cnn_eval.json", json.dumps([RECORD, dict(RECORD, tok_input=[1, True, False])]))
     with pytest.raises(ValueError, match=r"record 1 field 'tok_input' is not a non-empty list of token ids: "
                                          r"item 1 is true \(a boolean\)$"):
-        datasets.load(str(path))
+        loaders.load(str(path))
     big = write(tmp_path / "big.json", json.dumps([dict(RECORD, tok_input=[1, 2**31])]))
     with pytest.raises(ValueError, match=r"record 0 .* item 1 is 2147483648$"):
-        datasets.load(str(big))
+        loaders.load(str(big))
 
 
 # --- 7, 8, 10: accuracy without references, a reused folder, coordinator's default output ----------------
@@ -306,7 +310,7 @@ def test_a_folder_or_link_under_our_names_is_refused(tmp_path):
 
 def test_default_output_folders_are_never_shared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folders = [cli.output_folder(argparse.Namespace(output=None)) for _ in range(3)]  # within one second
+    folders = [coordinator.output_folder(argparse.Namespace(output=None)) for _ in range(3)]  # within one second
     assert len(set(folders)) == 3 and all(f.is_dir() and f.parent == Path("results") for f in folders)
 
 

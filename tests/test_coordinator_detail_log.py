@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llmbench.coordinator.detail_log import DETAIL_FILE, generated_sample_count, records, wait_generated_count
+from llmbench.coordinator.loadgen.detail_log import DETAIL_FILE, generated_sample_count, records, wait_generated_count
 
 
 def mllog(key: str, value) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmbench.coordinator.capacity import Capacity
-from llmbench.coordinator.dispatch import DispatchConfig
+from llmbench.coordinator.mesh.capacity import Capacity
+from llmbench.coordinator.mesh.dispatch import DispatchConfig
 from llmbench.proto import pb
 from pool_harness import jobs, make_pool, status, turn
 

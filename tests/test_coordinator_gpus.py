@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from llmbench.coordinator import run_local
-from llmbench.coordinator.gpus import select_gpus, visible_gpus
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.run.gpus import select_gpus, visible_gpus
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
 NVIDIA_SMI_L = """GPU 0: NVIDIA H200 (UUID: GPU-0a)

@@ -12,11 +12,11 @@ import time
 import pytest
 
 from llmbench.cli.main import main as llmbench
-from llmbench.coordinator import exits
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.outputs import REPORT_FILE
-from llmbench.coordinator.report import write_interrupted
-from llmbench.coordinator.session import CoordinatorConfig
+from llmbench.coordinator.run import exits
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.outputs import REPORT_FILE
+from llmbench.coordinator.report.markdown import write_interrupted
+from llmbench.coordinator.run.session import CoordinatorConfig
 
 SUMMARY = "================================================\nMLPerf Results Summary\n" \
           "================================================\nScenario : Server\nMode     : PerformanceOnly\n" \

@@ -15,9 +15,10 @@ import grpc
 import numpy as np
 import pytest
 
-from llmbench.coordinator import datasets, run_local
-from llmbench.coordinator.detail_log import generated_sample_count
-from llmbench.coordinator.summary import read_summary
+from llmbench.coordinator.data import loaders
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.loadgen.detail_log import generated_sample_count
+from llmbench.coordinator.loadgen.summary import read_summary
 from llmbench.proto import pb, rpc
 
 CLI = [sys.executable, "-c", "import sys; from llmbench.cli import main; sys.exit(main())"]
@@ -76,7 +77,7 @@ def test_offline_accuracy_answers_every_sample_once(sim_agents, tmp_path):
     assert "LoadGen ran in accuracy mode" in r.stdout and f"LoadGen logs: {out}" in r.stdout
     tokens = outputs_by_sample(accuracy_entries(out), 40)
     assert all(len(t) == 128 for t in tokens.values())  # the simulated engine never emits EOS
-    ds = datasets.load("synthetic", max_samples=40, vocab_size=SIM_VOCAB)
+    ds = loaders.load("synthetic", max_samples=40, vocab_size=SIM_VOCAB)
     for i in (0, 17, 39):  # what LoadGen logged is what the agent generates for that sample's prompt
         assert generate(sim_agents[0].address, ds.prompts[i], 128) == tokens[i].tolist()
     shares = [int(x.split()[-1]) for x in r.stdout.split("Queries per agent: ")[1].splitlines()[0].split(", ")]

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from llmbench.coordinator import run_local
-from llmbench.coordinator.agent_slot import AgentSlot
-from llmbench.coordinator.dispatch import DispatchConfig
-from llmbench.coordinator.job import Job, encode_submit, wire_body
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.progress_text import utilisation_lines
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.mesh.agent_slot import AgentSlot
+from llmbench.coordinator.mesh.dispatch import DispatchConfig
+from llmbench.coordinator.mesh.job import Job, encode_submit, wire_body
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.observe.progress_text import utilisation_lines
 from llmbench.proto import pb
 from pool_harness import jobs, make_pool, status, turn
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmbench.coordinator import settings
-from llmbench.coordinator.synthetic import make_synthetic
+from llmbench.coordinator.loadgen import settings
+from llmbench.coordinator.data.synthetic import make_synthetic
 
 
 def test_mlperf_conf_for_llama3_1_8b_server():

@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from llmbench.coordinator import datasets, prompt
+from llmbench.coordinator.data import loaders
+from llmbench.coordinator.data import prompt
 from tokenizers_offline import tiny_tokenizer
 
 ARTICLES = [
@@ -38,22 +39,22 @@ def assert_articles(data, tok_dir, records=ARTICLES):
 
 
 def test_synthetic_is_the_default_dataset():
-    data = datasets.load("synthetic", max_samples=7, vocab_size=1000, seed=3)
+    data = loaders.load("synthetic", max_samples=7, vocab_size=1000, seed=3)
     assert len(data) == 7 and data.references is None
     assert all(int(p.max()) < 1000 for p in data.prompts)
-    assert len(datasets.load("synthetic", max_samples=20, vocab_size=1000, max_prompt_tokens=300).prompts[0]) <= 300
+    assert len(loaders.load("synthetic", max_samples=20, vocab_size=1000, max_prompt_tokens=300).prompts[0]) <= 300
 
 
 @pytest.mark.parametrize("name", ["cnn_eval.json", "sample_cnn_eval_5000.json", "renamed.data"])
 def test_mlperf_preprocessed_file_detected_by_content(tmp_path, name):
     path = tmp_path / name
     path.write_text(json.dumps(PREPROCESSED, indent=4))
-    data = datasets.load(str(path), vocab_size=128256)
+    data = loaders.load(str(path), vocab_size=128256)
     assert [p.tolist() for p in data.prompts] == [r["tok_input"] for r in PREPROCESSED]
     assert data.references == ["one", "two", "three"] and data.name == f"mlperf:{name}"
-    assert [p.tolist() for p in datasets.load(str(path), max_samples=2).prompts] == [[128000, 5, 6, 7], [128000, 8]]
-    assert not datasets.load(str(path), max_samples=3).notes
-    more = datasets.load(str(path), max_samples=5000)  # used to take the 3 records silently
+    assert [p.tolist() for p in loaders.load(str(path), max_samples=2).prompts] == [[128000, 5, 6, 7], [128000, 8]]
+    assert not loaders.load(str(path), max_samples=3).notes
+    more = loaders.load(str(path), max_samples=5000)  # used to take the 3 records silently
     assert len(more) == 3 and more.notes == [f"--max-samples 5,000: {name} holds 3 records, all of them are used"]
 
 
@@ -61,7 +62,7 @@ def test_mlperf_file_in_pandas_column_layout(tmp_path):
     columns = {key: {str(i): r[key] for i, r in enumerate(PREPROCESSED)} for key in PREPROCESSED[0]}
     path = tmp_path / "cnn_eval.json"
     path.write_text(json.dumps(columns))
-    data = datasets.load(str(path))
+    data = loaders.load(str(path))
     assert [p.tolist() for p in data.prompts] == [r["tok_input"] for r in PREPROCESSED]
     assert data.references == ["one", "two", "three"]
 
@@ -69,23 +70,23 @@ def test_mlperf_file_in_pandas_column_layout(tmp_path):
 def test_articles_jsonl_and_json(tmp_path, tok_dir):
     jsonl = tmp_path / "validation.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in ARTICLES))
-    assert_articles(datasets.load(str(jsonl), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(jsonl), tokenizer=str(tok_dir)), tok_dir)
     as_list = tmp_path / "validation.json"
     as_list.write_text(json.dumps(ARTICLES))
-    assert_articles(datasets.load(str(as_list), tokenizer=str(tok_dir), max_samples=2), tok_dir, ARTICLES[:2])
+    assert_articles(loaders.load(str(as_list), tokenizer=str(tok_dir), max_samples=2), tok_dir, ARTICLES[:2])
 
 
 def test_articles_parquet_file_and_folder_prefers_validation(tmp_path, tok_dir):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
     pq.write_table(pa.Table.from_pylist(ARTICLES), tmp_path / "validation-00000-of-00001.parquet")
-    assert_articles(datasets.load(str(tmp_path / "validation-00000-of-00001.parquet"), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(tmp_path / "validation-00000-of-00001.parquet"), tokenizer=str(tok_dir)), tok_dir)
     folder = tmp_path / "cnn_dailymail" / "3.0.0"
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(ARTICLES[:2]), folder / "validation-00000-of-00002.parquet")
     pq.write_table(pa.Table.from_pylist(ARTICLES[2:]), folder / "validation-00001-of-00002.parquet")
     pq.write_table(pa.Table.from_pylist([ARTICLES[2]] * 5), folder / "train-00000-of-00001.parquet")
-    assert_articles(datasets.load(str(tmp_path / "cnn_dailymail"), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(tmp_path / "cnn_dailymail"), tokenizer=str(tok_dir)), tok_dir)
 
 
 def test_articles_arrow_stream_and_file_formats(tmp_path, tok_dir):
@@ -96,43 +97,43 @@ def test_articles_arrow_stream_and_file_formats(tmp_path, tok_dir):
     with pa.OSFile(str(tmp_path / "file.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     for name in ("stream.arrow", "file.arrow"):
-        assert_articles(datasets.load(str(tmp_path / name), tokenizer=str(tok_dir)), tok_dir)
+        assert_articles(loaders.load(str(tmp_path / name), tokenizer=str(tok_dir)), tok_dir)
     cache = tmp_path / "hf_cache" / "3.0.0" / "abc123"  # the layout of a `datasets` cache folder
     cache.mkdir(parents=True)
     (cache / "dataset_info.json").write_text("{}")
     (tmp_path / "stream.arrow").rename(cache / "cnn_dailymail-validation.arrow")
     (tmp_path / "file.arrow").rename(cache / "cnn_dailymail-train.arrow")
-    assert_articles(datasets.load(str(tmp_path / "hf_cache"), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(tmp_path / "hf_cache"), tokenizer=str(tok_dir)), tok_dir)
 
 
 def test_datasets_save_to_disk_folders(tmp_path, tok_dir):
     hf = pytest.importorskip("datasets")
     splits = hf.DatasetDict({"train": hf.Dataset.from_list(ARTICLES[:1]), "validation": hf.Dataset.from_list(ARTICLES)})
     splits.save_to_disk(str(tmp_path / "dict"))
-    assert_articles(datasets.load(str(tmp_path / "dict"), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(tmp_path / "dict"), tokenizer=str(tok_dir)), tok_dir)
     hf.Dataset.from_list(ARTICLES).save_to_disk(str(tmp_path / "single"))
-    assert_articles(datasets.load(str(tmp_path / "single"), tokenizer=str(tok_dir)), tok_dir)
+    assert_articles(loaders.load(str(tmp_path / "single"), tokenizer=str(tok_dir)), tok_dir)
     hf.DatasetDict({"train": hf.Dataset.from_list(ARTICLES)}).save_to_disk(str(tmp_path / "notvalid"))
     with pytest.raises(ValueError, match="no 'validation'"):
-        datasets.load(str(tmp_path / "notvalid"), tokenizer=str(tok_dir))
+        loaders.load(str(tmp_path / "notvalid"), tokenizer=str(tok_dir))
 
 
 def test_long_prompts_are_refused_with_a_note(tmp_path):
     path = tmp_path / "cnn_eval.json"
     path.write_text(json.dumps(PREPROCESSED))
-    data = datasets.load(str(path), max_prompt_tokens=3)
+    data = loaders.load(str(path), max_prompt_tokens=3)
     assert [p.tolist() for p in data.prompts] == [[128000, 8], [128000, 9, 10]]
     assert data.references == ["two", "three"]
     assert len(data.notes) == 1 and "REFUSED 1 of 3" in data.notes[0] and "#0 (4 tokens)" in data.notes[0]
     with pytest.raises(ValueError, match="every prompt is longer than 1 tokens"):
-        datasets.load(str(path), max_prompt_tokens=1)
+        loaders.load(str(path), max_prompt_tokens=1)
 
 
 def test_default_limit_is_mlperf_2540(tmp_path):
     records = [dict(PREPROCESSED[0], tok_input=[128000] + [5] * 2539), dict(PREPROCESSED[1], tok_input=[128000] + [5] * 2540)]
     path = tmp_path / "cnn_eval.json"
     path.write_text(json.dumps(records))
-    data = datasets.load(str(path))
+    data = loaders.load(str(path))
     assert [len(p) for p in data.prompts] == [2540] and "over 2540 tokens" in data.notes[0]
 
 
@@ -151,28 +152,28 @@ def test_bad_files_name_the_file_and_field(tmp_path, tok_dir, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(ValueError, match=message) as err:
-        datasets.load(str(path), tokenizer=str(tok_dir))
+        loaders.load(str(path), tokenizer=str(tok_dir))
     assert str(path) in str(err.value)
 
 
 def test_bad_paths_and_mismatched_vocabularies(tmp_path, tok_dir):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        datasets.load(str(tmp_path / "missing.json"))
+        loaders.load(str(tmp_path / "missing.json"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no save_to_disk metadata, parquet or arrow"):
-        datasets.load(str(tmp_path / "empty"))
+        loaders.load(str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="at least 1"):
-        datasets.load("synthetic", max_samples=0)
+        loaders.load("synthetic", max_samples=0)
     mlperf = tmp_path / "cnn_eval.json"
     mlperf.write_text(json.dumps(PREPROCESSED))
     with pytest.raises(ValueError, match=r"record 0 field 'tok_input' has token id 128000, outside .* \(32000\)"):
-        datasets.load(str(mlperf), vocab_size=32000)
+        loaders.load(str(mlperf), vocab_size=32000)
     articles = tmp_path / "articles.jsonl"
     articles.write_text(json.dumps(ARTICLES[0]) + "\n")
     with pytest.raises(ValueError, match="raw articles: give --tokenizer"):
-        datasets.load(str(articles))
+        loaders.load(str(articles))
     with pytest.raises(ValueError, match="do not belong together"):
-        datasets.load(str(articles), tokenizer=str(tok_dir), vocab_size=10)
+        loaders.load(str(articles), tokenizer=str(tok_dir), vocab_size=10)
 
 
 def test_missing_optional_readers_name_the_extra(tmp_path, monkeypatch):
@@ -182,6 +183,6 @@ def test_missing_optional_readers_name_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(ImportError, match=r"llmbench\[data\]"):
-        datasets.load(str(tmp_path / "x.parquet"))
+        loaders.load(str(tmp_path / "x.parquet"))
     with pytest.raises(ImportError, match=r"save_to_disk folder: install the extra .*llmbench\[data\]"):
-        datasets.load(str(tmp_path / "saved"))
+        loaders.load(str(tmp_path / "saved"))

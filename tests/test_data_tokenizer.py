@@ -1,10 +1,10 @@
-"""MLPerf prompt building and tokenizer loading (coordinator/prompt.py)."""
+"""MLPerf prompt building and tokenizer loading (coordinator/data/prompt.py)."""
 import json
 
 import numpy as np
 import pytest
 
-from llmbench.coordinator import prompt
+from llmbench.coordinator.data import prompt
 from tokenizers_offline import EOS, SHARED_DATA, TEXTS, llama3_tokenizer_file, tiny_tokenizer
 
 def test_prompt_is_mlperf_template_with_one_bos(tmp_path):
@@ -81,8 +81,8 @@ def test_real_articles_prompt_statistics():
     path = llama3_tokenizer_file()
     if not SHARED_DATA.is_file():
         pytest.skip("../shared/data is absent")
-    from llmbench.coordinator import datasets
-    data = datasets.load(str(SHARED_DATA), tokenizer=str(path), vocab_size=128256)
+    from llmbench.coordinator.data import loaders
+    data = loaders.load(str(SHARED_DATA), tokenizer=str(path), vocab_size=128256)
     lengths = np.array([len(p) for p in data.prompts])
     assert len(data) == 1000 and not data.notes
     assert all(p[0] == 128000 and (p == 128000).sum() == 1 for p in data.prompts)

@@ -6,9 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from llmbench.coordinator.discovery import (AgentEntry, AgentWatcher, parse_agents, resolve_agents,
+from llmbench.coordinator.mesh.discovery import (AgentEntry, AgentWatcher, parse_agents, resolve_agents,
                                             resolve_entry)
-from llmbench.coordinator.discovery import main as discovery_main
+from llmbench.coordinator.mesh.discovery import main as discovery_main
 
 
 class FakeDNS:

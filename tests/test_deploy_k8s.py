@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from llmbench.cli.main import parse_args
-from llmbench.coordinator import discovery
+from llmbench.coordinator.mesh import discovery
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "k8s" / "base"
@@ -205,7 +205,7 @@ def test_coordinator_job_args_parse(base):
     svc = only(base, "Service", "llmbench-agent")
     (init,) = pod["initContainers"]
     env = container_env(base, init) | {"POD_NAMESPACE": "llmbench"}
-    assert init["command"] == ["python", "-m", "llmbench.coordinator.discovery"]
+    assert init["command"] == ["python", "-m", "llmbench.coordinator.mesh.discovery"]
     init_args = expand(init["args"], env)
     assert init_args[-1] == f"dns:///{svc['metadata']['name']}.llmbench.svc:{svc['spec']['ports'][0]['port']}"
     assert discovery.parse_agents(init_args[-1])[0].dns

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from llmbench.cli.main import parse_args
-from llmbench.coordinator import mesh_launch
+from llmbench.coordinator.deploy import mesh_launch
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPONENT = ROOT / "coordinator" / "torchx_component.py"
+COMPONENT = ROOT / "coordinator" / "deploy" / "torchx_component.py"
 
 
 def component():
     try:
-        from llmbench.coordinator import torchx_component
+        from llmbench.coordinator.deploy import torchx_component
     except ImportError:
         print("torchx is not installed (pip install 'torchx>=0.7'): TorchX tests skipped")
         pytest.skip("torchx is not installed")
@@ -36,7 +36,7 @@ def test_local_appdef_roles_and_flags():
     assert [r.name for r in app.roles] == ["agent0", "agent1", "agent2", "coordinator"]
     ports = []
     for role in app.roles[:3]:
-        assert role.args[:4] == ["-m", "llmbench.coordinator.mesh_launch", "agent", "--done"]
+        assert role.args[:4] == ["-m", "llmbench.coordinator.deploy.mesh_launch", "agent", "--done"]
         args = parse_args(["agent", *after_dashes(role.args)])
         assert (args.host, args.model, args.max_batch) == ("127.0.0.1", "tiny", 8)
         assert role.resource.gpu == 1 and role.port_map == {"grpc": args.port}
@@ -83,7 +83,7 @@ def test_run_until_stops_the_child_when_done_appears(tmp_path):
     child = [sys.executable, "-c", "import time; time.sleep(60)"]
     start = time.monotonic()
     launcher = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                                 "from llmbench.coordinator.mesh_launch import run_until; "
+                                 "from llmbench.coordinator.deploy.mesh_launch import run_until; "
                                  f"sys.exit(run_until({child!r}, Path({str(done)!r}), poll_s=0.05))"])
     time.sleep(0.5)
     assert launcher.poll() is None  # still serving

@@ -5,15 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from llmbench.agent import fp8
+from llmbench.agent.model import fp8
 from llmbench.agent.attention import TorchAttention, select_backend
-from llmbench.agent.cli import add_engine_arguments, engine_config
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.offline import generate
-from llmbench.agent.runner import kv_block_bytes
-from llmbench.agent.status import StatusReporter
-from llmbench.agent.types import EngineConfig, Request
-from llmbench.coordinator.session import precision
+from llmbench.agent.commands.agent import add_engine_arguments, engine_config
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.runner import kv_block_bytes
+from llmbench.agent.server.status import StatusReporter
+from llmbench.agent.engine.types import EngineConfig, Request
+from llmbench.coordinator.run.session import precision
 from hf_reference import our_logits
 from hf_reference import prompts
 
@@ -112,7 +112,7 @@ def test_fp8_kv_cache_engine_generates_and_reports_its_formats():
 
 
 def test_fp8_kv_blocks_take_half_the_bytes():
-    from llmbench.agent.config import PRESETS
+    from llmbench.agent.model.config import PRESETS
     mc = PRESETS["llama3.1-8b"]
     assert kv_block_bytes(mc, 16, fp8.FP8) * 2 == kv_block_bytes(mc, 16, torch.bfloat16) == 2 << 20
 
@@ -143,11 +143,11 @@ def test_cli_flags_reach_the_engine_config():
 @pytest.mark.skipif(not CUDA, reason="the Triton quantizer runs on CUDA only")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_triton_quantizer_matches_torch(dtype):
-    from llmbench.agent import triton_fp8
+    from llmbench.agent.kernels import fp8_quant
     gen = torch.Generator().manual_seed(5)
     x = (torch.randn(300, 14336, generator=gen) * torch.logspace(-4, 3, 300)[:, None]).to("cuda", dtype)
     x[7] = 0
-    q, s = triton_fp8.quantize_rows(x)
+    q, s = fp8_quant.quantize_rows(x)
     q_ref, s_ref = fp8.quantize_rows_torch(x)
     assert torch.equal(s, s_ref)
     assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
@@ -185,7 +185,7 @@ def test_llama31_8b_shapes_fp8_error_by_depth(monkeypatch):
     (a wrong scale or layout would be off by far more). Random-weight stacks amplify any rounding with
     depth (bf16's own error grows ~6x over 32 layers), so deeper rows are printed for the record.
     The CPU path, the same fp8 products in float32, gives the same one-layer error (0.155)."""
-    from llmbench.agent.config import PRESETS
+    from llmbench.agent.model.config import PRESETS
 
     rows = {}
     for layers in (1, 4, 32):

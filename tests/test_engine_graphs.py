@@ -10,10 +10,10 @@ import time
 
 import torch
 
-from llmbench.agent.cuda_graphs import DecodeGraphs, graph_batch_sizes
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.offline import generate
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.engine.cuda_graphs import DecodeGraphs, graph_batch_sizes
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.types import EngineConfig, Request
 from hf_reference import prompts
 
 

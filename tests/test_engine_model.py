@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from llmbench.agent.attention import select_backend
-from llmbench.agent.config import PRESETS, ConfigError, from_hf_dict
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.loader import build_model, resolve_source
-from llmbench.agent.model import LlamaForCausalLM
-from llmbench.agent.types import EngineConfig
+from llmbench.agent.model.config import PRESETS, ConfigError, from_hf_dict
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.model.loader import build_model, resolve_source
+from llmbench.agent.model.llama import LlamaForCausalLM
+from llmbench.agent.engine.types import EngineConfig
 
 from hf_reference import LLAMA3_ROPE, hf_from_ours, our_logits, prompts, save_hf
 

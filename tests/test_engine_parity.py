@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from llmbench.agent.offline import generate
-from llmbench.agent.types import FinishReason, Request
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.types import FinishReason, Request
 from hf_reference import LLAMA3_ROPE, hf_greedy, prompts, save_hf, start_engine
 
 CONFIGS = {

@@ -15,11 +15,11 @@ import torch
 from transformers import LlamaConfig
 from transformers import LlamaForCausalLM as HFLlama
 
-from llmbench.agent import model as our_model
+from llmbench.agent.model import llama as our_model
 from llmbench.agent.attention import TritonAttention
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.offline import generate
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.types import EngineConfig, Request
 from hf_reference import LLAMA3_ROPE, hf_greedy
 
 PAD, BOS, EOS = 0, 1, 2

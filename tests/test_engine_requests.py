@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.offline import generate
-from llmbench.agent.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.engine.types import EngineConfig, ErrorCode, FinishReason, Request, StepOutput
 
 from hf_reference import hf_greedy, prompts, save_hf, start_engine
 

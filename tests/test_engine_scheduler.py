@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from llmbench.agent.block_manager import BlockManager
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.scheduler import Scheduler, Sequence
-from llmbench.agent.types import EngineConfig, Request, StepOutput
+from llmbench.agent.engine.block_manager import BlockManager
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.scheduler import Scheduler, Sequence
+from llmbench.agent.engine.types import EngineConfig, Request, StepOutput
 
 EOS = 2
 

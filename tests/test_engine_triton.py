@@ -11,9 +11,9 @@ from hf_reference import save_hf
 
 def tokens(backend: str, model: str) -> dict[int, list[int]]:
     from llmbench.agent.attention import TritonAttention
-    from llmbench.agent.engine import PagedEngine
-    from llmbench.agent.offline import generate
-    from llmbench.agent.types import EngineConfig, Request
+    from llmbench.agent.engine.paged import PagedEngine
+    from llmbench.agent.engine.in_process import generate
+    from llmbench.agent.engine.types import EngineConfig, Request
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     engine = PagedEngine(EngineConfig(model=model, device=device, dtype="float32", max_batch=4,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llmbench.coordinator import find_peak
-from llmbench.coordinator.summary import Summary
+from llmbench.coordinator.run import find_peak
+from llmbench.coordinator.loadgen.summary import Summary
 from cli_processes import error_of, llmbench
 
 

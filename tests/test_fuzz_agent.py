@@ -14,10 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from llmbench.agent.offline import generate
-from llmbench.agent.screening import MAX_STOP_IDS
-from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE, SimulatedEngine
-from llmbench.agent.types import EngineConfig, Request, token_runs
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.server.screening import MAX_STOP_IDS
+from llmbench.agent.engine.simulated import MAX_CONTEXT, VOCAB_SIZE, SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig, Request, token_runs
 from llmbench.proto import pb, rpc
 
 from mesh_processes import Agent

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig, Request
 from llmbench.common.kv import kv_blocks, kv_tokens
-from llmbench.coordinator.job import Job
+from llmbench.coordinator.mesh.job import Job
 
 
 @pytest.mark.parametrize("prompt_len, max_new", [(1, 1), (15, 2), (16, 1), (16, 2), (100, 128), (3, 30)])

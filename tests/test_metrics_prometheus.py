@@ -13,9 +13,10 @@ import pytest
 
 from llmbench.common.prometheus import Family, MetricsServer, render
 from prometheus_text import METRICS_LINE, parse, scrape, value
-from llmbench.coordinator import prometheus as coordinator_prometheus, run_local
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import CoordinatorConfig, run_benchmark
+from llmbench.coordinator.observe import prometheus as coordinator_prometheus
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.session import CoordinatorConfig, run_benchmark
 
 def test_render_follows_the_text_format():
     families = [

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from llmbench.coordinator import metrics as metrics_module
-from llmbench.coordinator.metrics import (LOG_MAX_LINES, SERIES_EVERY_S, SERIES_MAX_POINTS, Percentiles,
+from llmbench.coordinator.observe import metrics as metrics_module
+from llmbench.coordinator.observe.metrics import (LOG_MAX_LINES, SERIES_EVERY_S, SERIES_MAX_POINTS, Percentiles,
                                           RunMetrics)
-from llmbench.coordinator.status_service import StatusFeed
+from llmbench.coordinator.observe.status_service import StatusFeed
 
 
 class Clock:

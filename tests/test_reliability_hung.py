@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from llmbench.coordinator.agent_link import LinkConfig
+from llmbench.coordinator.mesh.agent_link import LinkConfig
 from llmbench.proto import pb, rpc
 
 from mesh_processes import Agent, Coordinator, check_accuracy_log

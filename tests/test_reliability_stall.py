@@ -10,12 +10,12 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from llmbench.agent.server import AgentServer
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig
-from llmbench.coordinator.agent_link import AgentLink, LinkConfig
-from llmbench.coordinator.dispatch import DispatchConfig, Pool
-from llmbench.coordinator.metrics import RunMetrics
+from llmbench.agent.server.grpc_server import AgentServer
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig
+from llmbench.coordinator.mesh.agent_link import AgentLink, LinkConfig
+from llmbench.coordinator.mesh.dispatch import DispatchConfig, Pool
+from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.proto import pb, rpc
 
 from pool_harness import Recorder, jobs

@@ -10,10 +10,11 @@ import struct
 import pytest
 from matplotlib import image
 
-from llmbench.coordinator import report, run_local
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import CoordinatorConfig, run_benchmark
-from llmbench.coordinator.summary import read_summary
+from llmbench.coordinator.report import markdown
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.session import CoordinatorConfig, run_benchmark
+from llmbench.coordinator.loadgen.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +32,7 @@ def finished_run(tmp_path_factory):
         result = asyncio.run(run_benchmark(cfg, metrics, say=lambda line: None))
     finally:
         run_local.stop_agents(agents)
-    path, drawn = report.write_report(result, metrics)
+    path, drawn = markdown.write_report(result, metrics)
     return result, metrics, path, drawn
 
 
@@ -122,11 +123,11 @@ def test_accuracy_table_and_failures_go_into_the_report(finished_run):
     result, metrics, _, _ = finished_run
     table = ["MLPerf accuracy, llama3.1-8b on CNN/DailyMail (40 samples)", "rouge1         38.9000  >= 38.3914  PASS"]
     scored = dataclasses.replace(result, accuracy_lines=table, error="agent 127.0.0.1:1: gave up after 4 attempts")
-    path, _ = report.write_report(scored, metrics)
+    path, _ = markdown.write_report(scored, metrics)
     text = path.read_text()
     assert section(text, "Accuracy").strip() == "```\n" + "\n".join(table) + "\n```"
     assert "**Outcome: 0 of " in text and "gave up after 4 attempts" in text
-    path, _ = report.write_report(result, metrics)  # leave the run's own report behind
+    path, _ = markdown.write_report(result, metrics)  # leave the run's own report behind
 
 
 @pytest.mark.slow
@@ -135,6 +136,6 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(finished_run, tmp
     metrics = RunMetrics()
     gone = dataclasses.replace(result, output=tmp_path / "removed")  # the output dir vanished meanwhile
     with caplog.at_level("WARNING", logger="llmbench.coordinator"):
-        assert report.finish_run(gone, metrics) is None
+        assert markdown.finish_run(gone, metrics) is None
     assert f"no report written in {tmp_path / 'removed'}" in caplog.text
-    assert metrics.finished and metrics.phase == "done" and metrics.outcome == report.outcome(result)
+    assert metrics.finished and metrics.phase == "done" and metrics.outcome == markdown.outcome(result)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from llmbench.proto import MAX_MESSAGE_BYTES
-from llmbench.agent.simulated import MAX_CONTEXT, VOCAB_SIZE
+from llmbench.agent.engine.simulated import MAX_CONTEXT, VOCAB_SIZE
 from llmbench.proto import pb, rpc
 
 from mesh_processes import Agent

@@ -31,12 +31,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import HealthServicer
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from llmbench.agent.generate_cli import Prompt, generate_remote
-from llmbench.agent.server import AgentServer
-from llmbench.agent.simulated import SimulatedEngine
-from llmbench.agent.types import EngineConfig
+from llmbench.agent.commands.generate import Prompt, generate_remote
+from llmbench.agent.server.grpc_server import AgentServer
+from llmbench.agent.engine.simulated import SimulatedEngine
+from llmbench.agent.engine.types import EngineConfig
 from llmbench.common.auth import ClientSecurity, ServerSecurity, read_token
-from llmbench.coordinator import run_local
+from llmbench.coordinator.commands import run_local
 from llmbench.proto import pb, rpc
 
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -325,8 +325,8 @@ def watch_once(security: ClientSecurity, address: str) -> pb.RunStatus:
 
 def test_run_status_channel_over_mutual_tls_with_token(pki):
     """The coordinator's WatchRun (for `llmbench tui --connect`) takes the same TLS and token as agents."""
-    from llmbench.coordinator.metrics import RunMetrics
-    from llmbench.coordinator.status_service import StatusServer
+    from llmbench.coordinator.observe.metrics import RunMetrics
+    from llmbench.coordinator.observe.status_service import StatusServer
     from llmbench.tui.source import RemoteSource
 
     ca, server, client = pki["ca"], pki["server"], pki["client"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from llmbench.agent.config import ModelConfig
-from llmbench.agent.engine import PagedEngine
-from llmbench.agent.offline import generate
-from llmbench.agent.prometheus import step_families
-from llmbench.agent.scheduler import Batch, Sequence
-from llmbench.agent.step_cost import Rates, StepCosts, StepShape, floor_seconds
-from llmbench.agent.types import EngineConfig, Request
+from llmbench.agent.model.config import ModelConfig
+from llmbench.agent.engine.paged import PagedEngine
+from llmbench.agent.engine.in_process import generate
+from llmbench.agent.server.metrics import step_families
+from llmbench.agent.engine.scheduler import Batch, Sequence
+from llmbench.agent.engine.step_cost import Rates, StepCosts, StepShape, floor_seconds
+from llmbench.agent.engine.types import EngineConfig, Request
 from llmbench.common.prometheus import render
 from prometheus_text import parse
 

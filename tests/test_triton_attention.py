@@ -6,7 +6,7 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Without a GPU the kernels run in Triton's interpreter (switched on in conftest.py).
 pytest.importorskip("triton")
-from llmbench.agent import triton_attention as ta  # noqa: E402
+from llmbench.agent.kernels import paged_attention as ta  # noqa: E402
 
 POISON = float("nan")
 
@@ -242,13 +242,14 @@ def test_decode_replays_from_a_cuda_graph_with_new_lengths():
 @pytest.mark.skipif(DEVICE != "cuda", reason="the Triton cache write runs on CUDA only")
 @pytest.mark.parametrize("cache_dtype", [torch.bfloat16, torch.float8_e4m3fn])
 def test_cache_write_kernel_matches_the_torch_path(cache_dtype):
-    from llmbench.agent import attention, triton_cache
+    from llmbench.agent import attention
+    from llmbench.agent.kernels import kv_write
     gen = torch.Generator().manual_seed(13)
     qkv = (torch.randn(40, (8 + 2 * 2) * 64, generator=gen) * 3).to(DEVICE, torch.bfloat16)
     k, v = qkv[:, 8 * 64:10 * 64].view(40, 2, 64), qkv[:, 10 * 64:].view(40, 2, 64)
     slots = torch.randperm(7 * 16, generator=gen)[:40].to(DEVICE)
     ours = [torch.zeros(7, 16, 2, 64, dtype=cache_dtype, device=DEVICE) for _ in range(2)]
-    triton_cache.write_kv(k, v, *ours, slots)
+    kv_write.write_kv(k, v, *ours, slots)
     ref = [torch.zeros(7, 16, 2, 64, dtype=cache_dtype) for _ in range(2)]
     attention.write_cache(k.cpu(), v.cpu(), *ref, slots.cpu())  # on CPU: the torch path
     for got, want in zip(ours, ref):

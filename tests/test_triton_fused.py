@@ -7,9 +7,9 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Without a GPU the kernels run in Triton's interpreter (switched on in conftest.py).
 pytest.importorskip("triton")
-from llmbench.agent import model as m  # noqa: E402
-from llmbench.agent import triton_fused as tf  # noqa: E402
-from llmbench.agent.config import PRESETS  # noqa: E402
+from llmbench.agent.model import llama as m  # noqa: E402
+from llmbench.agent.kernels import fused as tf  # noqa: E402
+from llmbench.agent.model.config import PRESETS  # noqa: E402
 
 # fp32 is the same math in another order; 16-bit outputs may differ by one rounding step
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -147,8 +147,8 @@ def test_bad_inputs_name_the_problem():
 def test_tiny_model_logits_fused_vs_torch_path(monkeypatch, dtype, tol, min_top1):
     """The whole forward (chunked through the runner and paged cache) with every op fused agrees
     with the torch path; the torch path itself is checked against transformers elsewhere."""
-    from llmbench.agent.engine import PagedEngine
-    from llmbench.agent.types import EngineConfig
+    from llmbench.agent.engine.paged import PagedEngine
+    from llmbench.agent.engine.types import EngineConfig
     from hf_reference import our_logits
     from hf_reference import prompts
 
@@ -189,7 +189,7 @@ def same_fp8_rows(rows, ref) -> None:
 @pytest.mark.skipif(DEVICE == "cpu", reason="Triton's interpreter rounds to fp8 wrongly; GPU only")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_fp8_producers_match_quantizing_the_16bit_kernels(dtype):
-    from llmbench.agent.fp8 import quantize_rows_torch
+    from llmbench.agent.model.fp8 import quantize_rows_torch
     gen = torch.Generator().manual_seed(12)
     x, res = rand(300, 4096, dtype=dtype, gen=gen, scale=3.0), rand(300, 4096, dtype=dtype, gen=gen)
     w = (torch.rand(4096, generator=gen, dtype=torch.float64) + 0.5).to(DEVICE, dtype)

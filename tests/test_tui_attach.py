@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import CoordinatorConfig
-from llmbench.coordinator.status_service import StatusServer
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.session import CoordinatorConfig
+from llmbench.coordinator.observe.status_service import StatusServer
 from llmbench.proto import pb
 from llmbench.tui import cli as tui_cli
 from llmbench.tui.app import RunApp

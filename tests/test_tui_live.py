@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from llmbench.coordinator import run_local
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import CoordinatorConfig
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.session import CoordinatorConfig
 from llmbench.tui.app import RunApp
 from llmbench.tui.live import BenchmarkThread
 from llmbench.tui.source import LocalSource

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from llmbench.coordinator import cli as coordinator_cli
-from llmbench.coordinator import run_local
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.session import CoordinatorConfig, RunResult
+from llmbench.coordinator.commands import coordinator as coordinator_cli
+from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run.session import CoordinatorConfig, RunResult
 
 
 def live(cfg: CoordinatorConfig, metrics: RunMetrics) -> RunResult:

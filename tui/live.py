@@ -18,10 +18,10 @@ import threading
 from dataclasses import replace
 from typing import Iterator
 
-from llmbench.coordinator.exits import Terminated
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.report import finish_run
-from llmbench.coordinator.session import CoordinatorConfig, RunResult, run_benchmark
+from llmbench.coordinator.run.exits import Terminated
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.report.markdown import finish_run
+from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, run_benchmark
 from llmbench.tui.app import RunApp
 from llmbench.tui.source import LocalSource
 

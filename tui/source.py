@@ -13,8 +13,8 @@ from typing import Protocol
 import grpc
 
 from llmbench.common.auth import ClientSecurity
-from llmbench.coordinator.metrics import RunMetrics
-from llmbench.coordinator.status_service import StatusFeed
+from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.observe.status_service import StatusFeed
 from llmbench.proto import pb, rpc
 
 RETRY_S = 2.0

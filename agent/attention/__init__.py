@@ -11,11 +11,10 @@ from llmbench.agent.attention.base import (BACKENDS, AttentionBackend, Attention
                                            register, write_cache)
 from llmbench.agent.attention.flash import FlashAttention
 from llmbench.agent.attention.reference import TorchAttention
-from llmbench.agent.attention.triton_paged import TritonAttention, triton_takes_head_dim
+from llmbench.agent.attention.triton_paged import TritonAttention
 
 __all__ = ["BACKENDS", "AttentionBackend", "AttentionMetadata", "FlashAttention", "TorchAttention",
-           "TritonAttention", "names", "paged_attention", "register", "select_backend", "triton_takes_head_dim",
-           "write_cache"]
+           "TritonAttention", "names", "paged_attention", "register", "select_backend", "write_cache"]
 
 log = logging.getLogger(__name__)
 

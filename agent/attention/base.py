@@ -74,8 +74,8 @@ def write_cache(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache
     """K/V of the step's tokens into their cache slots, in the cache's type: one Triton launch on CUDA,
     the torch code below (the reference) elsewhere."""
     if k.is_cuda:
-        from llmbench.agent import triton_cache
-        triton_cache.write_kv(k, v, k_cache, v_cache, slots)
+        from llmbench.agent.kernels import kv_write
+        kv_write.write_kv(k, v, k_cache, v_cache, slots)
         return
     for cache, x in ((k_cache, k), (v_cache, v)):
         rows, x = cache.view(-1, *cache.shape[2:]), x.to(cache.dtype)

@@ -1,12 +1,8 @@
-"""The Triton paged kernels (agent/triton_attention.py) for both parts; CUDA, any KV dtype."""
+"""The Triton paged kernels (agent/kernels/paged_attention.py) for both parts; CUDA, any KV dtype."""
 from __future__ import annotations
 
 from llmbench.agent.attention.base import register
-
-
-def triton_takes_head_dim(head_dim: int) -> bool:
-    """The Triton kernels tile head_dim in one power-of-two block of at least 16."""
-    return head_dim >= 16 and not head_dim & (head_dim - 1)
+from llmbench.agent.kernels import limits
 
 
 @register
@@ -15,15 +11,15 @@ class TritonAttention:
     auto_preference = 2
 
     def __init__(self, scale: float):
-        from llmbench.agent import triton_attention
-        self.kernels = triton_attention
+        from llmbench.agent.kernels import paged_attention
+        self.kernels = paged_attention
         self.scale = scale
 
     @staticmethod
     def refuses(device, block_size, head_dim, fp8_kv) -> str | None:
         if device.type != "cuda":
             return f"needs a CUDA device (device is {device})"
-        if not triton_takes_head_dim(head_dim):
+        if not limits.takes_head_dim(head_dim):
             return f"needs head_dim a power of two >= 16, the model has {head_dim}"
         return None
 

@@ -1,0 +1,5 @@
+"""The engines behind the agent: the paged continuous-batching engine (scheduler, block manager,
+runner, CUDA graphs, step costs) and the simulated one, with the typed Engine interface they share.
+"""
+
+__all__ = ["block_manager", "cuda_graphs", "factory", "in_process", "paged", "runner", "scheduler", "simulated", "slots", "step_cost", "types", "validation", "watch"]

@@ -1,0 +1,11 @@
+from llmbench.agent.engine.types import Engine, EngineConfig
+
+
+def create_engine(cfg: EngineConfig) -> Engine:
+    if cfg.engine == "simulated":
+        from llmbench.agent.engine.simulated import SimulatedEngine
+        return SimulatedEngine(cfg)
+    if cfg.engine == "paged":
+        from llmbench.agent.engine.paged import PagedEngine
+        return PagedEngine(cfg)
+    raise ValueError(f"unknown engine {cfg.engine!r}: use 'paged' or 'simulated'")

@@ -1,0 +1,5 @@
+"""The agent process's gRPC face: the llmbench.v1 servicer, query screening, status reports,
+authentication, Prometheus metrics and systemd notifications.
+"""
+
+__all__ = ["grpc_server", "interceptors", "metrics", "screening", "sdnotify", "servicer", "status"]

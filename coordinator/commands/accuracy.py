@@ -1,0 +1,42 @@
+"""`llmbench accuracy`: score an mlperf_log_accuracy.json with MLPerf's ROUGE evaluation.
+
+Prints the table beside the 99% targets; exit status 0 on PASS, 1 on FAIL."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from llmbench.coordinator.scoring import accuracy
+from llmbench.coordinator.data import loaders
+from llmbench.coordinator.run.outputs import writable_file
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", required=True, help="LoadGen's mlperf_log_accuracy.json")
+    parser.add_argument("--dataset", required=True,
+                        help="the run's dataset: cnn_eval.json, or CNN/DailyMail validation (jsonl, parquet, "
+                             "arrow, save_to_disk folder)")
+    parser.add_argument("--tokenizer", required=True,
+                        help="model folder, tokenizer folder or Llama-3 tokenizer.model (tiktoken)")
+    parser.add_argument("--max-samples", type=int, default=None,
+                        help="as given to the run: the dataset's first N samples")
+    parser.add_argument("--max-prompt-tokens", type=int, default=None,
+                        help="as given to the run (default 2540): longer prompts were refused")
+    parser.add_argument("--json", metavar="OUT", default=None,
+                        help='write {"rouge1","rouge2","rougeL","rougeLsum","gen_len","gen_num"} here')
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json:
+        writable_file(Path(args.json), "--json")  # before the work, not after it
+    dataset = loaders.load(args.dataset, tokenizer=args.tokenizer, max_samples=args.max_samples,
+                            max_prompt_tokens=args.max_prompt_tokens)
+    for note in dataset.notes:
+        print(f"note: {note}")
+    result = accuracy.evaluate(args.log, dataset, args.tokenizer)
+    print(result.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if result.passed else 1

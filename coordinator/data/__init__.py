@@ -1,0 +1,4 @@
+"""Datasets: MLPerf's prompt and tokenizers, the loaders, the synthetic default.
+"""
+
+__all__ = ["dataset", "loaders", "prompt", "synthetic"]

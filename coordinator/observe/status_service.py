@@ -1,0 +1,123 @@
+"""The run as RunStatus messages: built from RunMetrics, served to watchers by Coordinator.WatchRun.
+
+`StatusFeed` turns the metrics into RunStatus messages, each with the throughput points and log lines
+its reader has not had yet; the local TUI reads one feed, and every WatchRun stream has its own, so
+a watcher sees what the TUI shows. `StatusServer` is grpc's thread-pool server, apart from the run's
+asyncio loop: a slow watcher never delays the dispatcher, and the last message (finished) still goes
+out after the loop has ended.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from llmbench.common.auth import ServerSecurity
+from llmbench.common.ports import bind, host_for_grpc
+from llmbench.coordinator.observe.metrics import AgentCounters, Percentiles, RunMetrics
+from llmbench.proto import pb, rpc
+
+DEFAULT_INTERVAL_MS = 500
+MIN_INTERVAL_MS = 100
+MAX_WATCHERS = 16
+COORDINATOR_SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"].full_name
+
+
+def _latency(p: Percentiles, limit_s: float) -> pb.LatencySummary:
+    return pb.LatencySummary(count=p.count, p50_s=p.p50, p90_s=p.p90, p99_s=p.p99, max_s=p.max, limit_s=limit_s)
+
+
+def _agent(a: AgentCounters) -> pb.AgentRunStatus:
+    msg = pb.AgentRunStatus(address=a.address, state=a.state, queries_sent=a.queries_sent,
+                            queries_done=a.queries_done, inflight=a.inflight, output_tokens=a.output_tokens,
+                            redispatched=a.redispatched, losses=a.losses, last_error=a.last_error)
+    if a.status is not None:
+        msg.status.CopyFrom(a.status)
+    return msg
+
+
+class StatusFeed:
+    """RunStatus messages for one reader: each carries only the points and lines it has not had."""
+
+    def __init__(self, metrics: RunMetrics) -> None:
+        self.metrics = metrics
+        self._last_point_s = float("-inf")
+        self._lines_seen = 0
+
+    def next(self) -> pb.RunStatus:
+        m = self.metrics
+        finished, phase, outcome = m.finished, m.phase, m.outcome  # before the counters: a last message has the last counts
+        s = m.snapshot()
+        points = [p for p in m.throughput() if p.elapsed_s > self._last_point_s]
+        if points:
+            self._last_point_s = points[-1].elapsed_s
+        first_line, lines = m.log_since(self._lines_seen)
+        self._lines_seen = first_line + len(lines) - 1
+        return pb.RunStatus(
+            run_id=m.run_id, scenario=m.scenario, mode=m.mode, phase=phase, output_dir=m.output_dir,
+            elapsed_s=s.elapsed_s, expected=s.expected, issued=s.issued, completed=s.completed, failed=s.failed,
+            queued=s.queued, inflight=s.inflight, redispatched=s.redispatched, output_tokens=s.output_tokens,
+            tokens_per_s=s.tokens_per_s, samples_per_s=s.samples_per_s,
+            eta_s=s.eta_s if s.eta_s is not None else -1.0,
+            ttft=_latency(s.ttft_s, m.ttft_limit_s), tpot=_latency(s.tpot_s, m.tpot_limit_s),
+            agents=[_agent(a) for a in s.agents],
+            throughput=[pb.ThroughputPoint(elapsed_s=p.elapsed_s, tokens_per_s=p.tokens_per_s,
+                                           samples_per_s=p.samples_per_s) for p in points],
+            log_seq=first_line, log_lines=lines, finished=finished, outcome=outcome, timestamp=time.time())
+
+
+class _Servicer(rpc.CoordinatorServicer):
+    def __init__(self, metrics: RunMetrics, stopping: threading.Event) -> None:
+        self.metrics = metrics
+        self.stopping = stopping
+
+    def WatchRun(self, request: pb.WatchRunRequest, context: grpc.ServicerContext):
+        interval = max(request.interval_ms or DEFAULT_INTERVAL_MS, MIN_INTERVAL_MS) / 1000
+        feed = StatusFeed(self.metrics)
+        while context.is_active():
+            status = feed.next()
+            yield status
+            if status.finished:
+                return
+            if self.stopping.wait(interval):  # the coordinator is leaving: one last message
+                yield feed.next()
+                return
+
+
+class StatusServer:
+    """Coordinator.WatchRun (and reflection) on host:port; port 0 picks a free one."""
+
+    def __init__(self, metrics: RunMetrics, host: str = "127.0.0.1", port: int = 0,
+                 security: ServerSecurity | None = None) -> None:
+        self.metrics = metrics
+        self.security = security or ServerSecurity()
+        self.host = host
+        self.port = port
+        self._stopping = threading.Event()
+        self._server: grpc.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{host_for_grpc(self.host)}:{self.port}"
+
+    def start(self) -> int:
+        server = grpc.server(futures.ThreadPoolExecutor(MAX_WATCHERS, thread_name_prefix="watch-run"),
+                             interceptors=self.security.interceptors(aio=False),
+                             maximum_concurrent_rpcs=MAX_WATCHERS, options=[("grpc.so_reuseport", 0)])
+        rpc.add_CoordinatorServicer_to_server(_Servicer(self.metrics, self._stopping), server)
+        reflection.enable_server_reflection([COORDINATOR_SERVICE, reflection.SERVICE_NAME], server)
+        port = bind(server, self.host, self.port, self.security.credentials(), what="serve the run status")
+        server.start()
+        self._server, self.port = server, port
+        return port
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Streams send their last message (finished, if the run is over) and end."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop(grace_s).wait()
+            self._server = None
+

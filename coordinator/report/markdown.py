@@ -1,0 +1,264 @@
+"""report.md and its PNG charts in the output dir at the end of every run.
+
+What users show others after a run: the settings (and which differ from MLPerf's), LoadGen's
+summary, each agent's share, the accuracy table, how long the full 13,368-sample dataset would take
+at the measured rate, and where the job's wall-clock time went (agents, dataset, LoadGen, accuracy)
+beside LoadGen's own throughput.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+from llmbench.coordinator.report import charts
+from llmbench.coordinator.scoring.accuracy import DATACENTER
+from llmbench.coordinator.run.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs, phase_reached
+from llmbench.coordinator.observe.metrics import Percentiles, RunMetrics
+from llmbench.coordinator.run.outputs import CHART_FILES, REPORT_FILE, REPORT_HEADER
+from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, precision
+from llmbench.coordinator.loadgen.summary import read_summary
+
+log = logging.getLogger("llmbench.coordinator")
+FULL_DATASET = DATACENTER.samples  # CNN/DailyMail validation: MLPerf's llama3.1-8b set
+PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spent on
+    "agent processes": "start the local agent processes",
+    "agents ready": "agents connected, model loaded and warmed up",
+    "dataset": "dataset preparation",
+    "loadgen": "the LoadGen test",
+    "accuracy": "accuracy evaluation (ROUGE)",
+}
+_CHANGE = re.compile(r"^(?P<label>.+?): (?P<value>.+?) \(mlperf\.conf: (?P<base>.*?)\) - (?P<why>.*)$")
+
+
+def outcome(result: RunResult) -> str:
+    """One line for the TUI, the status stream and the log."""
+    s, summary = result.snapshot, result.summary
+    if result.duplicates:
+        return f"{result.duplicates} duplicate answers were refused (a coordinator bug)"
+    if result.error or s.failed:
+        return f"{s.failed} of {s.completed} queries failed: {result.error or 'see the log'}"
+    if not summary.result:
+        return f"accuracy run: {s.completed} samples answered" + (f"; {result.accuracy_lines[-1]}"
+                                                                  if result.accuracy_lines else "")
+    rate = f"{summary.samples_per_s:g} samples/s" if summary.samples_per_s is not None else "no rate"
+    return f"{summary.result} ({summary.scenario}): {rate}, {summary.tokens_per_s or 0:g} tokens/s"
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h} h {rest // 60:02d} min" if h else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def _ms(value_s: float) -> str:
+    return f"{value_s * 1000:.1f}"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
+def settings_section(result: RunResult) -> list[str]:
+    bench, ds = result.settings, result.dataset
+    head, *rows = bench.describe()
+    changes = {m["label"]: m for m in map(_CHANGE.match, bench.changes) if m}
+    table = []
+    for row in rows:
+        label, value = row.strip().split(": ", 1)
+        change = changes.get(label)
+        table.append([label, value, change["base"] if change else value, change["why"] if change else ""])
+    lines = ["## Settings", "", head, "", f"Dataset: {ds.name}, {len(ds):,} samples, up to {ds.max_new_tokens} new tokens.",
+             *[f"- {note}" for note in ds.notes], ""]
+    lines += _table(["setting", "this run", "MLPerf (mlperf.conf)", "why it differs"], table)
+    if bench.changes:
+        lines += [f"**{len(bench.changes)} settings differ from MLPerf's: this run is not a compliant submission.**", ""]
+    return lines
+
+
+def _latency_row(name: str, p: Percentiles, limit_s: float) -> list[object]:
+    verdict = ("-" if not limit_s or not p.count else "within" if p.p99 <= limit_s else "**over**")
+    return [name, p.count, _ms(p.p50), _ms(p.p90), _ms(p.p99), _ms(p.max), _ms(limit_s) if limit_s else "-", verdict]
+
+
+def summary_section(result: RunResult, metrics: RunMetrics) -> list[str]:
+    sm, s = result.summary, result.snapshot
+    lines = ["## LoadGen summary", "", f"From `{sm.path.name}`:", ""]
+    if sm.result:
+        rows = [["result", f"**{sm.result}**"], ["scenario / mode", f"{sm.scenario} / {sm.mode}"]]
+        if sm.samples_per_s is not None:
+            rows.append(["samples per second", f"{sm.samples_per_s:g}"])
+        if sm.tokens_per_s is not None:
+            rows.append(["tokens per second", f"{sm.tokens_per_s:g}"])
+        if sm.target_qps and sm.latency_bound:
+            rows.append(["target QPS", f"{sm.target_qps:g}"])
+        if sm.ttft_p99_ms is not None:
+            rows.append(["TTFT p99 (ms)", f"{sm.ttft_p99_ms:.1f}" + (f" (limit {sm.ttft_limit_ms:g})" if sm.ttft_limit_ms else "")])
+        if sm.tpot_p99_ms is not None:
+            rows.append(["TPOT p99 (ms)", f"{sm.tpot_p99_ms:.2f}" + (f" (limit {sm.tpot_limit_ms:g})" if sm.tpot_limit_ms else "")])
+        lines += _table(["", "value"], rows)
+        lines += [f"- {p.lstrip('* ')}" for p in sm.problems] + ([""] if sm.problems else [])
+    else:
+        lines += ["LoadGen ran in accuracy mode: no performance result.", ""]
+    lines += ["Latencies measured by the coordinator (issue to first token; time per output token after it), ms:", ""]
+    lines += _table(["", "queries", "p50", "p90", "p99", "max", "p99 limit", "p99"],
+                    [_latency_row("TTFT", s.ttft_s, metrics.ttft_limit_s),
+                     _latency_row("TPOT", s.tpot_s, metrics.tpot_limit_s)])
+    lines.append(f"Queries: {s.completed:,} answered, {s.failed} failed, {s.redispatched} re-dispatched; "
+                 f"{s.output_tokens:,} output tokens.")
+    if result.error:
+        lines.append(f"**Error: {result.error}**")
+    return lines + [""]
+
+
+def agents_section(result: RunResult) -> list[str]:
+    agents = result.snapshot.agents
+    queries = sum(a.queries_done for a in agents) or 1
+    tokens = sum(a.output_tokens for a in agents) or 1
+    rows = []
+    for a in agents:
+        st = a.status
+        rows.append([a.address, st.node_name if st else "-", st.model.device if st else "-",
+                     f"{st.model.name} ({st.model.engine})" if st else "-", precision(st.model) if st else "-",
+                     f"{a.queries_done:,}",
+                     f"{100 * a.queries_done / queries:.1f}%", f"{a.output_tokens:,}", f"{100 * a.output_tokens / tokens:.1f}%",
+                     a.redispatched, a.losses])
+    return ["## Work per agent", ""] + _table(
+        ["agent", "node", "device", "model", "precision", "queries", "share", "output tokens", "share", "re-dispatched", "lost"], rows)
+
+
+def accuracy_section(result: RunResult) -> list[str]:
+    if not result.accuracy_lines:
+        return []
+    return ["## Accuracy", "", "```", *result.accuracy_lines, "```", ""]
+
+
+def compliance_section(result: RunResult) -> list[str]:
+    if not result.compliance_lines:
+        return []
+    return ["## Compliance", "", "```", *result.compliance_lines, "```", ""]
+
+
+def measured_rate(result: RunResult) -> float:
+    """Samples per second: LoadGen's figure, else answered samples over the LoadGen test's wall time."""
+    if result.summary.samples_per_s:
+        return result.summary.samples_per_s
+    seconds = result.timings_s.get("loadgen", 0.0)
+    return result.snapshot.completed / seconds if seconds > 0 else 0.0
+
+
+def projection_section(result: RunResult) -> list[str]:
+    rate = measured_rate(result)
+    lines = ["## Projection for the full dataset", ""]
+    if rate <= 0:
+        return lines + ["No samples were answered: no rate to project from.", ""]
+    lines.append(f"At the measured {rate:.2f} samples/s, the full {FULL_DATASET:,}-sample CNN/DailyMail set "
+                 f"would take **{_duration(FULL_DATASET / rate)}** of LoadGen test with these agents.")
+    if result.summary.latency_bound:
+        lines.append("(Server scenario: the rate follows the target QPS, not what the agents could do at most.)")
+    return lines + [""]
+
+
+def wall_clock_section(result: RunResult, metrics: RunMetrics) -> list[str]:
+    total = time.monotonic() - metrics.job_started_at
+    rows = [[PHASES.get(name, name), f"{secs:.1f}", f"{100 * secs / total:.0f}%"] for name, secs in result.timings_s.items()]
+    rest = total - sum(result.timings_s.values())
+    rows.append(["other (settings, connections, summary, charts)", f"{max(rest, 0):.1f}", f"{100 * max(rest, 0) / total:.0f}%"])
+    rows.append(["**whole job**", f"**{total:.1f}**", "100%"])
+    lines = ["## Wall-clock time", ""] + _table(["phase", "seconds", "share"], rows)
+    done = result.snapshot.completed
+    lines.append(f"LoadGen measured {measured_rate(result):.2f} samples/s; over the whole job's wall clock that is "
+                 f"{done / total:.2f} samples/s ({done:,} samples in {_duration(total)}).")
+    return lines + [""]
+
+
+def charts_section(result: RunResult, metrics: RunMetrics) -> tuple[list[str], dict[str, charts.Series]]:
+    out = result.output
+    drawn = {
+        "throughput": charts.throughput(metrics.throughput(), out / CHART_FILES["throughput"]),
+        "latency": charts.latency(list(metrics.ttft), list(metrics.tpot), metrics.ttft_limit_s, metrics.tpot_limit_s,
+                                  out / CHART_FILES["latency"]),
+        "agents": charts.agent_load(list(result.snapshot.agents), out / CHART_FILES["agents"]),
+    }
+    titles = {"throughput": "Throughput over time", "latency": "TTFT and TPOT distributions",
+              "agents": "Work per agent"}
+    lines = ["## Charts", ""] + [f"![{titles[k]}]({CHART_FILES[k]})" + "\n" for k in drawn]
+    return lines, drawn
+
+
+def write_report(result: RunResult, metrics: RunMetrics) -> tuple[Path, dict[str, charts.Series]]:
+    """report.md and the charts in the run's output dir; returns its path and the charted series."""
+    chart_lines, drawn = charts_section(result, metrics)
+    lines = [f"{REPORT_HEADER}: {result.settings.scenario} {result.settings.mode}", "",
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
+             f"**Outcome: {outcome(result)}**", ""]
+    lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
+    lines += accuracy_section(result) + compliance_section(result) + projection_section(result) + wall_clock_section(result, metrics) + chart_lines
+    path = result.output / REPORT_FILE
+    path.write_text("\n".join(lines))
+    return path, drawn
+
+
+def finish_run(result: RunResult, metrics: RunMetrics) -> Path | None:
+    """Write the report and tell watchers (TUI, status stream) that the run is over. A report that
+    cannot be written is logged: it never turns a finished run into a failed one."""
+    metrics.phase = "report"
+    path = None
+    try:
+        path, _ = write_report(result, metrics)
+        metrics.add_log(f"report: {path.resolve()}")
+    except Exception as exc:
+        log.warning("no report written in %s: %s", result.output, exc)
+    metrics.finish("done", outcome(result))
+    return path
+
+
+def interrupted_outcome(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> list[str]:
+    """The outcome and what the folder's LoadGen logs are, as far as the stopped run got."""
+    phase, s = phase_reached(metrics), metrics.snapshot()
+    if phase == "loadgen":
+        return [f"**Outcome: interrupted{how} during the LoadGen test, after {s.completed:,} of {s.expected:,} "
+                "samples answered; no LoadGen result.**", "",
+                "LoadGen's logs in this folder are partial: the test did not finish, and they are no result."
+                if loadgen_logs(cfg.output) else "LoadGen had written no logs yet.", ""]
+    try:
+        result = f"LoadGen's result: **{read_summary(cfg.output).result or 'none (accuracy mode)'}**."
+    except OSError:
+        result = "LoadGen's summary could not be read."
+    return [f"**Outcome: interrupted{how} after the LoadGen test, while {doing_after_loadgen(phase, cfg.mode)}.**", "",
+            f"LoadGen's test finished (its logs are complete). {result}", ""]
+
+
+def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> Path | None:
+    """A short report.md for a run stopped mid-way (Ctrl-C, SIGTERM): what is known when it stopped.
+    None before the LoadGen test: the run has nothing to report, and the folder may still hold an
+    earlier run's files, which stay as they were. Never raises: the interruption, not the report, is
+    what the user has to hear about."""
+    if phase_reached(metrics) in BEFORE_LOADGEN:
+        return None
+    try:
+        s = metrics.snapshot()
+        lines = [f"{REPORT_HEADER}: {cfg.scenario} {cfg.mode}, interrupted", "",
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{cfg.output.resolve()}`", "",
+                 *interrupted_outcome(cfg, metrics, how)]
+        rows = [["samples answered", f"{s.completed:,}"], ["queries failed", s.failed],
+                ["queries in flight or queued when stopped", s.inflight + s.queued],
+                ["output tokens", f"{s.output_tokens:,}"],
+                ["seconds since the LoadGen test started", f"{s.elapsed_s:.1f}"]]
+        if s.ttft_s.count:
+            rows.append(["TTFT p99 so far (ms)", _ms(s.ttft_s.p99)])
+        if s.tpot_s.count:
+            rows.append(["TPOT p99 so far (ms)", _ms(s.tpot_s.p99)])
+        lines += _table(["", "value"], rows)
+        if s.agents:
+            lines += ["## Work per agent", ""] + _table(
+                ["agent", "queries", "output tokens", "lost"],
+                [[a.address, f"{a.queries_done:,}", f"{a.output_tokens:,}", a.losses] for a in s.agents])
+        path = cfg.output / REPORT_FILE
+        path.write_text("\n".join(lines))
+        return path
+    except Exception as exc:
+        log.warning("no report written in %s: %s", cfg.output, exc)
+        return None

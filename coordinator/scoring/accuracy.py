@@ -1,0 +1,194 @@
+"""MLPerf llama3.1-8b accuracy: ROUGE of the outputs in mlperf_log_accuracy.json.
+
+Follows MLPerf's evaluation.py: entries de-duplicated by qsl_idx (first kept), data decoded as
+little-endian int32 token ids with special tokens skipped, predictions and references stripped,
+sentence-split and newline-joined, rouge_score's RougeScorer (rouge1, rouge2, rougeL, rougeLsum,
+Porter stemmer) per sample, F-measures averaged and ×100; gen_len is the total characters of the
+processed predictions, gen_num their count.
+
+MLPerf's pass marks: each ROUGE at least 99% of the reference implementation's score, gen_len
+within 90-110% of the reference's (mlcommons/inference submission checker). The datacenter
+reference is over all 13,368 samples; the edge one over the 5,000-sample edge file, used when the
+dataset has exactly 5,000 samples. For any other count the gen_len window is scaled by
+n / reference samples (the reference's characters per sample); the verdicts are then only
+indicative, since a subset's summaries are not the full set's.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmbench.coordinator.data import prompt
+from llmbench.coordinator.scoring import sentences
+from llmbench.coordinator.data.dataset import Dataset
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+ROUGE_FRACTION = 0.99
+GEN_LEN_RANGE = (0.9, 1.1)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Scores of MLPerf's reference implementation (BF16 GPU run), that the targets derive from."""
+    name: str
+    rouge: dict[str, float]
+    gen_len: int
+    samples: int
+
+    def thresholds(self) -> dict[str, float]:
+        return {key: value * ROUGE_FRACTION for key, value in self.rouge.items()}
+
+
+DATACENTER = Reference("llama3.1-8b", {"rouge1": 38.7792, "rouge2": 15.9075, "rougeL": 24.4957,
+                                       "rougeLsum": 35.793}, 8_167_644, 13_368)
+EDGE = Reference("llama3.1-8b-edge", {"rouge1": 39.06, "rouge2": 16.1147, "rougeL": 24.6375,
+                                      "rougeLsum": 36.124}, 3_051_113, 5_000)
+
+
+def reference_for(dataset_size: int) -> Reference:
+    return EDGE if dataset_size == EDGE.samples else DATACENTER
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+@dataclass
+class AccuracyResult:
+    rouge1: float
+    rouge2: float
+    rougeL: float
+    rougeLsum: float
+    gen_len: int
+    gen_num: int
+    splitter: str  # which sentence splitter was used
+    reference: Reference = DATACENTER
+
+    def gen_len_window(self) -> tuple[float, float]:
+        expected = self.reference.gen_len * self.gen_num / self.reference.samples
+        return expected * GEN_LEN_RANGE[0], expected * GEN_LEN_RANGE[1]
+
+    def checks(self) -> dict[str, bool]:
+        low, high = self.gen_len_window()
+        passed = {key: getattr(self, key) >= target for key, target in self.reference.thresholds().items()}
+        passed["gen_len"] = low <= self.gen_len <= high
+        return passed
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks().values())
+
+    def to_json(self) -> dict:
+        return {"rouge1": self.rouge1, "rouge2": self.rouge2, "rougeL": self.rougeL,
+                "rougeLsum": self.rougeLsum, "gen_len": self.gen_len, "gen_num": self.gen_num}
+
+    def table(self) -> str:
+        ref, checks, thresholds = self.reference, self.checks(), self.reference.thresholds()
+        low, high = self.gen_len_window()
+        rows = [f"{'metric':<10} {'value':>12}  {'target':<34} result"]
+        rows += [f"{key:<10} {getattr(self, key):>12.4f}  {f'>= {thresholds[key]:.4f} (99% of {ref.rouge[key]})':<34} "
+                 f"{verdict(checks[key])}" for key in ROUGE_KEYS]
+        rows.append(f"{'gen_len':<10} {self.gen_len:>12,}  {f'{low:,.0f} .. {high:,.0f}':<34} {verdict(checks['gen_len'])}")
+        rows.append(f"{'gen_num':<10} {self.gen_num:>12,}")
+        scope = (f"all {ref.samples:,} samples of {ref.name}" if self.gen_num == ref.samples else
+                 f"{self.gen_num:,} samples; {ref.name} targets are for {ref.samples:,}: gen_len window "
+                 f"{ref.gen_len:,} x 90-110% scaled by {self.gen_num:,}/{ref.samples:,}, verdicts only indicative")
+        return "\n".join([f"MLPerf accuracy, llama3.1-8b on CNN/DailyMail ({scope})",
+                          f"sentence splitter: {self.splitter}", *rows, f"accuracy: {verdict(self.passed)}"])
+
+
+def score(predictions: list[str], references: list[str], splitter: sentences.Splitter | None = None,
+          reference: Reference = DATACENTER) -> AccuracyResult:
+    """ROUGE of decoded predictions against references, with MLPerf's postprocessing."""
+    from rouge_score import rouge_scorer
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not predictions:
+        raise ValueError("nothing to score: no predictions")
+    splitter = splitter or sentences.get_splitter()
+    preds = [sentences.split_lines(p, splitter) for p in predictions]
+    refs = [sentences.split_lines(r, splitter) for r in references]
+    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge_score says "Using default tokenizer." at INFO
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_KEYS, 0.0)
+    for pred, ref in zip(preds, refs):
+        scores = scorer.score(ref, pred)
+        for key in ROUGE_KEYS:
+            totals[key] += scores[key].fmeasure
+    means = {key: round(totals[key] / len(preds) * 100, 4) for key in ROUGE_KEYS}
+    return AccuracyResult(**means, gen_len=sum(len(p) for p in preds), gen_num=len(preds), splitter=splitter.name,
+                          reference=reference)
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Entries of an mlperf_log_accuracy.json, each checked for seq_id, qsl_idx and hex data."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"accuracy log {path} does not exist")
+    try:
+        entries = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"accuracy log {path} is not JSON ({exc.msg} at line {exc.lineno}); "
+                         f"a run that died before LoadGen finished leaves it truncated") from None
+    if not isinstance(entries, list):
+        raise ValueError(f"accuracy log {path}: expected a JSON list of entries, got {type(entries).__name__}")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"accuracy log {path} entry {i} is not an object")
+        for field in ("qsl_idx", "data"):
+            if field not in entry:
+                raise ValueError(f"accuracy log {path} entry {i} has no field '{field}'")
+        if not isinstance(entry["qsl_idx"], int) or entry["qsl_idx"] < 0:
+            raise ValueError(f"accuracy log {path} entry {i} field 'qsl_idx' is not a sample index")
+    return entries
+
+
+def decode_tokens(path: Path | str, index: int, entry: dict, field: str = "data") -> np.ndarray:
+    """A hex field of a log entry as little-endian int32 token ids."""
+    try:
+        raw = bytes.fromhex(entry[field])
+    except (TypeError, ValueError):
+        raise ValueError(f"accuracy log {path} entry {index} field '{field}' is not a hex string") from None
+    if len(raw) % 4:
+        raise ValueError(f"accuracy log {path} entry {index} field '{field}' has {len(raw)} bytes, "
+                         f"not a whole number of int32 tokens")
+    return np.frombuffer(raw, dtype="<i4")
+
+
+def unique_by_sample(entries: list[dict]) -> list[tuple[int, dict]]:
+    """(position, entry) pairs, the first entry of each qsl_idx, in log order (as MLPerf keeps them)."""
+    seen: set[int] = set()
+    kept = []
+    for i, entry in enumerate(entries):
+        if entry["qsl_idx"] not in seen:
+            seen.add(entry["qsl_idx"])
+            kept.append((i, entry))
+    return kept
+
+
+def evaluate(log_path: str | Path, dataset: Dataset, tokenizer: prompt.Tokenizer | str | Path,
+             splitter: sentences.Splitter | None = None) -> AccuracyResult:
+    """Score LoadGen's mlperf_log_accuracy.json against `dataset`'s references.
+
+    `dataset` must be loaded as for the run (same file, --max-samples and limits) so qsl_idx
+    means the same sample; `tokenizer` is a loaded tokenizer or a path for prompt.load_tokenizer.
+    Targets: the edge reference for a 5,000-sample dataset, else the datacenter one."""
+    if dataset.references is None:
+        raise ValueError(f"dataset {dataset.name} has no reference summaries: accuracy needs a real dataset")
+    tok = prompt.load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+    entries = read_log(log_path)
+    if not entries:
+        raise ValueError(f"accuracy log {log_path} has no entries (was the run in accuracy mode?)")
+    predictions, references = [], []
+    for i, entry in unique_by_sample(entries):
+        idx = entry["qsl_idx"]
+        if idx >= len(dataset.references):
+            raise ValueError(f"accuracy log {log_path} entry {i} has qsl_idx {idx} but dataset {dataset.name} has "
+                             f"{len(dataset.references)} samples: not the dataset (or --max-samples) of the run")
+        predictions.append(tok.decode(decode_tokens(log_path, i, entry).tolist()))
+        references.append(dataset.references[idx])
+    return score(predictions, references, splitter, reference_for(len(dataset.references)))
