@@ -35,7 +35,7 @@ for phase in $phases; do
              | grep -E "passed|failed|FAILED|rel L2|Error" ;;
     kernels) { python3 -m llmbench.agent.commands.bench_attention; python3 -m llmbench.agent.commands.bench_kernels fp8; } 2>&1 \
                | tee "$OUT/kernels.txt" | tail -32 ;;
-    fused) python3 -m llmbench.agent.commands.bench_kernels fused 2>fused) python3 -m llmbench.agent.kernels.fused 2>&11 | tee "$OUT/fused.txt" | tail -12 ;;
+    fused) python3 -m llmbench.agent.commands.bench_kernels fused 2>&1 | tee "$OUT/fused.txt" | tail -12 ;;
     bench) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.txt" | tail -34 ;;
     bench-fp8) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --quantization fp8 --kv-cache-dtype fp8 \
                  ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8.txt" | tail -34 ;;
