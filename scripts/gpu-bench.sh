@@ -30,8 +30,8 @@ summary=()
 for phase in $phases; do
   start=$SECONDS
   case $phase in
-    tests) python3 -m pytest -q -p no:cacheprovider -s ${TESTS:-tests/test_engine_model.py tests/test_triton_attention.py \
-             tests/test_engine_triton.py tests/test_triton_fused.py tests/test_engine_fp8.py tests/test_engine_parity_shapes.py tests/test_engine_graphs.py tests/test_step_cost.py} 2>&1 | tee "$OUT/tests.txt" \
+    tests) python3 -m pytest -q -p no:cacheprovider -s ${TESTS:-tests/agent/test_engine_model.py tests/agent/test_triton_attention.py \
+             tests/agent/test_engine_triton.py tests/agent/test_triton_fused.py tests/agent/test_engine_fp8.py tests/agent/test_engine_parity_shapes.py tests/agent/test_engine_graphs.py tests/agent/test_step_cost.py} 2>&1 | tee "$OUT/tests.txt" \
              | grep -E "passed|failed|FAILED|rel L2|Error" ;;
     kernels) { python3 -m llmbench.agent.commands.bench_attention; python3 -m llmbench.agent.commands.bench_kernels fp8; } 2>&1 \
                | tee "$OUT/kernels.txt" | tail -32 ;;

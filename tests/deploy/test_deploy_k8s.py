@@ -14,7 +14,7 @@ import yaml
 from llmbench.cli.main import parse_args
 from llmbench.coordinator.mesh import discovery
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "k8s" / "base"
 OVERLAY = ROOT / "k8s" / "overlays" / "mixed-gpus"
 # Oldest Kubernetes with GA native gRPC probes, and the newest the schemas know.

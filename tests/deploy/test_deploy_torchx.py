@@ -13,7 +13,7 @@ import pytest
 from llmbench.cli.main import parse_args
 from llmbench.coordinator.deploy import mesh_launch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENT = ROOT / "coordinator" / "deploy" / "torchx_component.py"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from llmbench.cli.main import parse_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
 INSTALLED_BINARY = "/opt/llmbench/bin/llmbench"
 
