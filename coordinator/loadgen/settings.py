@@ -21,13 +21,22 @@ MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.Acc
 OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * min_duration * 1.1
 MAX_DURATION_S = 86_400.0  # a LoadGen test longer than a day is a mistake in the flags
 MAX_QPS = 1e6
+LATENCY_PERCENTILE = 0.99  # Server and Interactive: the TTFT and TPOT limits hold at p99
+EARLY_STOPPING_CONFIDENCE = 0.99  # LoadGen's early-stopping estimate
+
+
+def early_stopping_queries(percentile: float = LATENCY_PERCENTILE,
+                           confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
+    """The fewest queries with which LoadGen's early stopping can call a latency bound met: with none over
+    the limit, percentile**n must fall below 1 - confidence (459 for p99; more when some are over)."""
+    return math.ceil(math.log(1 - confidence) / math.log(percentile))
 
 
 @dataclass(frozen=True)
 class DemoScale:
     """Settings small enough for a few-minute run on CPU that can still be VALID.
 
-    Server: LoadGen's early stopping at p99 needs ~460 queries with none over the limits, so
+    Server: LoadGen's early stopping at p99 needs 459 queries with none over the limits, so
     target_qps * min_duration must stay well above that (600+). Offline: one query of
     expected_qps * min_duration * 1.1 samples; expected_qps above the real rate keeps the run
     longer than min_duration. Measured on 2 CPU cores with two tiny-model agents: Offline 12-27
@@ -52,7 +61,7 @@ class DemoScale:
                  "demo: a rate small CPU agents serve within the TTFT/TPOT limits"),
                 ("min_duration_ms", int(self.min_duration_s * 1000),
                  f"demo: minutes, not 10; still ~{queries:.0f} queries (LoadGen rounds to whole passes over "
-                 f"the samples), enough for LoadGen's p99 early stopping (~460 needed)"),
+                 f"the samples), enough for LoadGen's p99 early stopping ({early_stopping_queries()} needed)"),
                 ("min_query_count", self.min_query_count, "demo")]
         return [
             ("offline_expected_qps", self.offline_expected_qps,

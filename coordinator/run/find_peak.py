@@ -23,7 +23,7 @@ PEAK_FILE = "find-peak.md"
 MAX_PROBES = 8
 TOLERANCE = 0.05  # bisect until the bracket is this narrow, relative to its top
 CONFIRMS = 2
-# LoadGen's p99 early stopping needs ~460 queries with none over the limits (more with some over): the
+# LoadGen's p99 early stopping needs 459 queries with none over the limits (more with some over): the
 # confirming run lasts at least this many queries at its rate, whatever --peak-confirm-duration says.
 CONFIRM_QUERIES = 700
 OFFLINE_PROBE_QPS = 50.0  # sizes the Offline probe's one query: 50 x probe seconds x 1.1 samples

@@ -76,7 +76,8 @@ def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchS
 
 
 def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample_count: int) -> list[str]:
-    """Refuse a test LoadGen could never finish; say so when it will run far longer than --duration."""
+    """Refuse a test LoadGen could never finish; say so when it will run far longer than --duration, or
+    too few queries for its early stopping to call it VALID."""
     if cfg.mode != "performance" or cfg.compliance:  # accuracy: one pass; TEST06 sets its own counts
         return []
     t = bench.test
@@ -89,6 +90,12 @@ def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample
                          f"queries, more than {MAX_QUERIES:,}")
     if not server:  # Offline: how long one query takes depends on the agents, not on a rate
         return []
+    notes = []
+    needed = lgsettings.early_stopping_queries()
+    if queries < needed:
+        notes.append(f"expect INVALID: LoadGen issues about {queries:,} queries at {qps:g} QPS and its p99 early "
+                     f"stopping needs at least {needed} with none over the latency limits; a longer --duration "
+                     f"or a higher --target-qps gives it enough")
     seconds, duration = queries / qps, t.min_duration_ms / 1000
     if seconds > MAX_RUN_S:
         raise ValueError(f"{rate}: LoadGen would issue {queries:,} queries at that rate, about {seconds:.3g} s; "
@@ -97,10 +104,10 @@ def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample
         why = f"min_query_count {t.min_query_count}" if t.min_query_count >= qps * duration else "min_duration"
         if queries > max(t.min_query_count, qps * duration):
             why += f", rounded up to whole passes over the {bench.performance_sample_count} performance samples"
-        return [f"expect about {seconds:.0f} s of LoadGen test, not the {duration:g} s of min_duration: "
-                f"{queries:,} queries at {qps:g} QPS ({why}); a higher --target-qps or a smaller --max-samples "
-                f"or min_query_count (--user-conf) shortens it"]
-    return []
+        notes.append(f"expect about {seconds:.0f} s of LoadGen test, not the {duration:g} s of min_duration: "
+                     f"{queries:,} queries at {qps:g} QPS ({why}); a higher --target-qps or a smaller --max-samples "
+                     f"or min_query_count (--user-conf) shortens it")
+    return notes
 
 
 def read_dataset(cfg: CoordinatorConfig) -> Dataset | None:

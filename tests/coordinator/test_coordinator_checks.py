@@ -101,12 +101,30 @@ def config(tmp_path: Path, **kw) -> CoordinatorConfig:
     return CoordinatorConfig(agents="127.0.0.1:1", output=tmp_path / "out", **kw)
 
 
+def length_notes(cfg: CoordinatorConfig) -> list[str]:
+    return [n for n in preflight.check(cfg).notes if n.startswith("expect about")]
+
+
 def test_length_note_only_when_loadgen_runs_clearly_longer(tmp_path):
-    assert preflight.check(config(tmp_path, max_samples=100, duration_s=2, target_qps=100)).notes == []
-    assert preflight.check(config(tmp_path, max_samples=100, demo=settings.DEMO)).notes == []
-    assert preflight.check(config(tmp_path, max_samples=100, duration_s=2, mode="accuracy")).notes == []
-    (note,) = preflight.check(config(tmp_path, max_samples=200, duration_s=2, target_qps=10)).notes
+    assert length_notes(config(tmp_path, max_samples=100, duration_s=2, target_qps=100)) == []
+    assert length_notes(config(tmp_path, max_samples=100, demo=settings.DEMO)) == []
+    assert length_notes(config(tmp_path, max_samples=100, duration_s=2, mode="accuracy")) == []
+    (note,) = length_notes(config(tmp_path, max_samples=200, duration_s=2, target_qps=10))
     assert note.startswith("expect about 20 s") and "rounded up to whole passes over the 200 performance" in note
+
+
+def test_too_few_queries_for_early_stopping_is_said_before_the_run(tmp_path):
+    """LoadGen calls a Server/Interactive run INVALID below 459 queries at p99; the demo and MLPerf's own
+    settings are above it, a 60 s run at 5 QPS (300 queries) is not."""
+    assert settings.early_stopping_queries() == 459  # 0.99 ** 459 < 0.01 <= 0.99 ** 458
+    assert preflight.check(config(tmp_path, max_samples=100, demo=settings.DEMO)).notes == []
+    assert preflight.check(config(tmp_path, max_samples=100, scenario="Interactive", demo=settings.DEMO)).notes == []
+    assert preflight.check(config(tmp_path, max_samples=100, duration_s=60, target_qps=10)).notes == []
+    (note,) = preflight.check(config(tmp_path, max_samples=100, duration_s=60, target_qps=5)).notes
+    assert note.startswith("expect INVALID: LoadGen issues about 300 queries at 5 QPS") and "at least 459" in note
+    assert preflight.check(config(tmp_path, max_samples=100, duration_s=60, target_qps=5, mode="accuracy")).notes == []
+    offline = config(tmp_path, max_samples=100, duration_s=1, target_qps=5, scenario="Offline")
+    assert not any(n.startswith("expect INVALID") for n in preflight.check(offline).notes)
 
 
 # --- 3. exit statuses -------------------------------------------------------------------------------
