@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmbench.coordinator.commands import coordinator as coordinator_cli
-from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.commands import coordinator as coordinator_cli, run_local
 from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.run.session import CoordinatorConfig, RunResult
 

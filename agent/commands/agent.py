@@ -17,8 +17,7 @@ import sys
 from typing import Callable
 
 from llmbench.agent import attention
-from llmbench.agent.server import metrics
-from llmbench.agent.server import sdnotify
+from llmbench.agent.server import metrics, sdnotify
 from llmbench.agent.model.config import PRESETS
 from llmbench.agent.engine.watch import DEFAULT_STALL_S
 from llmbench.agent.engine.factory import create_engine

@@ -11,12 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator.run import exits
-from llmbench.coordinator.run import find_peak as peak_search
-from llmbench.coordinator.run import preflight
+from llmbench.coordinator.run import exits, find_peak as peak_search, preflight
 from llmbench.coordinator.observe import prometheus
-from llmbench.coordinator.loadgen import scenarios
-from llmbench.coordinator.loadgen import settings as lgsettings
+from llmbench.coordinator.loadgen import scenarios, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import LinkConfig
 from llmbench.coordinator.mesh.discovery import parse_agents
 from llmbench.coordinator.observe.metrics import LogToMetrics, RunMetrics

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmbench.coordinator.data import loaders
+from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.run import outputs
-from llmbench.coordinator.data import prompt
-from llmbench.coordinator.loadgen import scenarios
-from llmbench.coordinator.loadgen import settings as lgsettings
+from llmbench.coordinator.loadgen import scenarios, settings as lgsettings
 from llmbench.coordinator.data.dataset import Dataset
 
 if TYPE_CHECKING:

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.coordinator.scoring import compliance
-from llmbench.coordinator.data import loaders
+from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.run import outputs
-from llmbench.coordinator.data import prompt
 from llmbench.coordinator.loadgen import settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.loadgen.detail_log import wait_generated_count

@@ -7,8 +7,7 @@ from rouge_score import rouge_scorer
 
 from llmbench.cli.main import main as llmbench
 from llmbench.coordinator.scoring import accuracy
-from llmbench.coordinator.data import loaders
-from llmbench.coordinator.data import prompt
+from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.data.dataset import Dataset
 from tokenizers_offline import tiny_tokenizer
 

@@ -21,8 +21,7 @@ import pytest
 from llmbench.cli import main
 from llmbench.coordinator.commands import coordinator
 from llmbench.coordinator.data import loaders
-from llmbench.coordinator.run import outputs
-from llmbench.coordinator.run import preflight
+from llmbench.coordinator.run import outputs, preflight
 from llmbench.coordinator.loadgen import settings
 from llmbench.coordinator.run.session import CoordinatorConfig
 from cli_processes import LLMBENCH, error_of, llmbench

@@ -5,8 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from llmbench.coordinator.data import loaders
-from llmbench.coordinator.data import prompt
+from llmbench.coordinator.data import loaders, prompt
 from tokenizers_offline import tiny_tokenizer
 
 ARTICLES = [
