@@ -65,13 +65,20 @@ def hf_state_dict(model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
     return out
 
 
-def our_logits(engine: PagedEngine, prompt: list[int]) -> torch.Tensor:
-    """Logits at every prompt position, through the runner's batch preparation and paged cache."""
+def our_logits(engine: PagedEngine, prompt: list[int], chunk: int | None = None) -> torch.Tensor:
+    """Logits at every prompt position, through the runner's batch preparation and paged cache; with
+    chunk, the prompt goes in chunks of that many tokens, each after the last reading its prefix from
+    the cache."""
     runner = engine.runner
     seq = Sequence(Request(id=0, prompt=prompt, max_new_tokens=1), None, (), 0)
     seq.block_table = list(range(engine.blocks.blocks_for(len(prompt))))
-    input_ids, positions, meta, _ = runner.prepare(Batch(prefill=[(seq, len(prompt))]))
-    return runner.model(input_ids, positions, meta, torch.arange(len(prompt), device=engine.device))
+    parts = []
+    for start in range(0, len(prompt), chunk or len(prompt)):
+        seq.num_cached = start
+        n = min(chunk or len(prompt), len(prompt) - start)
+        input_ids, positions, meta, _ = runner.prepare(Batch(prefill=[(seq, n)]))
+        parts.append(runner.model(input_ids, positions, meta, torch.arange(n, device=engine.device)))
+    return torch.cat(parts)
 
 
 def hf_from_ours(engine: PagedEngine) -> HFLlama:

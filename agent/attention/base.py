@@ -2,8 +2,9 @@
 and the registry that `select_backend` chooses from.
 
 Tokens of a step are laid out [prefill-chunk tokens..., decode tokens...]. Every layer first writes
-the step's K/V into the paged cache through `slot_mapping`, then the prefill part and the decode
-part each attend over the cache. Cache layout per layer: [num_blocks, block_size, kv_heads, head_dim].
+the step's K/V into the paged cache through `slot_mapping`, then the prefill part attends over its
+cached prefix and its own fresh K/V (in the model's type, whatever the cache's), and the decode part
+over the cache. Cache layout per layer: [num_blocks, block_size, kv_heads, head_dim].
 """
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ class AttentionBackend(Protocol):
     def refuses(device: torch.device, block_size: int, head_dim: int, fp8_kv: bool) -> str | None:
         """Why it cannot run this model on this device (the end of "attention 'NAME' ..."), or None."""
 
-    def prefill(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                meta: AttentionMetadata, out: torch.Tensor) -> None: ...
+    def prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                v_cache: torch.Tensor, meta: AttentionMetadata, out: torch.Tensor) -> None:
+        """q [P,Hq,D], k/v [P,Hkv,D]: the chunks' own keys; positions before a chunk from the cache."""
 
     def decode(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                meta: AttentionMetadata, out: torch.Tensor) -> None: ...
@@ -63,7 +65,7 @@ def paged_attention(backend: AttentionBackend, q: torch.Tensor, k: torch.Tensor,
     out = torch.empty_like(q)
     p = meta.num_prefill_tokens
     if p:
-        backend.prefill(q[:p], k_cache, v_cache, meta, out[:p])
+        backend.prefill(q[:p], k[:p], v[:p], k_cache, v_cache, meta, out[:p])
     if meta.num_decode_tokens:
         backend.decode(q[p:], k_cache, v_cache, meta, out[p:])
     return out

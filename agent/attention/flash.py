@@ -34,7 +34,8 @@ class FlashAttention:
             return "needs flash-attn (pip install 'llmbench[flash]')"
         return None
 
-    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
+    def prefill(self, q, k, v, k_cache, v_cache, meta, out) -> None:
+        # the cache holds k/v in q's type (no fp8 here), so reading the chunk back from it is exact
         out.copy_(self.varlen(q, k_cache, v_cache, meta.cu_seqlens_q, meta.cu_seqlens_k,
                               meta.max_seqlen_q, meta.max_seqlen_k, softmax_scale=self.scale,
                               causal=True, block_table=meta.prefill_block_tables))

@@ -36,12 +36,13 @@ class TorchAttention:
             is_causal=mask is None and q_len > 1, scale=self.scale, enable_gqa=True)
         return o.transpose(0, 1)
 
-    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
+    def prefill(self, q, k, v, k_cache, v_cache, meta, out) -> None:
         cu = meta.cu_seqlens_q.tolist()
         for i, seq_len in enumerate(meta.seq_lens.tolist()):
-            table = meta.prefill_block_tables[i]
-            out[cu[i]:cu[i + 1]] = self._attend(q[cu[i]:cu[i + 1]], _gather(k_cache, table, seq_len, q.dtype),
-                                                _gather(v_cache, table, seq_len, q.dtype))
+            table, own = meta.prefill_block_tables[i], slice(cu[i], cu[i + 1])
+            prefix = seq_len - (cu[i + 1] - cu[i])
+            out[own] = self._attend(q[own], torch.cat([_gather(k_cache, table, prefix, q.dtype), k[own]]),
+                                    torch.cat([_gather(v_cache, table, prefix, q.dtype), v[own]]))
 
     def decode(self, q, k_cache, v_cache, meta, out) -> None:
         for i, ctx_len in enumerate(meta.context_lens.tolist()):

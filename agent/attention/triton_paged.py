@@ -23,8 +23,8 @@ class TritonAttention:
             return f"needs head_dim a power of two >= 16, the model has {head_dim}"
         return None
 
-    def prefill(self, q, k_cache, v_cache, meta, out) -> None:
-        self.kernels.paged_prefill(q, k_cache, v_cache, meta.prefill_block_tables, meta.cu_seqlens_q,
+    def prefill(self, q, k, v, k_cache, v_cache, meta, out) -> None:
+        self.kernels.paged_prefill(q, k, v, k_cache, v_cache, meta.prefill_block_tables, meta.cu_seqlens_q,
                                    meta.seq_lens, meta.max_seqlen_q, self.scale, out=out)
 
     def decode(self, q, k_cache, v_cache, meta, out) -> None:

@@ -23,19 +23,20 @@ DTYPE = torch.bfloat16
 DEVICE = "cuda"
 
 
-def make_cache(seq_lens: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_cache(seq_lens: list[int], kv_dtype: torch.dtype = DTYPE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Paged K/V holding seq_lens tokens in shuffled blocks; the block table is as wide as the longest."""
     width = triton.cdiv(max(seq_lens), PAGE)
     num_blocks = len(seq_lens) * width
-    k = torch.randn(num_blocks, PAGE, KV_HEADS, HEAD_DIM, device=DEVICE, dtype=DTYPE)
-    v = torch.randn_like(k)
+    k = torch.randn(num_blocks, PAGE, KV_HEADS, HEAD_DIM, device=DEVICE, dtype=DTYPE).to(kv_dtype)
+    v = torch.randn_like(k, dtype=DTYPE).to(kv_dtype)
     tables = torch.randperm(num_blocks, device=DEVICE, dtype=torch.int32).view(len(seq_lens), width)
     return k, v, tables
 
 
 def dense(cache: torch.Tensor, tables: torch.Tensor, length: int) -> torch.Tensor:
     """[B, length, Hkv, D] float32 of the first length tokens of every sequence."""
-    blocks = cache[tables[:, :triton.cdiv(length, PAGE)].long()].float()
+    index = tables[:, :triton.cdiv(length, PAGE)].long()
+    blocks = cache.view(torch.uint8)[index].view(cache.dtype).float()  # (fp8 has no index kernels)
     return blocks.flatten(1, 2)[:, :length]
 
 
@@ -74,8 +75,8 @@ def copy_gbps() -> float:
 
 
 def decode_case(batch: int, context: int, copy_rate: float, config: KernelConfig | None = None,
-                num_splits: int | None = None, check: bool = True) -> dict:
-    k, v, tables = make_cache([context] * batch)
+                num_splits: int | None = None, check: bool = True, kv_dtype: torch.dtype = DTYPE) -> dict:
+    k, v, tables = make_cache([context] * batch, kv_dtype)
     q = torch.randn(batch, Q_HEADS, HEAD_DIM, device=DEVICE, dtype=DTYPE)
     lens = torch.full((batch,), context, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(q)
@@ -85,8 +86,9 @@ def decode_case(batch: int, context: int, copy_rate: float, config: KernelConfig
         return paged_decode(q, k, v, tables, lens, scale, out=out, config=config, num_splits=num_splits)
 
     ms = do_bench(run)
-    gbps = batch * context * KV_HEADS * HEAD_DIM * 2 * DTYPE.itemsize / ms / 1e6
-    row = {"case": f"decode B={batch} ctx={context}", "ms": ms, "rate": f"{gbps:7.0f} GB/s",
+    gbps = batch * context * KV_HEADS * HEAD_DIM * 2 * kv_dtype.itemsize / ms / 1e6
+    cache = " fp8" if kv_dtype == torch.float8_e4m3fn else ""
+    row = {"case": f"decode B={batch} ctx={context}{cache}", "ms": ms, "rate": f"{gbps:7.0f} GB/s",
            "roof": f"{100 * gbps / copy_rate:5.1f}% of copy",
            "splits": num_splits or decode_splits(batch, KV_HEADS, tables.shape[1] * PAGE, q.device)}
     if check:
@@ -98,20 +100,25 @@ def decode_case(batch: int, context: int, copy_rate: float, config: KernelConfig
 
 
 def prefill_case(seqs: int, seq_len: int, q_len: int, config: KernelConfig | None = None,
-                 check: bool = True) -> dict:
-    k, v, tables = make_cache([seq_len] * seqs)
+                 check: bool = True, kv_dtype: torch.dtype = DTYPE) -> dict:
+    """The chunks' own K/V are the cache's last q_len positions in the model's type, as the engine
+    hands them over; the prefix is read from the cache."""
+    k, v, tables = make_cache([seq_len] * seqs, kv_dtype)
+    kd, vd = dense(k, tables, seq_len), dense(v, tables, seq_len)
+    k_own, v_own = (x[:, seq_len - q_len:].to(DTYPE).flatten(0, 1) for x in (kd, vd))
     q = torch.randn(seqs * q_len, Q_HEADS, HEAD_DIM, device=DEVICE, dtype=DTYPE)
     cu = torch.arange(0, seqs + 1, device=DEVICE, dtype=torch.int32) * q_len
     lens = torch.full((seqs,), seq_len, dtype=torch.int32, device=DEVICE)
     out = torch.empty_like(q)
     scale = HEAD_DIM ** -0.5
-    ms = do_bench(lambda: paged_prefill(q, k, v, tables, cu, lens, q_len, scale, out=out, config=config))
+    ms = do_bench(lambda: paged_prefill(q, k_own, v_own, k, v, tables, cu, lens, q_len, scale, out=out,
+                                        config=config))
     pairs = q_len * (seq_len - q_len) + q_len * (q_len + 1) // 2  # visible (query, key) pairs
     flops = 4 * HEAD_DIM * Q_HEADS * seqs * pairs
-    row = {"case": f"prefill {seqs}x{q_len} of {seq_len}", "ms": ms, "rate": f"{flops / ms / 1e9:7.1f} TFLOP/s",
-           "roof": "", "splits": ""}
+    cache = " fp8" if kv_dtype == torch.float8_e4m3fn else ""
+    row = {"case": f"prefill {seqs}x{q_len} of {seq_len}{cache}", "ms": ms,
+           "rate": f"{flops / ms / 1e9:7.1f} TFLOP/s", "roof": "", "splits": ""}
     if check:
-        kd, vd = dense(k, tables, seq_len), dense(v, tables, seq_len)
         ref = reference(q.view(seqs, q_len, Q_HEADS, HEAD_DIM), kd, vd,
                         torch.arange(seq_len - q_len, seq_len, device=DEVICE), scale)
         row["err"] = rel_err(out.view_as(ref), ref)
@@ -184,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{torch.cuda.get_device_name()}: copy {copy_rate:.0f} GB/s (read + write), triton {triton.__version__}, "
           f"torch {torch.__version__}; Hq={Q_HEADS} Hkv={KV_HEADS} D={HEAD_DIM} page={PAGE} {DTYPE}")
     rows = [decode_case(b, args.context, copy_rate) for b in (64, 256, 512)]
+    rows += [decode_case(b, args.context, copy_rate, kv_dtype=torch.float8_e4m3fn) for b in (64, 512)]
     rows += [prefill_case(8, 1024, 1024), prefill_case(8, 1024, 256)]
+    rows += [prefill_case(8, 1024, 1024, kv_dtype=torch.float8_e4m3fn),
+             prefill_case(8, 1024, 256, kv_dtype=torch.float8_e4m3fn)]
     print_table(rows)
     bad = [r["case"] for r in rows if not math.isfinite(r["err"]) or r["err"] > 2e-2]
     if args.sweep:

@@ -1,4 +1,5 @@
-"""Triton attention over the paged KV cache: split-KV decode and causal (chunked) prefill.
+"""Triton attention over the paged KV cache: split-KV decode and causal (chunked) prefill, whose chunks
+read their own keys from the step's fresh K/V and only the positions before them from the cache.
 
 Token p of sequence b lives in cache[block_tables[b, p // block_size], p % block_size].
 Both kernels accumulate in fp32 and use exp2 with log2(e) folded into the scale. Nothing here
@@ -52,33 +53,31 @@ class KernelConfig:
 
 
 @triton.jit
-def _attend_tile(
-    acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, kvh, n0, end, pos, qk_scale,
-    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-    HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-    MASK: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """One online-softmax step over keys n0..n0+BLOCK_N, reading keys < end.
-    MASK on the scores: 0 none (all keys visible), 1 n < end, 2 also causal n <= pos."""
-    n = n0 + tl.arange(0, BLOCK_N)
+def _paged_kv(k_ptr, v_ptr, bt_row, n, n_ok, kvh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt,
+              stride_vh, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr):
+    """K and V tiles [len(n), HEAD_DIM] of cached positions n (zeros where not n_ok)."""
     d = tl.arange(0, HEAD_DIM)
-    n_ok = n < end
     page = tl.load(bt_row + n // PAGE, mask=n_ok, other=0).to(tl.int64)
     slot = n % PAGE
     k = tl.load(k_ptr + (page * stride_kb + slot * stride_kt + kvh * stride_kh)[:, None] + d[None, :],
-                mask=n_ok[:, None], other=0.0).to(q.dtype)  # an fp8 cache widens to q's type here
-    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
-    if MASK == 1:
-        s = tl.where(n_ok[None, :], s, float("-inf"))
-    if MASK == 2:
-        s = tl.where((n[None, :] <= pos[:, None]) & n_ok[None, :], s, float("-inf"))
+                mask=n_ok[:, None], other=0.0)
+    v = tl.load(v_ptr + (page * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + d[None, :],
+                mask=n_ok[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, q, k, v, keep, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """One online-softmax step of q over a K/V tile (an fp8 cache widens to q's type here); MASKED:
+    scores where not keep [rows, keys] are dropped."""
+    s = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=PRECISION) * qk_scale
+    if MASKED:
+        s = tl.where(keep, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    v = tl.load(v_ptr + (page * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + d[None, :],
-                mask=n_ok[:, None], other=0.0).to(q.dtype)
-    acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v, input_precision=PRECISION)
+    acc = acc * alpha[:, None] + tl.dot(p.to(q.dtype), v.to(q.dtype), input_precision=PRECISION)
     return acc, m_new, l_i
 
 
@@ -113,10 +112,10 @@ def _decode_split_kernel(
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     bt_row = bt_ptr + b * stride_btb
     for n0 in range(start, end, BLOCK_N):
-        acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, kvh, n0, end, rows, qk_scale,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-            HEAD_DIM, PAGE, BLOCK_N, 1, PRECISION)
+        n = n0 + tl.arange(0, BLOCK_N)
+        k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
+                         stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, (n < end)[None, :], qk_scale, True, PRECISION)
     # l_i >= 1 after any key (the max scores exp2(0)); an empty range (context 0, a split past the
     # end) leaves l_i == 0 and m_i == -inf, so clamping to 1 gives zeros and lse == -inf.
     l_i = tl.maximum(l_i, 1.0)
@@ -150,15 +149,43 @@ def _decode_reduce_kernel(
     tl.store(out_ptr + b * stride_ob + h * stride_oh + d, res.to(out_ptr.dtype.element_ty))
 
 
+@triton.jit
+def _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
+                 stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                 HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                 MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Cached keys n0.. of the positions before the chunk (MASKED: the tile may pass the prefix)."""
+    n = n0 + tl.arange(0, BLOCK_N)
+    k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < prefix, kvh, stride_kb, stride_kt, stride_kh,
+                     stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
+    return _attend(acc, m_i, l_i, q, k, v, (n < prefix)[None, :], qk_scale, MASKED, PRECISION)
+
+
+@triton.jit
+def _own_tile(acc, m_i, l_i, q, kn_row, vn_row, j0, q_len, rows, qk_scale, stride_knt, stride_vnt,
+              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """The chunk's fresh keys j0.. (MASKED: causal within the query tile, and the chunk's end)."""
+    j = j0 + tl.arange(0, BLOCK_N)
+    d = tl.arange(0, HEAD_DIM)
+    j_ok = j < q_len
+    k = tl.load(kn_row + j[:, None] * stride_knt + d[None, :], mask=j_ok[:, None], other=0.0)
+    v = tl.load(vn_row + j[:, None] * stride_vnt + d[None, :], mask=j_ok[:, None], other=0.0)
+    keep = (j[None, :] <= rows[:, None]) & j_ok[None, :]
+    return _attend(acc, m_i, l_i, q, k, v, keep, qk_scale, MASKED, PRECISION)
+
+
 @triton.jit(do_not_specialize=["stride_btb"])
 def _prefill_kernel(
-    q_ptr, k_ptr, v_ptr, bt_ptr, cu_q_ptr, seq_lens_ptr, out_ptr, qk_scale,
-    stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-    stride_btb, stride_ot, stride_oh,
+    q_ptr, kn_ptr, vn_ptr, k_ptr, v_ptr, bt_ptr, cu_q_ptr, seq_lens_ptr, out_ptr, qk_scale,
+    stride_qt, stride_qh, stride_knt, stride_knh, stride_vnt, stride_vnh,
+    stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh, stride_btb, stride_ot, stride_oh,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """One (query head, query tile, sequence); heads of one kv head are neighbours for L2 reuse."""
+    """One (query head, query tile, sequence); heads of one kv head are neighbours for L2 reuse.
+    Keys before the chunk come from the paged cache, the chunk's own from its fresh K/V rows: those
+    are contiguous and in the model's type, where the cache needs a block-table gather and, for an
+    fp8 cache, a widening per tile."""
     h = tl.program_id(0)
     tile = tl.num_programs(1) - 1 - tl.program_id(1)  # the longest (last) tiles start first
     b = tl.program_id(2)
@@ -166,36 +193,39 @@ def _prefill_kernel(
     q_len = tl.load(cu_q_ptr + b + 1) - q_start
     if tile * BLOCK_M >= q_len:
         return
-    seq_len = tl.load(seq_lens_ptr + b)
+    prefix = tl.load(seq_lens_ptr + b) - q_len  # cached positions before the chunk
     kvh = h // GROUP
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < q_len
-    first = seq_len - q_len + tile * BLOCK_M  # position of the tile's first query
-    pos = first + tl.arange(0, BLOCK_M)
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)  # query rows within the chunk
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(q_ptr + (q_start + rows)[:, None] * stride_qt + h * stride_qh + d[None, :],
-                mask=row_ok[:, None], other=0.0)
+                mask=(rows < q_len)[:, None], other=0.0)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     bt_row = bt_ptr + b * stride_btb
-    # Keys below full_end are <= first, so every row sees them unmasked; the rest of the range,
-    # up to the tile's last position (or the sequence end), takes the causal mask.
-    full_end = (first + 1) // BLOCK_N * BLOCK_N
-    end = tl.minimum(first + BLOCK_M, seq_len)
+    # Every row sees the whole prefix; only its last, partial tile needs a mask.
+    full_end = prefix // BLOCK_N * BLOCK_N
     for n0 in range(0, full_end, BLOCK_N):
-        acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, kvh, n0, end, pos, qk_scale,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-            HEAD_DIM, PAGE, BLOCK_N, 0, PRECISION)
-    for n0 in range(full_end, end, BLOCK_N):
-        acc, m_i, l_i = _attend_tile(
-            acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, kvh, n0, end, pos, qk_scale,
-            stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-            HEAD_DIM, PAGE, BLOCK_N, 2, PRECISION)
+        acc, m_i, l_i = _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
+    for n0 in range(full_end, prefix, BLOCK_N):
+        acc, m_i, l_i = _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
+    # The chunk's own keys before the tile are visible to all its rows (BLOCK_M is a multiple of
+    # BLOCK_N); those within the tile take the causal mask.
+    kn_row = kn_ptr + q_start * stride_knt + kvh * stride_knh
+    vn_row = vn_ptr + q_start * stride_vnt + kvh * stride_vnh
+    for j0 in range(0, tile * BLOCK_M, BLOCK_N):
+        acc, m_i, l_i = _own_tile(acc, m_i, l_i, q, kn_row, vn_row, j0, q_len, rows, qk_scale,
+                                  stride_knt, stride_vnt, HEAD_DIM, BLOCK_N, False, PRECISION)
+    for j0 in range(tile * BLOCK_M, tl.minimum(tile * BLOCK_M + BLOCK_M, q_len), BLOCK_N):
+        acc, m_i, l_i = _own_tile(acc, m_i, l_i, q, kn_row, vn_row, j0, q_len, rows, qk_scale,
+                                  stride_knt, stride_vnt, HEAD_DIM, BLOCK_N, True, PRECISION)
     o = acc / l_i[:, None]
     tl.store(out_ptr + (q_start + rows)[:, None] * stride_ot + h * stride_oh + d[None, :],
-             o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+             o.to(out_ptr.dtype.element_ty), mask=(rows < q_len)[:, None])
 
 
 MIN_SPLIT_TOKENS = 128  # a split shorter than this costs more in its reduction than it saves
@@ -296,28 +326,37 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     return out
 
 
-def paged_prefill(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-                  cu_seqlens_q: torch.Tensor, seq_lens: torch.Tensor, max_seqlen_q: int, scale: float,
-                  out: torch.Tensor | None = None, *, config: KernelConfig | None = None) -> torch.Tensor:
-    """Causal attention of packed query chunks over the paged cache (their own K/V already written).
+def paged_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                  v_cache: torch.Tensor, block_tables: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                  seq_lens: torch.Tensor, max_seqlen_q: int, scale: float, out: torch.Tensor | None = None, *,
+                  config: KernelConfig | None = None) -> torch.Tensor:
+    """Causal attention of packed query chunks over their cached prefix and their own keys.
 
-    q: [T, Hq, D] holding B chunks delimited by cu_seqlens_q (int32 [B+1]); seq_lens: int32 [B], each
-    sequence's cached length including its chunk, so query i of chunk b sits at position
-    seq_lens[b] - q_len_b + i. max_seqlen_q bounds every q_len_b. Returns [T, Hq, D].
+    q: [T, Hq, D] holding B chunks delimited by cu_seqlens_q (int32 [B+1]); k, v: [T, Hkv, D] the
+    chunks' own keys and values in q's type; seq_lens: int32 [B], each sequence's length including its
+    chunk, so query i of chunk b sits at position seq_lens[b] - q_len_b + i and the positions before
+    the chunk are read from the cache. max_seqlen_q bounds every q_len_b. Returns [T, Hq, D].
     """
     group, head_dim, out = _check(q, k_cache, v_cache, block_tables, out)
     batch = seq_lens.shape[0]
     if q.dim() != 3 or cu_seqlens_q.shape != (batch + 1,) or block_tables.shape[0] != batch:
         raise ValueError(f"prefill wants q [T, Hq, D], cu_seqlens_q [B+1], seq_lens [B], block_tables [B, n]; "
                          f"got {tuple(q.shape)}, {tuple(cu_seqlens_q.shape)}, {batch}, {tuple(block_tables.shape)}")
+    own = (q.shape[0], k_cache.shape[2], head_dim)
+    if k.shape != own or v.shape != own or k.dtype != q.dtype or v.dtype != q.dtype \
+            or k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError(f"prefill wants the chunks' own k and v as {q.dtype} {own} with a contiguous last "
+                         f"dimension, got {k.dtype} {tuple(k.shape)} and {v.dtype} {tuple(v.shape)}")
     if batch == 0 or max_seqlen_q <= 0 or q.shape[0] == 0:
         return out
     cfg = config or _tile_config(128, head_dim, q.dtype, q.device)
+    if cfg.block_m % cfg.block_n:
+        raise ValueError(f"prefill tiles need block_m a multiple of block_n, got {cfg}")
     grid = (q.shape[1], triton.cdiv(max_seqlen_q, cfg.block_m), batch)
     _prefill_kernel[grid](
-        q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, out, scale * LOG2E,
-        q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
-        block_tables.stride(0), out.stride(0), out.stride(1),
+        q, k, v, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, out, scale * LOG2E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        *k_cache.stride()[:3], *v_cache.stride()[:3], block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, PAGE=k_cache.shape[1], BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         PRECISION=_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out

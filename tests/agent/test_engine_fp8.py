@@ -74,10 +74,12 @@ def test_quantize_model_swaps_the_four_projections_only():
 
 
 def logits_of(cfg: EngineConfig, prompt: list[int]) -> torch.Tensor:
+    """In chunks of 64: a chunk's own keys come fresh in the model's type, its prefix from the cache,
+    so only chunked prompts (and decode) read what an fp8 cache holds."""
     engine = PagedEngine(cfg)
     engine.start()
     try:
-        return our_logits(engine, prompt)
+        return our_logits(engine, prompt, chunk=64)
     finally:
         engine.stop()
 

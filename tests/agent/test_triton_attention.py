@@ -127,25 +127,32 @@ def test_decode_split_choice_is_host_only_and_bounded():
 
 def run_prefill(seq_lens, q_lens, q_heads, kv_heads, head_dim=32, page=16, dtype=torch.float32, seed=0,
                 kv_dtype=None, **kw):
+    """Each chunk attends over its cached prefix and its own fresh K/V: the cache slots of the chunk
+    hold NaN, so reading them instead of the fresh rows fails the check."""
     gen = torch.Generator().manual_seed(seed)
     k, v, tables = make_cache(seq_lens, kv_heads, head_dim, page, dtype, gen)
     kv_dtype = kv_dtype or dtype
     k, v = cache_values(k, v, kv_dtype)
     total = sum(q_lens)
     q = torch.randn(total, q_heads, head_dim, generator=gen, dtype=torch.float64)
+    k_own = torch.randn(total, kv_heads, head_dim, generator=gen, dtype=torch.float64).to(dtype).double()
+    v_own = torch.randn(total, kv_heads, head_dim, generator=gen, dtype=torch.float64).to(dtype).double()
     cu = torch.tensor([0] + q_lens, dtype=torch.int32).cumsum(0).to(torch.int32)
+    for b, (n, m) in enumerate(zip(seq_lens, q_lens)):
+        for p in range(n - m, n):
+            k[tables[b, p // page], p % page] = v[tables[b, p // page], p % page] = POISON
     scale = 0.3
     out, buf = poisoned_out(q.shape, dtype)
-    ta.paged_prefill(strided(q, dtype), k.to(DEVICE, kv_dtype), v.to(DEVICE, kv_dtype), tables.to(DEVICE),
-                     cu.to(DEVICE), torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), max(q_lens),
-                     scale, out=out, **kw)
+    ta.paged_prefill(strided(q, dtype), strided(k_own, dtype), strided(v_own, dtype), k.to(DEVICE, kv_dtype),
+                     v.to(DEVICE, kv_dtype), tables.to(DEVICE), cu.to(DEVICE),
+                     torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE), max(q_lens), scale, out=out, **kw)
     out = check_written(buf)
     for b, (n, m) in enumerate(zip(seq_lens, q_lens)):
         if m == 0:
             continue
         rows = slice(cu[b], cu[b + 1])
-        ref = reference(q[rows], dense_kv(k, tables[b], n), dense_kv(v, tables[b], n),
-                        torch.arange(n - m, n), scale)
+        ref = reference(q[rows], torch.cat([dense_kv(k, tables[b], n - m), k_own[rows]]),
+                        torch.cat([dense_kv(v, tables[b], n - m), v_own[rows]]), torch.arange(n - m, n), scale)
         assert rel_err(out[rows], ref) < TOL[dtype], f"sequence {b} (kv {n}, q {m})"
 
 
@@ -158,6 +165,11 @@ def test_prefill_full_and_chunked(q_heads, kv_heads):
 def test_prefill_page_sizes_head_dims_and_empty_chunk():
     run_prefill([9, 64, 31], [9, 0, 31], 2, 1, head_dim=64, page=8, seed=5)
     run_prefill([100, 48], [37, 48], 4, 2, head_dim=16, page=32, seed=6)
+
+
+def test_prefill_prefix_tile_edges():
+    # prefixes of exactly one key tile, one key either side of it, and chunks of several query tiles
+    run_prefill([17, 31, 49, 112], [1, 15, 32, 80], 4, 2, head_dim=16, page=8, seed=12)
 
 
 @pytest.mark.parametrize("dtype", HALF)
@@ -190,8 +202,12 @@ def test_bad_inputs_name_the_problem():
         ta.paged_decode(torch.zeros(2, 3, 32), cache, cache, tables.long(), lens, 1.0)
     with pytest.raises(ValueError, match="out must be"):
         ta.paged_decode(torch.zeros(2, 3, 32), cache, cache, tables, lens, 1.0, out=torch.zeros(2, 3, 16))
+    own = torch.zeros(2, 3, 32)
     with pytest.raises(ValueError, match="dtype"):
-        ta.paged_prefill(torch.zeros(2, 3, 32, dtype=torch.float16), cache, cache, tables,
+        ta.paged_prefill(torch.zeros(2, 3, 32, dtype=torch.float16), own, own, cache, cache, tables,
+                         torch.tensor([0, 1, 2], dtype=torch.int32), lens, 1, 1.0)
+    with pytest.raises(ValueError, match="own k and v"):
+        ta.paged_prefill(torch.zeros(2, 3, 32), own[:1], own, cache, cache, tables,
                          torch.tensor([0, 1, 2], dtype=torch.int32), lens, 1, 1.0)
 
 
@@ -204,7 +220,9 @@ def test_allocates_out_in_q_dtype_and_accepts_empty_batches():
     out = ta.paged_decode(q, k, v, tables, lens, 0.25)
     assert out.shape == q.shape and out.dtype == q.dtype and out.isfinite().all()
     cu = torch.tensor([0, 1, 2], dtype=torch.int32, device=DEVICE)
-    assert torch.allclose(ta.paged_prefill(q, k, v, tables, cu, lens, 1, 0.25), out, atol=1e-3)
+    last = torch.stack([k[tables[0, 19 // 8], 19 % 8], k[tables[1, 4 // 8], 4 % 8]])  # each one's last key
+    last_v = torch.stack([v[tables[0, 19 // 8], 19 % 8], v[tables[1, 4 // 8], 4 % 8]])
+    assert torch.allclose(ta.paged_prefill(q, last, last_v, k, v, tables, cu, lens, 1, 0.25), out, atol=1e-3)
     assert ta.paged_decode(q[:0], k, v, tables[:0], lens[:0], 0.25).shape == (0, 4, 16)
 
 
