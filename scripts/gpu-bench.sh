@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (device tool, H100 or H200; carry .whl): GPU tests, kernel and engine benchmarks, and
 # short LoadGen runs through the mesh; a short table last. Usage: scripts/gpu-bench.sh [phase ...]
-# phases: tests kernels fused bench eager profile hf offline server interactive (default: all), and
+# phases: tests kernels fused bench eager profile hf offline server interactive (default: all), sweep (attention
+# tiles; PROFILE_KIND=decode profiles decode-only steps), and
 # bench-fp8 (the layer GEMMs and KV cache in fp8), bench-fp8-overlap (the same with --overlap: run both
 # in one call for the A/B). PRECISION (e.g. "--quantization fp8 --kv-cache-dtype
 # fp8") goes to every agent of the mesh phases.
@@ -43,7 +44,9 @@ for phase in $phases; do
                          --overlap ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench-fp8-overlap.txt" | tail -34 ;;
     eager) lb bench --model llama3.1-8b --samples "${SAMPLES:-1500}" --no-cuda-graphs 2>&1 \
              | tee "$OUT/eager.txt" | tail -34 ;;
-    profile) lb bench --model llama3.1-8b --samples 600 --profile ${BENCH_ARGS:-} 2>&1 | tee "$OUT/profile.txt" | tail -45 ;;
+    profile) lb bench --model llama3.1-8b --samples 600 --profile ${PROFILE_KIND:-mixed} ${BENCH_ARGS:-} 2>&1 \
+               | tee "$OUT/profile-${PROFILE_KIND:-mixed}.txt" | grep -vE "^ *(aten|Memset|Memcpy|Lazy)" | tail -45 ;;
+    sweep) python3 -m llmbench.agent.commands.bench_attention --sweep 2>&1 | tee "$OUT/sweep.txt" | tail -40 ;;
     hf) lb bench --model llama3.1-8b --samples 256 --compare hf 2>&1 \
           | tee "$OUT/hf.txt" | tail -18 ;;
     offline) AGENT_ARGS="--max-batch 1024" mesh offline --scenario Offline --max-samples 3000 \

@@ -56,8 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="static batch for --compare hf (default: what fits 3/4 of the free GPU memory, at most "
                         "128; 8 on CPU)")
     p.add_argument("--hf-samples", type=int, help="prompts for --compare hf (default: 256 on GPU, 16 on CPU)")
-    p.add_argument("--profile", action="store_true",
-                   help="print the GPU kernels that took the most time over a few steps mid-run")
+    p.add_argument("--profile", nargs="?", const="mixed", choices=["mixed", "decode"],
+                   help="print the GPU kernels that took the most time over six steps of this kind mid-run "
+                        "(default kind: %(const)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
 
 
@@ -152,10 +153,16 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
     device = engine.device
     launch = engine.runner.launch
     profiler = step_profiler() if args.profile else None
+    window = {"mixed": 0, "decode": 0}  # kinds launched while the profiler records
     if profiler is not None:
         def profiled(batch):
             launched = launch(batch)
-            profiler.step()
+            kind = "mixed" if batch.prefill else "decode"
+            if profiler.current_action in (torch.profiler.ProfilerAction.RECORD,
+                                           torch.profiler.ProfilerAction.RECORD_AND_SAVE):
+                window[kind] += 1
+            if kind == args.profile:  # the schedule counts steps of the profiled kind only
+                profiler.step()
             return launched
         engine.runner.launch = profiled
 
@@ -175,6 +182,7 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
     if profiler is not None:
         profiler.stop()
         print(profiler.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60))
+        print(f"profiled window: {window['mixed']} mixed and {window['decode']} decode-only steps launched")
     errors = [g.error for g in results.values() if g.error]
     if errors:
         raise RuntimeError(f"{len(errors)} queries failed, first: {errors[0][1]}")
@@ -187,7 +195,7 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
 
 
 def step_profiler() -> torch.profiler.profile:
-    """Profiles steps 40-45 of the timed run: past the first prefill wave, into mixed steps."""
+    """Profiles the 41st-46th steps (of the kind stepped on) of the timed run: past the first prefill wave."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():
         activities.append(torch.profiler.ProfilerActivity.CUDA)

@@ -75,7 +75,8 @@ def copy_gbps() -> float:
 
 
 def decode_case(batch: int, context: int, copy_rate: float, config: KernelConfig | None = None,
-                num_splits: int | None = None, check: bool = True, kv_dtype: torch.dtype = DTYPE) -> dict:
+                num_splits: int | None = None, check: bool = True, kv_dtype: torch.dtype = DTYPE,
+                fp16_dot: bool | None = None) -> dict:
     k, v, tables = make_cache([context] * batch, kv_dtype)
     q = torch.randn(batch, Q_HEADS, HEAD_DIM, device=DEVICE, dtype=DTYPE)
     lens = torch.full((batch,), context, dtype=torch.int32, device=DEVICE)
@@ -83,7 +84,8 @@ def decode_case(batch: int, context: int, copy_rate: float, config: KernelConfig
     scale = HEAD_DIM ** -0.5
 
     def run() -> torch.Tensor:
-        return paged_decode(q, k, v, tables, lens, scale, out=out, config=config, num_splits=num_splits)
+        return paged_decode(q, k, v, tables, lens, scale, out=out, config=config, num_splits=num_splits,
+                            fp16_dot=fp16_dot)
 
     ms = do_bench(run)
     gbps = batch * context * KV_HEADS * HEAD_DIM * 2 * kv_dtype.itemsize / ms / 1e6
@@ -165,15 +167,21 @@ def sweep(copy_rate: float) -> None:
         return ", ".join(f"{ms:.3f} ms {cfg}" for ms, cfg in timed[:3])
 
     decode_configs = [KernelConfig(16, n, w, s)
-                      for n, w, s in itertools.product((32, 64, 128), (4, 8), (2, 3, 4, 5))]
-    for batch in (64, 256, 512):
-        default = decode_case(batch, 1024, copy_rate, check=False)["ms"]
-        timed = fastest(lambda cfg: decode_case(batch, 1024, copy_rate, cfg, check=False)["ms"], decode_configs)
-        print(f"decode B={batch}: default {default:.3f} ms; fastest {shown(timed)}")
-        splits = {s: decode_case(batch, 1024, copy_rate, timed[0][1], s, check=False)["ms"] for s in (1, 2, 3, 4, 8)}
-        print("  splits with the fastest: " + ", ".join(f"{s}: {ms:.3f} ms" for s, ms in splits.items()))
+                      for n, w, s in itertools.product((32, 64, 128, 256), (2, 4, 8), (2, 3, 4))]
+    fp8 = torch.float8_e4m3fn
+    for kv_dtype, fp16_dot in ((DTYPE, False), (fp8, False), (fp8, True)):
+        for batch in (64, 512):
+            def case(cfg=None, splits=None):
+                return decode_case(batch, 1024, copy_rate, cfg, splits, check=False, kv_dtype=kv_dtype,
+                                   fp16_dot=fp16_dot)["ms"]
+            default = case()
+            timed = fastest(case, decode_configs)
+            print(f"decode B={batch} {str(kv_dtype)[6:]} cache, fp16 dots {fp16_dot}: default {default:.3f} ms; "
+                  f"fastest {shown(timed)}")
+            splits = {s: case(timed[0][1], s) for s in (1, 2, 3, 4, 8)}
+            print("  splits with the fastest: " + ", ".join(f"{s}: {ms:.3f} ms" for s, ms in splits.items()))
     prefill_configs = [KernelConfig(m, n, w, s)
-                       for m, n, w, s in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4))]
+                       for m, n, w, s in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)) if m % n == 0]
     default = prefill_case(8, 1024, 1024, check=False)["ms"]
     timed = fastest(lambda cfg: prefill_case(8, 1024, 1024, cfg, check=False)["ms"], prefill_configs)
     print(f"prefill 8x1024: default {default:.3f} ms; fastest {shown(timed)}")

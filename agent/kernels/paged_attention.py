@@ -89,9 +89,11 @@ def _decode_split_kernel(
     stride_qb, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
     stride_btb, stride_ob, stride_oh,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, DIRECT: tl.constexpr, PRECISION: tl.constexpr, FP16_DOT: tl.constexpr,
 ):
-    """One (sequence, kv head, split): all GROUP query heads of the kv head share each K/V tile."""
+    """One (sequence, kv head, split): all GROUP query heads of the kv head share each K/V tile.
+    FP16_DOT: the dots run in fp16 (q converted once), so e4m3 K/V widen in one instruction per pair;
+    widening to bf16 takes more instructions."""
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     split = tl.program_id(2)
@@ -107,11 +109,19 @@ def _decode_split_kernel(
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :],
                 mask=row_ok[:, None], other=0.0)
+    if FP16_DOT:
+        q = q.to(tl.float16)
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     bt_row = bt_ptr + b * stride_btb
-    for n0 in range(start, end, BLOCK_N):
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N  # only the last tile needs a mask
+    for n0 in range(start, full_end, BLOCK_N):
+        n = n0 + tl.arange(0, BLOCK_N)
+        k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
+                         stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, (n < end)[None, :], qk_scale, False, PRECISION)
+    for n0 in range(full_end, end, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
                          stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
@@ -249,8 +259,9 @@ def _tile_config(rows: int, head_dim: int, dtype: torch.dtype, device: torch.dev
 
 
 def decode_splits(batch: int, kv_heads: int, max_context: int, device: torch.device) -> int:
-    """Splits per (sequence, kv head) so that about four programs run per SM; host-only math."""
-    wanted = triton.cdiv(4 * _num_sms(device), batch * kv_heads)
+    """Splits per (sequence, kv head) so that about two programs run per SM; host-only math. (On an H100
+    at context 1024, batch 64 and 512 both ran fastest unsplit, 6-18 % ahead of two splits.)"""
+    wanted = triton.cdiv(2 * _num_sms(device), batch * kv_heads)
     return max(1, min(wanted, triton.cdiv(max_context, MIN_SPLIT_TOKENS), MAX_SPLITS))
 
 
@@ -290,12 +301,13 @@ def _precision(dtype: torch.dtype) -> str:
 def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, scale: float, out: torch.Tensor | None = None, *,
                  max_context: int | None = None, num_splits: int | None = None,
-                 config: KernelConfig | None = None) -> torch.Tensor:
+                 config: KernelConfig | None = None, fp16_dot: bool | None = None) -> torch.Tensor:
     """One new query token per sequence over its first context_lens[b] cached tokens.
 
     q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D]; block_tables: int32 [B, max_blocks];
     context_lens: int32 [B]. max_context (default: the block table's span) only steers, with the
-    batch size, the number of KV splits (override: num_splits). Context 0 gives zeros.
+    batch size, the number of KV splits (override: num_splits). Context 0 gives zeros. fp16_dot
+    (default: for a bf16 q over an fp8 cache, on CUDA) runs the dots in fp16.
     Returns [B, Hq, D] in q's dtype.
     """
     group, head_dim, out = _check(q, k_cache, v_cache, block_tables, out)
@@ -310,7 +322,13 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         max_context = block_tables.shape[1] * page
     splits = num_splits or decode_splits(batch, kv_heads, max_context, q.device)
     group_pad = max(16, triton.next_power_of_2(group))
+    if config is None and q.is_cuda and k_cache.dtype == torch.float8_e4m3fn and head_dim <= 128:
+        # fp8 tiles are half the bytes, so a program's loop (widen, dot, softmax) is what limits: two
+        # warps per program, more of them per SM (H100 sweep, `bench_attention --sweep`)
+        config = KernelConfig(group_pad, 64, 2, 3)
     cfg = config or _tile_config(group_pad, head_dim, q.dtype, q.device)
+    if fp16_dot is None:
+        fp16_dot = q.is_cuda and q.dtype == torch.bfloat16 and k_cache.dtype == torch.float8_e4m3fn
     part_o = q.new_empty((batch, q_heads, splits, head_dim), dtype=torch.float32) if splits > 1 else out
     part_lse = q.new_empty((batch, q_heads, splits), dtype=torch.float32) if splits > 1 else out
     _decode_split_kernel[(batch, kv_heads, splits)](
@@ -318,7 +336,8 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=group_pad, HEAD_DIM=head_dim, PAGE=page, BLOCK_N=cfg.block_n,
-        DIRECT=splits == 1, PRECISION=_precision(q.dtype), num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        DIRECT=splits == 1, PRECISION=_precision(q.dtype), FP16_DOT=fp16_dot, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
     if splits > 1:
         _decode_reduce_kernel[(batch, q_heads)](
             part_o, part_lse, out, splits, out.stride(0), out.stride(1),

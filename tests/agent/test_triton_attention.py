@@ -121,7 +121,7 @@ def test_decode_half_precision(dtype):
 def test_decode_split_choice_is_host_only_and_bounded():
     cpu = torch.device("cpu")
     assert ta.decode_splits(1, 1, 1, cpu) == 1
-    assert ta.decode_splits(1, 1, 100_000, cpu) == 4  # four programs per "SM" (1 on CPU)
+    assert ta.decode_splits(1, 1, 100_000, cpu) == 2  # two programs per "SM" (1 on CPU)
     assert ta.decode_splits(512, 8, 1024, cpu) == 1
 
 
@@ -185,6 +185,8 @@ FP8_Q = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest
 def test_fp8_cache_is_read_exactly_as_its_values(dtype):
     """e4m3 K/V widen to q's type without loss, so the kernels match attention over those values."""
     run_decode([1, 17, 130], 8, 2, dtype=dtype, kv_dtype=torch.float8_e4m3fn, num_splits=2, seed=10)
+    if dtype == torch.bfloat16:  # the default there runs the dots in fp16; the bf16 dots still work
+        run_decode([1, 17, 130], 8, 2, dtype=dtype, kv_dtype=torch.float8_e4m3fn, seed=10, fp16_dot=False)
     run_prefill([50, 20], [30, 20], 4, 2, dtype=dtype, kv_dtype=torch.float8_e4m3fn, seed=11)
 
 
