@@ -67,6 +67,18 @@ def _paged_kv(k_ptr, v_ptr, bt_row, n, n_ok, kvh, stride_kb, stride_kt, stride_k
 
 
 @triton.jit
+def _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
+                 stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                 HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
+                 MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Cached keys n0..n0+BLOCK_N, those < end visible (MASKED: the tile may pass end)."""
+    n = n0 + tl.arange(0, BLOCK_N)
+    k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
+                     stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
+    return _attend(acc, m_i, l_i, q, k, v, (n < end)[None, :], qk_scale, MASKED, PRECISION)
+
+
+@triton.jit
 def _attend(acc, m_i, l_i, q, k, v, keep, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     """One online-softmax step of q over a K/V tile (an fp8 cache widens to q's type here); MASKED:
     scores where not keep [rows, keys] are dropped."""
@@ -117,15 +129,13 @@ def _decode_split_kernel(
     bt_row = bt_ptr + b * stride_btb
     full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N  # only the last tile needs a mask
     for n0 in range(start, full_end, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
-                         stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, (n < end)[None, :], qk_scale, False, PRECISION)
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
     for n0 in range(full_end, end, BLOCK_N):
-        n = n0 + tl.arange(0, BLOCK_N)
-        k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < end, kvh, stride_kb, stride_kt, stride_kh,
-                         stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k, v, (n < end)[None, :], qk_scale, True, PRECISION)
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
     # l_i >= 1 after any key (the max scores exp2(0)); an empty range (context 0, a split past the
     # end) leaves l_i == 0 and m_i == -inf, so clamping to 1 gives zeros and lse == -inf.
     l_i = tl.maximum(l_i, 1.0)
@@ -157,18 +167,6 @@ def _decode_reduce_kernel(
     den = tl.sum(w, 0)
     res = tl.sum(o * w[:, None], 0) / tl.where(den == 0.0, 1.0, den)
     tl.store(out_ptr + b * stride_ob + h * stride_oh + d, res.to(out_ptr.dtype.element_ty))
-
-
-@triton.jit
-def _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
-                 stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                 HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr,
-                 MASKED: tl.constexpr, PRECISION: tl.constexpr):
-    """Cached keys n0.. of the positions before the chunk (MASKED: the tile may pass the prefix)."""
-    n = n0 + tl.arange(0, BLOCK_N)
-    k, v = _paged_kv(k_ptr, v_ptr, bt_row, n, n < prefix, kvh, stride_kb, stride_kt, stride_kh,
-                     stride_vb, stride_vt, stride_vh, HEAD_DIM, PAGE)
-    return _attend(acc, m_i, l_i, q, k, v, (n < prefix)[None, :], qk_scale, MASKED, PRECISION)
 
 
 @triton.jit
@@ -216,11 +214,11 @@ def _prefill_kernel(
     # Every row sees the whole prefix; only its last, partial tile needs a mask.
     full_end = prefix // BLOCK_N * BLOCK_N
     for n0 in range(0, full_end, BLOCK_N):
-        acc, m_i, l_i = _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
                                      stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                                      HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
     for n0 in range(full_end, prefix, BLOCK_N):
-        acc, m_i, l_i = _prefix_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
                                      stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                                      HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
     # The chunk's own keys before the tile are visible to all its rows (BLOCK_M is a multiple of
@@ -256,6 +254,15 @@ def _tile_config(rows: int, head_dim: int, dtype: torch.dtype, device: torch.dev
     if head_dim <= 128:
         return KernelConfig(rows, 64, 8 if rows >= 64 else 4, 3)
     return KernelConfig(min(rows, 64), max(16, 8192 // head_dim), 8 if rows >= 64 else 4, 2)
+
+
+def _decode_config(rows: int, head_dim: int, dtype: torch.dtype, kv_dtype: torch.dtype,
+                   device: torch.device) -> KernelConfig:
+    if device.type == "cuda" and kv_dtype == torch.float8_e4m3fn and head_dim <= 128:
+        # fp8 tiles are half the bytes, so a program's loop (widen, dot, softmax) is what limits: two
+        # warps per program, more of them per SM (H100 sweep, `bench_attention --sweep`)
+        return KernelConfig(rows, 64, 2, 3)
+    return _tile_config(rows, head_dim, dtype, device)
 
 
 def decode_splits(batch: int, kv_heads: int, max_context: int, device: torch.device) -> int:
@@ -322,11 +329,7 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
         max_context = block_tables.shape[1] * page
     splits = num_splits or decode_splits(batch, kv_heads, max_context, q.device)
     group_pad = max(16, triton.next_power_of_2(group))
-    if config is None and q.is_cuda and k_cache.dtype == torch.float8_e4m3fn and head_dim <= 128:
-        # fp8 tiles are half the bytes, so a program's loop (widen, dot, softmax) is what limits: two
-        # warps per program, more of them per SM (H100 sweep, `bench_attention --sweep`)
-        config = KernelConfig(group_pad, 64, 2, 3)
-    cfg = config or _tile_config(group_pad, head_dim, q.dtype, q.device)
+    cfg = config or _decode_config(group_pad, head_dim, q.dtype, k_cache.dtype, q.device)
     if fp16_dot is None:
         fp16_dot = q.is_cuda and q.dtype == torch.bfloat16 and k_cache.dtype == torch.float8_e4m3fn
     part_o = q.new_empty((batch, q_heads, splits, head_dim), dtype=torch.float32) if splits > 1 else out
