@@ -1,25 +1,21 @@
-"""PagedEngine: the step loop on its own thread, fed through a thread-safe inbox."""
+"""PagedEngine: continuous batching over a paged KV cache, behind the shared engine front."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Sequence as Seq
+from dataclasses import dataclass
 
 import torch
 
 from llmbench.agent.attention import select_backend
 from llmbench.agent.engine.block_manager import BlockManager
+from llmbench.agent.engine.front import EngineFront
 from llmbench.agent.model.loader import (build_model, check_quantization, resolve_device, resolve_dtype,
                                    resolve_kv_dtype, resolve_source)
 from llmbench.agent.engine.runner import Launched, ModelRunner, plan_kv_blocks
 from llmbench.agent.engine.scheduler import Batch, Scheduler, Sequence
 from llmbench.agent.engine.step_cost import StepCosts, StepShape
-from llmbench.agent.engine.types import (EngineConfig, EngineInfo, EngineStats, ErrorCode, FinishReason,
-                                  Request, Sink, StepOutput)
-from llmbench.agent.engine.validation import request_problem
-from llmbench.common.kv import kv_blocks
+from llmbench.agent.engine.types import EngineConfig, EngineInfo, Request, Sink, StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +27,9 @@ class _InFlight:
     since: float  # host time when the loop turn that launched it began
 
 
-class PagedEngine:
+class PagedEngine(EngineFront[Sequence]):
     def __init__(self, cfg: EngineConfig):
+        super().__init__(cfg.block_size)
         if cfg.block_size <= 0 or cfg.max_batch <= 0 or cfg.max_step_tokens <= 0:
             raise ValueError("block_size, max_batch and max_step_tokens must be positive")
         if not 0.0 < cfg.memory_fraction <= 1.0:
@@ -62,17 +59,8 @@ class PagedEngine:
         self.blocks = BlockManager(1, cfg.block_size)  # replaced at start()
         self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
         self.runner: ModelRunner | None = None
-        self._cond = threading.Condition()
-        self._inbox: list[tuple] = []
-        self._inbox_queries = 0
-        self._inbox_blocks = 0
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._seqs: dict[tuple[Sink, int], Sequence] = {}
-        self._step = 0
-        self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
-        self._published = self._engine_side()
         self.step_costs = StepCosts()
+        self._in_flight: _InFlight | None = None  # launched, its tokens not read yet
         self._settled_at = 0.0  # when the engine thread last read a step's tokens
         # On CPU the forward runs inside launch(), so there is nothing to overlap (tests turn it on to
         # check the bookkeeping).
@@ -98,9 +86,7 @@ class PagedEngine:
         self._warm_up()
         if cfg.cuda_graphs and self.device.type == "cuda":
             self.runner.capture_decode_graphs(self.scheduler.max_running)
-        self._publish([])
-        self._thread = threading.Thread(target=self._loop, name="llmbench-engine", daemon=True)
-        self._thread.start()
+        self._start_loop()
 
     def _warm_up(self) -> None:
         """One prefill and one decode step, so kernels are compiled before the first query."""
@@ -113,142 +99,44 @@ class PagedEngine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join()
-
-    # ---- thread-safe entry points ----------------------------------------------------------------
-    def submit(self, requests: Seq[Request], sink: Sink) -> None:
-        blocks = sum(self.blocks_for(r) for r in requests)
-        with self._cond:
-            self._inbox.append(("submit", list(requests), sink))
-            self._received += len(requests)
-            self._inbox_queries += len(requests)
-            self._inbox_blocks += blocks
-            self._cond.notify()
-
-    def cancel(self, ids: Seq[int], sink: Sink) -> None:
-        with self._cond:
-            self._inbox.append(("cancel", list(ids), sink))
-            self._cond.notify()
-
-    def drop_sink(self, sink: Sink) -> None:
-        with self._cond:
-            self._inbox.append(("drop", None, sink))
-            self._cond.notify()
-
-    def stats(self) -> EngineStats:
-        """What the engine thread last published plus the inbox, under one lock: every query is counted
-        once, in the inbox or in the engine, even while the engine thread is mid-step."""
-        with self._cond:
-            s = self._published
-            return replace(s, kv_tokens_available=s.kv_tokens_available - self._inbox_blocks * self.cfg.block_size,
-                           waiting=s.waiting + self._inbox_queries, queries_received_total=self._received)
-
-    def _engine_side(self) -> EngineStats:
-        """The engine thread's own state (read on that thread, or before it starts); inbox not included."""
+    # ---- the front's hooks -----------------------------------------------------------------------
+    def _kv(self) -> tuple[int, int, int, int, int]:
         s = self.scheduler
-        return EngineStats(
-            kv_blocks_total=self.blocks.num_blocks, kv_blocks_free=self.blocks.num_free,
-            kv_tokens_available=(self.blocks.num_free - s.waiting_blocks) * self.cfg.block_size,
-            running=len(s.running), waiting=len(s.waiting), steps_total=self._step,
-            prompt_tokens_total=self._prompt_tokens, output_tokens_total=self._output_tokens,
-            queries_received_total=0, queries_finished_total=self._finished)
+        return self.blocks.num_blocks, self.blocks.num_free, s.waiting_blocks, len(s.running), len(s.waiting)
 
-    def blocks_for(self, req: Request) -> int:
-        return kv_blocks(len(req.prompt), req.max_new_tokens, self.cfg.block_size)
+    def _num_blocks(self) -> int:
+        return self.blocks.num_blocks
 
-    # ---- engine thread ---------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _accept(self, req: Request, sink: Sink) -> Sequence:
+        seq = Sequence(req, sink, self.info.eos_ids, self.blocks_for(req))
+        self.scheduler.add(seq)
+        return seq
+
+    def _release(self, seq: Sequence) -> None:
+        if not seq.ended:  # the scheduler already released what a step finished
+            self.scheduler.release(seq)
+
+    def _has_work(self) -> bool:
+        return self.scheduler.has_work() or self._in_flight is not None
+
+    def _thread_started(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # the current device is per thread (Triton launches on it)
-        in_flight: _InFlight | None = None
-        while True:
-            with self._cond:
-                while not (self._inbox or self._stopping or self.scheduler.has_work() or in_flight):
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                inbox, self._inbox = self._inbox, []
-            begun = time.perf_counter()
-            out: dict[Sink, StepOutput] = {}
-            try:
-                for kind, payload, sink in inbox:
-                    if kind == "submit":
-                        self._admit(payload, sink, out)
-                    elif kind == "cancel":
-                        self._cancel(payload, sink, out)
-                    else:
-                        self._drop(sink, out)
-                launched = self._launch(out, begun) if self.scheduler.has_work() else None
-                if launched is not None and not self.overlap:
-                    self._settle(launched, out)
-                    launched = None
-                if in_flight is not None:  # the step just launched runs on the device while the host reads this one
-                    self._settle(in_flight, out)
-                in_flight = launched
-            except Exception as e:  # a bug outside the forward: fail everything rather than hang
-                log.exception("engine loop failed; failing all queries")
-                self._fail(list(self._seqs.values()), e, out)
-                in_flight = None
-            self._emit(out)
-            self._publish([r for kind, payload, _ in inbox if kind == "submit" for r in payload])
 
-    def _publish(self, admitted: list[Request]) -> None:
-        """The inbox's admitted queries leave its counts as the engine state that now holds them is published."""
-        with self._cond:
-            self._inbox_queries -= len(admitted)
-            self._inbox_blocks -= sum(self.blocks_for(r) for r in admitted)
-            self._published = self._engine_side()
+    def _turn(self, out: dict[Sink, StepOutput]) -> None:
+        """Launches the next step; reads the one before it while this one runs on the device (overlap)."""
+        begun = time.perf_counter()
+        launched = self._launch(out, begun) if self.scheduler.has_work() else None
+        if launched is not None and not self.overlap:
+            self._settle(launched, out)
+            launched = None
+        in_flight, self._in_flight = self._in_flight, launched
+        if in_flight is not None:
+            self._settle(in_flight, out)
 
-    def _output(self, out: dict[Sink, StepOutput], sink: Sink) -> StepOutput:
-        if sink not in out:
-            out[sink] = StepOutput(step=0)
-        return out[sink]
-
-    def _fail(self, seqs: list[Sequence], error: Exception, out: dict[Sink, StepOutput]) -> None:
-        for seq in seqs:
-            if self._seqs.pop(seq.key, None) is not None:
-                self.scheduler.release(seq)
-                self._output(out, seq.sink).errors.append((seq.id, ErrorCode.INTERNAL, str(error)))
-                self._finished += 1
-
-    def _validate(self, req: Request, sink: Sink) -> tuple[ErrorCode, str] | None:
-        if (sink, req.id) in self._seqs:
-            return ErrorCode.DUPLICATE_ID, f"query id {req.id} is already running"
-        return request_problem(req, self.info.vocab_size, self.max_context, self.blocks_for(req),
-                               self.blocks.num_blocks)
-
-    def _admit(self, requests: list[Request], sink: Sink, out: dict[Sink, StepOutput]) -> None:
-        for req in requests:
-            try:
-                error = self._validate(req, sink)
-            except (TypeError, ValueError) as e:
-                error = ErrorCode.INVALID_QUERY, f"malformed request: {e}"
-            if error is not None:
-                self._output(out, sink).errors.append((req.id, *error))
-                self._finished += 1
-                continue
-            seq = Sequence(req, sink, self.info.eos_ids, self.blocks_for(req))
-            self._seqs[seq.key] = seq
-            self.scheduler.add(seq)
-
-    def _cancel(self, ids: list[int], sink: Sink, out: dict[Sink, StepOutput]) -> None:
-        for qid in ids:
-            seq = self._seqs.pop((sink, qid), None)
-            if seq is not None:
-                self.scheduler.release(seq)
-                self._output(out, sink).finished.append((qid, FinishReason.CANCELLED))
-                self._finished += 1
-
-    def _drop(self, sink: Sink, out: dict[Sink, StepOutput]) -> None:
-        for key in [k for k in self._seqs if k[0] == sink]:
-            self.scheduler.release(self._seqs.pop(key))
-            self._finished += 1
-        out.pop(sink, None)
+    def _fail_all(self, error: Exception, out: dict[Sink, StepOutput]) -> None:
+        self._in_flight = None  # its queries fail with the rest: nothing in flight is read any more
+        super()._fail_all(error, out)
 
     def _launch(self, out: dict[Sink, StepOutput], begun: float) -> _InFlight | None:
         """Schedules and launches one step; None where there was nothing to run or it failed."""
@@ -285,19 +173,8 @@ class PagedEngine:
             o.counts.append(1)
             o.tokens.append(token)
             if reason is not None:
-                o.finished.append((seq.id, reason))
-                del self._seqs[seq.key]
-                self._finished += 1
+                self._finished_one(seq.sink, seq.id, o, reason)
         # Wall time: since the later of this step's launch and the previous step's end (steps overlap).
         now = time.perf_counter()
         self.step_costs.record(step.shape, now - max(step.since, self._settled_at), self.runner.device_s)
         self._settled_at = now
-
-    def _emit(self, out: dict[Sink, StepOutput]) -> None:
-        for sink, step_output in out.items():
-            step_output.step = self._step
-            try:
-                sink(step_output)
-            except Exception:
-                log.exception("sink failed; dropping its queries")
-                self._drop(sink, {})

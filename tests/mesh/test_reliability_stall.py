@@ -35,11 +35,11 @@ class WedgeableEngine(SimulatedEngine):
     def wedge(self) -> None:
         self.release.clear()
 
-    def _generate(self, outs, step):
+    def _generate(self, outs):
         if not self.release.is_set():
             self.hung.set()
             self.release.wait()
-        return super()._generate(outs, step)
+        return super()._generate(outs)
 
 
 class LoopThread:
