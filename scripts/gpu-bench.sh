@@ -24,6 +24,7 @@ mesh() {  # name, then llmbench run flags: one local agent on the GPU, LoadGen f
     --agent-args "${AGENT_ARGS:-} ${PRECISION:-}" 2>&1 \
     | grep -vE "^\[ *[0-9.]+ s\]" | tail -12
   cp "/tmp/runs/$name/mlperf_log_summary.txt" "$OUT/$name.txt" 2>/dev/null
+  grep -hE "^\| (step kind|decode|mixed|all) " "/tmp/runs/$name"/agent-*.log  # the agent's step table, logged at its stop
 }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'

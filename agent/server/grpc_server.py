@@ -111,6 +111,8 @@ class AgentServer:
             await self._health_server.stop(0.1)
         if self._engine_started:
             await in_daemon_thread(self.engine.stop, name="engine-stop")
+            if self.engine.step_costs.snapshot():  # what each step kind cost over the agent's life
+                log.info("step costs:\n%s", "\n".join(self.engine.step_costs.table()))
 
     async def _set_health(self, status: int) -> None:
         for service in (OVERALL_HEALTH, AGENT_SERVICE):

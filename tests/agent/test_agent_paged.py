@@ -123,6 +123,11 @@ def test_agent_tiny_preset(agents):
     text = llmbench("generate", "--agent", agent.address, stdin='{"id": 0, "text": "hello"}\n')
     assert "model tiny has no tokenizer; send token ids" in text.stdout and text.returncode == 2
     assert agent.terminate() == 0
+    # At its stop the agent logs what its steps cost, the table `llmbench bench` prints.
+    log = agent.stderr()
+    assert "step costs:" in log, log[-2000:]
+    table = log[log.index("step costs:"):].splitlines()[1:]
+    assert table[0].startswith("| step kind |") and any(r.startswith("| decode | batch ≤ ") for r in table)
 
 
 @pytest.mark.slow
