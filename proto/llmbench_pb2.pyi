@@ -34,20 +34,22 @@ ERROR_CODE_DUPLICATE_ID: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 
 class Query(_message.Message):
-    __slots__ = ("id", "prompt_tokens", "max_new_tokens", "min_new_tokens", "stop_token_ids", "ignore_eos")
+    __slots__ = ("id", "prompt_tokens", "max_new_tokens", "min_new_tokens", "stop_token_ids", "ignore_eos", "tpot_limit_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     STOP_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    TPOT_LIMIT_MS_FIELD_NUMBER: _ClassVar[int]
     id: int
     prompt_tokens: _containers.RepeatedScalarFieldContainer[int]
     max_new_tokens: int
     min_new_tokens: int
     stop_token_ids: _containers.RepeatedScalarFieldContainer[int]
     ignore_eos: bool
-    def __init__(self, id: _Optional[int] = ..., prompt_tokens: _Optional[_Iterable[int]] = ..., max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., ignore_eos: _Optional[bool] = ...) -> None: ...
+    tpot_limit_ms: float
+    def __init__(self, id: _Optional[int] = ..., prompt_tokens: _Optional[_Iterable[int]] = ..., max_new_tokens: _Optional[int] = ..., min_new_tokens: _Optional[int] = ..., stop_token_ids: _Optional[_Iterable[int]] = ..., ignore_eos: _Optional[bool] = ..., tpot_limit_ms: _Optional[float] = ...) -> None: ...
 
 class QueryBatch(_message.Message):
     __slots__ = ("queries",)

@@ -52,11 +52,14 @@ for phase in $phases; do
           | tee "$OUT/hf.txt" | tail -18 ;;
     offline) AGENT_ARGS="--max-batch 1024" mesh offline --scenario Offline --max-samples 3000 \
                --target-qps "${OFFLINE_QPS:-36}" ;;
+    # Steps are sized to the TPOT limit the queries carry; SERVER/INTERACTIVE_STEP_TOKENS caps them by hand.
     server) for q in ${SERVER_QPS:-24 30}; do
-              AGENT_ARGS="--max-step-tokens ${SERVER_STEP_TOKENS:-2048}" mesh "server-$q" --scenario Server --target-qps "$q"
+              AGENT_ARGS="${SERVER_STEP_TOKENS:+--max-step-tokens $SERVER_STEP_TOKENS}" mesh "server-$q" \
+                --scenario Server --target-qps "$q"
             done ;;
     interactive) for q in ${INTERACTIVE_QPS:-8}; do
-                   AGENT_ARGS="--max-step-tokens 512" mesh "interactive-$q" --scenario Interactive --target-qps "$q"
+                   AGENT_ARGS="${INTERACTIVE_STEP_TOKENS:+--max-step-tokens $INTERACTIVE_STEP_TOKENS}" \
+                     mesh "interactive-$q${INTERACTIVE_STEP_TOKENS:+-$INTERACTIVE_STEP_TOKENS}" --scenario Interactive --target-qps "$q"
                  done ;;
     *) echo "unknown phase $phase"; exit 2 ;;
   esac

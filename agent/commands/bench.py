@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from llmbench.agent.commands.agent import FRACTION, add_overlap_argument, add_precision_arguments, at_least, check_flags
+from llmbench.agent.commands.agent import (FRACTION, above, add_overlap_argument, add_precision_arguments, at_least,
+                                           check_flags)
 from llmbench.agent.model.config import ModelConfig
 from llmbench.agent.engine.paged import PagedEngine
 from llmbench.agent.model.fp8 import Fp8Linear, quantize_rows
@@ -29,7 +30,7 @@ from llmbench.common.cnndm import OUTPUT_LEN, prompt_lengths
 # "Auto" defaults are None (not given), so an explicit 0 is refused like any other bad value.
 RULES = {"samples": at_least(1), "prompt_len": at_least(1), "output_len": at_least(1), "max_batch": at_least(1),
          "max_step_tokens": at_least(1), "memory_fraction": FRACTION, "hf_batch": at_least(1),
-         "hf_samples": at_least(1), "seed": at_least(0)}
+         "hf_samples": at_least(1), "seed": at_least(0), "tpot_limit_ms": above(0)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of device memory for weights + KV cache (default: %(default)g)")
     p.add_argument("--attention", default="auto", help="auto, torch, triton or flash (default: %(default)s)")
     add_precision_arguments(p)
+    p.add_argument("--tpot-limit-ms", type=float,
+                   help="give every query this time-per-output-token limit, as Server (100) and Interactive (30) "
+                        "queries carry theirs: steps are sized to it (default: none, Offline)")
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     add_overlap_argument(p)
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
@@ -174,7 +178,7 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     requests = [Request(id=i, prompt=p, max_new_tokens=args.output_len, min_new_tokens=args.output_len,
-                        ignore_eos=True) for i, p in enumerate(prompts)]
+                        ignore_eos=True, tpot_limit_s=(args.tpot_limit_ms or 0) / 1e3) for i, p in enumerate(prompts)]
     t = time.perf_counter()
     results = generate(engine, requests)
     wall = time.perf_counter() - t
@@ -188,9 +192,10 @@ def run_engine(args, cfg: EngineConfig, prompts: list[list[int]], rates: Rates) 
         raise RuntimeError(f"{len(errors)} queries failed, first: {errors[0][1]}")
     out_tokens = sum(len(g.tokens) for g in results.values())
     ttft = [g.first_token_time - t for g in results.values()]
+    tpot = [(g.end_time - g.first_token_time) / (len(g.tokens) - 1) for g in results.values() if len(g.tokens) > 1]
     return dict(info=engine.info, source=engine.source, dtype=engine.dtype, device=device,
                 attention=engine.runner.model.backend.name, load_s=load_s, wall=wall,
-                out_tokens=out_tokens, steps=engine.step_costs, ttft=ttft,
+                out_tokens=out_tokens, steps=engine.step_costs, ttft=ttft, tpot=tpot,
                 peak=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0)
 
 
@@ -309,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
           (("steps with prefill", kinds.get("mixed", (0, 0.0))), ("decode-only steps", kinds.get("decode", (0, 0.0))))
           if steps),
         ("TTFT p50/p99", f"{percentile(r['ttft'], 50):.2f} / {percentile(r['ttft'], 99):.2f} s (all submitted at t=0)"),
+        ("TPOT p50/p99", f"{1e3 * percentile(r['tpot'], 50):.1f} / {1e3 * percentile(r['tpot'], 99):.1f} ms"
+                         + (f" (limit {args.tpot_limit_ms:g} ms: steps sized to it)" if args.tpot_limit_ms else "")),
         ("peak GPU memory", f"{r['peak'] / 2**30:.1f} GiB" if r["peak"] else "n/a (CPU)"),
         ("precision", f"{info.dtype}; layer GEMMs {'fp8' if cfg.quantization == 'fp8' else info.dtype}; "
                       f"KV cache {info.kv_cache_dtype}"),

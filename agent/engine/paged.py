@@ -176,5 +176,7 @@ class PagedEngine(EngineFront[Sequence]):
                 self._finished_one(seq.sink, seq.id, o, reason)
         # Wall time: since the later of this step's launch and the previous step's end (steps overlap).
         now = time.perf_counter()
-        self.step_costs.record(step.shape, now - max(step.since, self._settled_at), self.runner.device_s)
+        wall = now - max(step.since, self._settled_at)
+        self.step_costs.record(step.shape, wall, self.runner.device_s)
+        self.scheduler.budget.observe(step.shape.tokens, wall)
         self._settled_at = now

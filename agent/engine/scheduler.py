@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from llmbench.agent.engine.block_manager import BlockManager
+from llmbench.agent.engine.step_budget import StepBudget
 from llmbench.agent.engine.types import FinishReason, Request, Sink
 
 PENDING = -1  # a sampled token the host has not read yet; the runner feeds its value from the device
@@ -23,7 +24,7 @@ PENDING = -1  # a sampled token the host has not read yet; the runner feeds its 
 
 class Sequence:
     __slots__ = ("sink", "id", "tokens", "prompt_len", "max_new_tokens", "min_new_tokens",
-                 "stop_ids", "eos_ids", "num_blocks", "block_table", "num_cached", "unsettled", "sample_row",
+                 "stop_ids", "eos_ids", "tpot_limit_s", "num_blocks", "block_table", "num_cached", "unsettled", "sample_row",
                  "ended")
 
     def __init__(self, req: Request, sink: Sink, eos_ids: tuple[int, ...], num_blocks: int):
@@ -35,6 +36,7 @@ class Sequence:
         self.min_new_tokens = req.min_new_tokens
         self.stop_ids = frozenset(req.stop_ids)
         self.eos_ids = frozenset() if req.ignore_eos else frozenset(eos_ids)
+        self.tpot_limit_s = req.tpot_limit_s
         self.num_blocks = num_blocks  # reserved at admission
         self.block_table: list[int] = []
         self.num_cached = 0  # tokens whose K/V are in the cache (or being written by a launched step)
@@ -106,6 +108,7 @@ class Scheduler:
         # Every running sequence must be able to decode in one step, so running <= the token budget.
         self.max_running = min(max_batch, max_step_tokens)
         self.max_step_tokens = max_step_tokens
+        self.budget = StepBudget(max_step_tokens)  # the engine feeds it each step's size and wall time
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.waiting_blocks = 0  # reserved by waiting sequences once admitted
@@ -119,7 +122,8 @@ class Scheduler:
 
     def schedule(self) -> Batch:
         batch = Batch(decode=[s for s in self.running if s.decoding])
-        budget = self.max_step_tokens - len(batch.decode)
+        limits = [s.tpot_limit_s for s in batch.decode if s.tpot_limit_s > 0]
+        budget = self.budget.tokens(len(batch.decode), min(limits, default=0.0)) - len(batch.decode)
         for seq in self.running:
             if budget == 0:
                 break

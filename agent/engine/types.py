@@ -37,6 +37,7 @@ class Request:
     min_new_tokens: int = 0
     stop_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    tpot_limit_s: float = 0.0  # the time per output token its scenario allows (0: none); steps are sized to it
 
 
 @dataclass

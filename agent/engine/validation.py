@@ -2,6 +2,8 @@
 simulated engine (size-only checks made before a query reaches an engine are in screening.py)."""
 from __future__ import annotations
 
+import math
+
 from llmbench.agent.engine.types import ErrorCode, Request
 
 
@@ -20,6 +22,9 @@ def request_problem(req: Request, vocab_size: int, max_context: int, blocks_need
         return ErrorCode.INVALID_QUERY, f"max_new_tokens must be >= 1, got {req.max_new_tokens}"
     if req.min_new_tokens < 0:
         return ErrorCode.INVALID_QUERY, f"min_new_tokens must be >= 0, got {req.min_new_tokens}"
+    if not (math.isfinite(req.tpot_limit_s) and req.tpot_limit_s >= 0):
+        return (ErrorCode.INVALID_QUERY, f"tpot_limit_ms must be a finite number >= 0 (0: none), got "
+                                         f"{req.tpot_limit_s * 1e3:g}")
     if n + req.max_new_tokens > max_context:
         return (ErrorCode.TOO_LONG, f"prompt ({n} tokens) + max_new_tokens ({req.max_new_tokens}) exceeds "
                                     f"the context of {max_context} tokens")

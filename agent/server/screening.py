@@ -37,5 +37,5 @@ def screen(queries: Iterable[pb.Query], open_ids: set[int], max_context: int) ->
             continue
         seen.add(q.id)
         accepted.append(Request(q.id, list(q.prompt_tokens), q.max_new_tokens, q.min_new_tokens,
-                                tuple(q.stop_token_ids), q.ignore_eos))
+                                tuple(q.stop_token_ids), q.ignore_eos, tpot_limit_s=q.tpot_limit_ms / 1e3))
     return refused, accepted

@@ -34,6 +34,8 @@ class LoadGenSut:
         self.settings = settings
         self.metrics = metrics
         self.report_first_tokens = settings.spec.latency_bound
+        # Queries carry the scenario's TPOT limit (where it holds), so agents size their steps to it.
+        self.tpot_limit_ms = settings.test.tpot_latency / 1e6 if settings.spec.latency_bound else 0.0
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
         self._wire_bodies: dict[int, bytes] = {}  # QSL index -> its query, encoded while LoadGen loads samples
@@ -45,7 +47,7 @@ class LoadGenSut:
     def issue_queries(self, samples: list) -> None:
         ds = self.dataset
         bodies = self._wire_bodies
-        jobs = [Job(s.id, s.index, ds.prompts[s.index], ds.max_new_tokens, ds.min_new_tokens,
+        jobs = [Job(s.id, s.index, ds.prompts[s.index], ds.max_new_tokens, ds.min_new_tokens, self.tpot_limit_ms,
                     wire_body=bodies.get(s.index, b"")) for s in samples]
         if not self.aborted:
             try:
@@ -69,7 +71,7 @@ class LoadGenSut:
         """QSL: encode these samples' queries now, before the timed run, not at dispatch."""
         ds = self.dataset
         for i in indices:
-            self._wire_bodies[i] = wire_body(ds.prompts[i], ds.max_new_tokens, ds.min_new_tokens)
+            self._wire_bodies[i] = wire_body(ds.prompts[i], ds.max_new_tokens, ds.min_new_tokens, self.tpot_limit_ms)
 
     def unload_samples(self, indices: list[int]) -> None:
         for i in indices:

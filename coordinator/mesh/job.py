@@ -18,6 +18,7 @@ class Job:
     prompt: np.ndarray  # int32 token ids
     max_new_tokens: int
     min_new_tokens: int = 1
+    tpot_limit_ms: float = 0.0  # the scenario's time-per-output-token limit, which agents size their steps to
     issued_at: float = field(default_factory=time.monotonic)
     tokens: list[int] = field(default_factory=list)  # output so far; kept across re-dispatch
     first_token_at: float | None = None
@@ -47,14 +48,14 @@ class Job:
             return pb.Query.FromString(pb.Query(id=wire_id).SerializeToString() + self.wire_body)
         prompt = self.prompt.tolist() + self.tokens if have else self.prompt.tolist()
         return pb.Query(id=wire_id, prompt_tokens=prompt, max_new_tokens=self.max_new_tokens - have,
-                        min_new_tokens=max(self.min_new_tokens - have, 0))
+                        min_new_tokens=max(self.min_new_tokens - have, 0), tpot_limit_ms=self.tpot_limit_ms)
 
 
-def wire_body(prompt: np.ndarray, max_new_tokens: int, min_new_tokens: int) -> bytes:
+def wire_body(prompt: np.ndarray, max_new_tokens: int, min_new_tokens: int, tpot_limit_ms: float = 0.0) -> bytes:
     """A first attempt's pb.Query without its id, serialized: made ahead of the timed run (QSL load), it
     completes with any id by concatenation (protobuf merges concatenated messages)."""
     return pb.Query(prompt_tokens=prompt.tolist(), max_new_tokens=max_new_tokens,
-                    min_new_tokens=min_new_tokens).SerializeToString()
+                    min_new_tokens=min_new_tokens, tpot_limit_ms=tpot_limit_ms).SerializeToString()
 
 
 def encode_submit(queries: list[pb.Query]) -> bytes:
