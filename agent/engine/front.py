@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Generic, Sequence, TypeVar
+from typing import Any, Generic, Sequence, TypeVar
 
 from llmbench.agent.engine.types import (EngineInfo, EngineStats, ErrorCode, FinishReason, Request, Sink,
                                          StepOutput)
@@ -27,7 +27,7 @@ class EngineFront(Generic[Q]):
     def __init__(self, block_size: int) -> None:
         self.block_size = block_size
         self._cond = threading.Condition()
-        self._inbox: list[tuple[str, object, Sink]] = []
+        self._inbox: list[tuple[str, Any, Sink]] = []  # (kind, its payload, sink)
         self._inbox_queries = self._inbox_blocks = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -99,7 +99,7 @@ class EngineFront(Generic[Q]):
     def drop_sink(self, sink: Sink) -> None:
         self._post("drop", None, sink)
 
-    def _post(self, kind: str, payload: object, sink: Sink) -> None:
+    def _post(self, kind: str, payload: Any, sink: Sink) -> None:
         with self._cond:
             self._inbox.append((kind, payload, sink))
             self._cond.notify()

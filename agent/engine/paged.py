@@ -20,6 +20,10 @@ from llmbench.agent.engine.types import EngineConfig, EngineInfo, Request, Sink,
 log = logging.getLogger(__name__)
 
 
+def _no_sink(out: StepOutput) -> None:
+    """Where the warm-up query's tokens go: nowhere (it runs before the loop, outside the front)."""
+
+
 @dataclass
 class _InFlight:
     launched: Launched
@@ -90,14 +94,18 @@ class PagedEngine(EngineFront[Sequence]):
 
     def _warm_up(self) -> None:
         """One prefill and one decode step, so kernels are compiled before the first query."""
-        seq = Sequence(Request(id=-1, prompt=[0], max_new_tokens=2, ignore_eos=True), None, (),
+        seq = Sequence(Request(id=-1, prompt=[0], max_new_tokens=2, ignore_eos=True), _no_sink, (),
                        self.blocks.blocks_for(2))
         self.scheduler.add(seq)
         while self.scheduler.has_work():
             batch = self.scheduler.schedule()
-            self.scheduler.update(batch, self.runner.run(batch))
+            self.scheduler.update(batch, self._runner().run(batch))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+    def _runner(self) -> ModelRunner:
+        assert self.runner is not None, "the engine is not started"
+        return self.runner
 
     # ---- the front's hooks -----------------------------------------------------------------------
     def _kv(self) -> tuple[int, int, int, int, int]:
@@ -146,7 +154,7 @@ class PagedEngine(EngineFront[Sequence]):
             if not batch.num_tokens:  # every running sequence waits for its last token to be read
                 return None
             shape = StepShape.of(batch)
-            launched = self.runner.launch(batch)
+            launched = self._runner().launch(batch)
             self.scheduler.advance(batch)
         except Exception as e:
             log.exception("engine step %d failed", self._step + 1)
@@ -158,7 +166,7 @@ class PagedEngine(EngineFront[Sequence]):
         """Reads a launched step's tokens and hands them to their sinks."""
         batch = step.launched.batch
         try:
-            tokens = self.runner.collect(step.launched)
+            tokens = self._runner().collect(step.launched)
         except Exception as e:
             log.exception("engine step %d failed", self._step + 1)
             self._fail([s for s, _ in batch.prefill] + batch.decode, e, out)
@@ -177,6 +185,6 @@ class PagedEngine(EngineFront[Sequence]):
         # Wall time: since the later of this step's launch and the previous step's end (steps overlap).
         now = time.perf_counter()
         wall = now - max(step.since, self._settled_at)
-        self.step_costs.record(step.shape, wall, self.runner.device_s)
+        self.step_costs.record(step.shape, wall, self._runner().device_s)
         self.scheduler.budget.observe(step.shape.tokens, wall)
         self._settled_at = now

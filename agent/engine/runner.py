@@ -12,7 +12,7 @@ import torch
 from llmbench.agent.attention import AttentionMetadata
 from llmbench.agent.model.config import ModelConfig
 from llmbench.agent.engine.cuda_graphs import DecodeGraphs
-from llmbench.agent.model.llama import LlamaForCausalLM
+from llmbench.agent.model.llama import Attention, LlamaForCausalLM
 from llmbench.agent.engine.scheduler import Batch, Sequence
 from llmbench.agent.engine.slots import block_tables, decode_slots
 from llmbench.agent.engine.types import EngineConfig
@@ -94,9 +94,9 @@ class ModelRunner:
         # One block more than the allocator hands out: padded CUDA-graph rows write there.
         shape = (num_blocks + 1, block_size, mc.num_kv_heads, mc.head_dim)
         kv_dtype = kv_dtype or self.dtype
-        for layer in model.layers:
-            layer.self_attn.k_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
-            layer.self_attn.v_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
+        for attn in (m for m in model.modules() if isinstance(m, Attention)):  # one per layer
+            attn.k_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
+            attn.v_cache = torch.zeros(shape, dtype=kv_dtype, device=self.device)
         self.graphs: DecodeGraphs | None = None
         self.device_s = 0.0  # the last collected step's device time: first kernel to last (CUDA), or its forward (CPU)
         self._last_tokens = torch.empty(0, dtype=torch.int64, device=self.device)  # the last launch's sampled ids
@@ -187,11 +187,12 @@ class ModelRunner:
 
     def collect(self, launched: Launched) -> list[int]:
         """Waits for a launched step; its sampled ids (and self.device_s, its device time)."""
-        if isinstance(launched.ended, torch.cuda.Event):
-            launched.ended.synchronize()
-            self.device_s = launched.begun.elapsed_time(launched.ended) / 1e3
-        else:
-            self.device_s = launched.ended - launched.begun
+        begun, ended = launched.begun, launched.ended
+        if isinstance(ended, torch.cuda.Event) and isinstance(begun, torch.cuda.Event):
+            ended.synchronize()
+            self.device_s = begun.elapsed_time(ended) / 1e3
+        elif isinstance(ended, float) and isinstance(begun, float):
+            self.device_s = ended - begun
         return launched.tokens.tolist()
 
     def _feed_pending(self, input_ids: torch.Tensor, offset: int, decode: list[Sequence]) -> None:
@@ -199,10 +200,9 @@ class ModelRunner:
         pending = [(offset + i, s.sample_row) for i, s in enumerate(decode) if s.unsettled]
         if not pending:
             return
-        rows, source = zip(*pending)
-        rows = self._to_device(np.array(rows, dtype=np.int64))
-        source = self._to_device(np.array(source, dtype=np.int64))
-        input_ids.index_copy_(0, rows, self._last_tokens.index_select(0, source))
+        rows, source = np.array(pending, dtype=np.int64).T
+        input_ids.index_copy_(0, self._to_device(rows.copy()),
+                              self._last_tokens.index_select(0, self._to_device(source.copy())))
 
     def _begin(self) -> torch.cuda.Event | float:
         """Marks where the step's device work starts: its inputs are staged, its first kernel is next."""

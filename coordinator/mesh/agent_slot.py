@@ -55,6 +55,7 @@ class AgentSlot:
 
     def take(self, job: Job, wire_id: int) -> None:
         """The job's next attempt runs here under `wire_id`; it goes out with the slot's outbox."""
+        assert self.capacity is not None, "take() after accepts(), which needs a capacity"
         self.inflight[wire_id] = job
         self.outbox.append(job.wire_query(wire_id))
         self.capacity.on_sent(job.kv_demand)
@@ -87,11 +88,14 @@ class AgentSlot:
         """Take the step's finished and failed queries off this agent: (done, to retry elsewhere)."""
         done: list[Job] = []
         retry: list[Job] = []
+        capacity = self.capacity
+        if capacity is None:  # not ready (or detached): nothing can be in flight here
+            return done, retry
         for wire_id, reason in zip(step.finished_ids, step.finish_reasons):
             job = self.inflight.pop(wire_id, None)
             if job is None:
                 continue
-            self.capacity.on_finished(job.kv_demand)
+            capacity.on_finished(job.kv_demand)
             if reason == pb.FINISH_REASON_CANCELLED:  # we never cancel: the agent dropped it
                 retry.append(job)
             else:
@@ -100,7 +104,7 @@ class AgentSlot:
             job = self.inflight.pop(err.id, None)
             if job is None:
                 continue
-            self.capacity.on_finished(0)
+            capacity.on_finished(0)
             problem = f"agent {self.address}: {pb.ErrorCode.Name(err.code)}: {err.message}"
             if err.code == pb.ERROR_CODE_INTERNAL:
                 retry.append(job)

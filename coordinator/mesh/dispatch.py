@@ -260,6 +260,7 @@ class Pool:
         self.metrics.queued = len(self.queue)
         for slot in fed.values():
             if slot.outbox:
+                assert slot.link is not None and slot.capacity is not None  # the router picks ready slots only
                 slot.link.send(slot.outbox)
                 slot.outbox = []
                 self.metrics.record_inflight(slot.counters, len(slot.inflight))
