@@ -10,7 +10,7 @@ from llmbench.agent.engine.block_manager import BlockManager
 from llmbench.agent.engine.in_process import generate
 from llmbench.agent.engine.paged import PagedEngine
 from llmbench.agent.engine.scheduler import Scheduler, Sequence
-from llmbench.agent.engine.step_budget import HEADROOM, MIN_PREFILL, MIN_STEPS, StepBudget
+from llmbench.agent.engine.step_budget import FIRST_TOKENS, HEADROOM, MAX_STEP_S, MIN_PREFILL, MIN_STEPS, StepBudget
 from llmbench.agent.engine.types import EngineConfig, ErrorCode, Request
 from llmbench.agent.server.screening import screen
 from llmbench.proto import pb
@@ -41,9 +41,20 @@ def test_a_limit_no_step_can_meet_still_leaves_prefill_its_minimum():
 
 
 def test_no_fit_before_enough_steps_nor_from_steps_all_of_one_size():
-    assert fed([40, 1000] * (MIN_STEPS // 2 - 1)).tokens(10, 0.03) == 8192  # too few steps yet
+    assert fed([40, 1000] * (MIN_STEPS // 2 - 1)).tokens(10, 0.03) == FIRST_TOKENS  # too few steps yet
     same = fed([500] * 50)
-    assert same.line() is None and same.tokens(10, 0.03) == 8192  # nothing to read a slope from
+    assert same.line() is None and same.tokens(10, 0.0) == FIRST_TOKENS  # nothing to read a slope from
+    assert StepBudget(64).tokens(0, 0.0) == 64  # never past max_step_tokens
+
+
+def test_a_slow_device_gets_steps_it_finishes_within_seconds():
+    """A real model on a few CPU cores: 50 ms a token. Steps are cut to MAX_STEP_S, not the 8192 tokens
+    (minutes) that would look like a hung engine."""
+    budget = StepBudget(8192)
+    for n in [40, 512, 60, 300] * 3:
+        budget.observe(n, 0.2 + 0.05 * n)
+    n = budget.tokens(decode_rows=4, tpot_limit_s=0.0)
+    assert MAX_STEP_S - 0.05 <= 0.2 + 0.05 * n <= MAX_STEP_S + 1e-9, n  # the most tokens that fit in 5 s (~96)
 
 
 def test_steps_slower_than_predicted_shrink_the_budget():
