@@ -1,6 +1,6 @@
 """`llmbench accuracy`: score an mlperf_log_accuracy.json with MLPerf's ROUGE evaluation.
 
-Prints the table beside the 99% targets; exit status 0 on PASS, 1 on FAIL."""
+Prints the table beside the 99% targets of the benchmark's reference; exit status 0 on PASS, 1 on FAIL."""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +9,9 @@ from pathlib import Path
 
 from llmbench.coordinator.scoring import accuracy
 from llmbench.coordinator.data import loaders
+from llmbench.coordinator.data.dataset import Dataset
+from llmbench.coordinator.loadgen import benchmarks
+from llmbench.coordinator.loadgen.benchmarks import Benchmark
 from llmbench.coordinator.run.outputs import writable_file
 
 
@@ -19,12 +22,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "arrow, save_to_disk folder)")
     parser.add_argument("--tokenizer", required=True,
                         help="model folder, tokenizer folder or Llama-3 tokenizer.model (tiktoken)")
+    parser.add_argument("--benchmark", choices=list(benchmarks.BENCHMARKS), default=None,
+                        help="whose accuracy targets (default: the one whose whole dataset has as many samples, "
+                             + ", ".join(f"{b.name} {b.samples:,}" for b in benchmarks.BENCHMARKS.values())
+                             + f"; else {benchmarks.DEFAULT.name})")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="as given to the run: the dataset's first N samples")
     parser.add_argument("--max-prompt-tokens", type=int, default=None,
                         help="as given to the run (default 2540): longer prompts were refused")
     parser.add_argument("--json", metavar="OUT", default=None,
                         help='write {"rouge1","rouge2","rougeL","rougeLsum","gen_len","gen_num"} here')
+
+
+def benchmark_of(args: argparse.Namespace, dataset: Dataset) -> Benchmark:
+    """--benchmark; without it (a log scored on its own names no benchmark), the one whose whole dataset
+    has this many samples, else the default."""
+    if args.benchmark is not None:
+        return benchmarks.get(args.benchmark)
+    size = len(dataset.references or ())
+    return next((b for b in benchmarks.BENCHMARKS.values() if b.samples == size), benchmarks.DEFAULT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                             max_prompt_tokens=args.max_prompt_tokens)
     for note in dataset.notes:
         print(f"note: {note}")
-    result = accuracy.evaluate(args.log, dataset, args.tokenizer)
+    result = accuracy.evaluate(args.log, dataset, args.tokenizer, benchmark=benchmark_of(args, dataset))
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -13,7 +13,7 @@ from typing import Callable
 from llmbench.common.auth import add_client_arguments, client_security, server_security
 from llmbench.coordinator.run import exits, find_peak as peak_search, preflight
 from llmbench.coordinator.observe import prometheus
-from llmbench.coordinator.loadgen import scenarios, settings as lgsettings
+from llmbench.coordinator.loadgen import benchmarks, scenarios, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import LinkConfig
 from llmbench.coordinator.mesh.discovery import parse_agents
 from llmbench.coordinator.observe.metrics import LogToMetrics, RunMetrics
@@ -24,12 +24,23 @@ from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, run_s
 from llmbench.coordinator.observe.status_service import StatusServer
 
 
+def scenario_help() -> str:
+    """--scenario's help: each benchmark's scenarios, from the benchmark table."""
+    def listed(b: benchmarks.Benchmark) -> str:
+        return ", ".join(s.name + (" (default)" if s is b.scenario(None) else "") for s in b.scenarios)
+    return ("one of the benchmark's: " + "; ".join(f"{b.name}: {listed(b)}" for b in benchmarks.BENCHMARKS.values())
+            + ". Interactive is Server with 500 ms TTFT / 30 ms TPOT limits; SingleStream issues one query at a "
+              "time and reports its 90th-percentile latency")
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared with `llmbench run`, and the exit statuses both give."""
     p.epilog = exits.EXIT_STATUSES
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--scenario", default="Server",
-                   help="Offline, Server (default) or Interactive (Server with 500 ms TTFT / 30 ms TPOT limits)")
+    p.add_argument("--benchmark", choices=list(benchmarks.BENCHMARKS), default=benchmarks.DEFAULT.name,
+                   help="the MLPerf benchmark: its mlperf.conf settings, dataset size and accuracy targets "
+                        "(default: %(default)s)")
+    p.add_argument("--scenario", help=scenario_help())
     p.add_argument("--mode", default="performance", help="performance or accuracy (default performance)")
     p.add_argument("--compliance", choices=["TEST06"],
                    help="run under the compliance test's audit settings, then check its log (TEST06: first "
@@ -39,7 +50,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", help="tokenizer for raw articles and accuracy: model folder or tokenizer file")
     p.add_argument("--user-conf", help="LoadGen user.conf applied over MLPerf's mlperf.conf")
     p.add_argument("--max-samples", type=int, help="use the first N samples of the dataset")
-    p.add_argument("--target-qps", type=float, help="Server target QPS / Offline expected QPS (overrides the conf)")
+    p.add_argument("--target-qps", type=float,
+                   help="Server target QPS / Offline expected QPS (overrides the conf); SingleStream has no rate: "
+                        "its expected latency goes in --user-conf (*.SingleStream.target_latency = MS)")
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
     p.add_argument("--output", type=Path,
                    help="folder for LoadGen's logs and report.md (default: a new results/<timestamp>); an "
@@ -99,6 +112,11 @@ def output_folder(args: argparse.Namespace) -> Path:
             path = base.with_name(f"{base.name}-{n}")
 
 
+def chosen_scenario(args: argparse.Namespace) -> scenarios.Scenario:
+    """--scenario, one of --benchmark's; the benchmark's first when not given."""
+    return benchmarks.get(args.benchmark).scenario(args.scenario)
+
+
 def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> CoordinatorConfig:
     """The run's config, checked (preflight.check) before any agent is started or contacted."""
     for flag in ("status_port", "metrics_port"):
@@ -108,7 +126,8 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         parse_agents(agents)
     demo = lgsettings.DEMO if getattr(args, "demo", False) else None
     cfg = CoordinatorConfig(
-        agents=agents, output=output, scenario=args.scenario, mode=args.mode, dataset=args.dataset,
+        agents=agents, output=output, benchmark=args.benchmark, scenario=chosen_scenario(args).name,
+        mode=args.mode, dataset=args.dataset,
         tokenizer=args.tokenizer, user_conf=args.user_conf,
         max_samples=(args.max_samples if args.max_samples is not None
                      else demo.samples if demo and args.dataset == "synthetic" else None),
@@ -200,7 +219,7 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
 def check_find_peak(args: argparse.Namespace) -> None:
     if not args.find_peak:
         return
-    if not scenarios.get(args.scenario).latency_bound or args.mode != "performance" or args.compliance:
+    if not chosen_scenario(args).latency_limits or args.mode != "performance" or args.compliance:
         raise ValueError("--find-peak searches a Server or Interactive performance run (no --mode accuracy, "
                          "no --compliance)")
     for flag in ("peak_probe_duration", "peak_confirm_duration"):

@@ -163,7 +163,7 @@ def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: R
     cfg = config_from_args(args, "", output)
     started = time.monotonic()
     print(f"llmbench run: {args.agents} local agents{' on GPUs ' + ','.join(gpus) if gpus else ''} ({args.engine} engine"
-          f"{', model ' + args.model if args.engine == 'paged' else ''}), {args.scenario} {args.mode}, "
+          f"{', model ' + args.model if args.engine == 'paged' else ''}), {cfg.scenario} {args.mode}, "
           f"results in {output}", flush=True)
     agents += start_agents(args, output, gpus)
     metrics.timings_s["agent processes"] = time.monotonic() - started

@@ -2,8 +2,9 @@
 
 LoadGen calls issue_queries on its own thread; the batch is handed to the asyncio loop with
 call_soon_threadsafe and never touches an aio object there. Answers come from the loop (the
-dispatcher's Listener calls): first tokens with FirstTokenComplete (Server only: Offline measures
-throughput), completions with QuerySamplesComplete, token ids as little-endian int32 with n_tokens.
+dispatcher's Listener calls): first tokens with FirstTokenComplete where the scenario table says the
+scenario reports them (not Offline, which measures throughput), completions with
+QuerySamplesComplete, token ids as little-endian int32 with n_tokens.
 A ledger of outstanding sample ids guarantees each sample is answered once, first token included.
 """
 from __future__ import annotations
@@ -33,9 +34,9 @@ class LoadGenSut:
         self.dataset = dataset
         self.settings = settings
         self.metrics = metrics
-        self.report_first_tokens = settings.spec.latency_bound
+        self.report_first_tokens = settings.spec.reports_first_tokens
         # Queries carry the scenario's TPOT limit (where it holds), so agents size their steps to it.
-        self.tpot_limit_ms = settings.test.tpot_latency / 1e6 if settings.spec.latency_bound else 0.0
+        self.tpot_limit_ms = settings.test.tpot_latency / 1e6 if settings.spec.latency_limits else 0.0
         self._outstanding: set[int] = set()  # sample ids issued and not yet completed
         self._first_sent: set[int] = set()
         self._wire_bodies: dict[int, bytes] = {}  # QSL index -> its query, encoded while LoadGen loads samples

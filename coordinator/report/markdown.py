@@ -1,7 +1,7 @@
 """report.md and its PNG charts in the output dir at the end of every run.
 
 What users show others after a run: the settings (and which differ from MLPerf's), LoadGen's
-summary, each agent's share, the accuracy table, how long the full 13,368-sample dataset would take
+summary, each agent's share, the accuracy table, how long the benchmark's full dataset would take
 at the measured rate, and where the job's wall-clock time went (agents, dataset, LoadGen, accuracy)
 beside LoadGen's own throughput.
 """
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from llmbench.coordinator.report import charts
-from llmbench.coordinator.scoring.accuracy import DATACENTER
+from llmbench.coordinator.loadgen import scenarios
 from llmbench.coordinator.run.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs, phase_reached
 from llmbench.coordinator.observe.metrics import Percentiles, RunMetrics
 from llmbench.coordinator.run.outputs import CHART_FILES, REPORT_FILE, REPORT_HEADER
@@ -21,7 +21,6 @@ from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, preci
 from llmbench.coordinator.loadgen.summary import read_summary
 
 log = logging.getLogger("llmbench.coordinator")
-FULL_DATASET = DATACENTER.samples  # CNN/DailyMail validation: MLPerf's llama3.1-8b set
 PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spent on
     "agent processes": "start the local agent processes",
     "agents ready": "agents connected, model loaded and warmed up",
@@ -42,8 +41,12 @@ def outcome(result: RunResult) -> str:
     if not summary.result:
         return f"accuracy run: {s.completed} samples answered" + (f"; {result.accuracy_lines[-1]}"
                                                                   if result.accuracy_lines else "")
+    ran = f"{result.settings.benchmark.name} {result.settings.scenario}"
+    if summary.latency_ms is not None:  # SingleStream's result
+        return (f"{summary.result} ({ran}): {summary.latency_percentile:g}th percentile latency "
+                f"{summary.latency_ms:.1f} ms")
     rate = f"{summary.samples_per_s:g} samples/s" if summary.samples_per_s is not None else "no rate"
-    return f"{summary.result} ({summary.scenario}): {rate}, {summary.tokens_per_s or 0:g} tokens/s"
+    return f"{summary.result} ({ran}): {rate}, {summary.tokens_per_s or 0:g} tokens/s"
 
 
 def _duration(seconds: float) -> str:
@@ -70,7 +73,11 @@ def settings_section(result: RunResult) -> list[str]:
         label, value = row.strip().split(": ", 1)
         change = changes.get(label)
         table.append([label, value, change["base"] if change else value, change["why"] if change else ""])
-    lines = ["## Settings", "", head, "", f"Dataset: {ds.name}, {len(ds):,} samples, up to {ds.max_new_tokens} new tokens.",
+    name, checker = bench.benchmark.name, bench.spec.checker
+    lines = ["## Settings", "", head, "",
+             f"MLPerf's submission checker names this benchmark {name}, scenario {checker} "
+             f"(results/<system>/{name}/{checker}/).", "",
+             f"Dataset: {ds.name}, {len(ds):,} samples, up to {ds.max_new_tokens} new tokens.",
              *[f"- {note}" for note in ds.notes], ""]
     lines += _table(["setting", "this run", "MLPerf (mlperf.conf)", "why it differs"], table)
     if bench.changes:
@@ -87,12 +94,15 @@ def summary_section(result: RunResult, metrics: RunMetrics) -> list[str]:
     sm, s = result.summary, result.snapshot
     lines = ["## LoadGen summary", "", f"From `{sm.path.name}`:", ""]
     if sm.result:
-        rows = [["result", f"**{sm.result}**"], ["scenario / mode", f"{sm.scenario} / {sm.mode}"]]
+        rows = [["result", f"**{sm.result}**"],
+                ["benchmark / scenario / mode", f"{result.settings.benchmark.name} / {sm.scenario} / {sm.mode}"]]
+        if sm.latency_ms is not None:
+            rows.append([f"{sm.latency_percentile:g}th percentile latency (ms)", f"{sm.latency_ms:.1f}"])
         if sm.samples_per_s is not None:
             rows.append(["samples per second", f"{sm.samples_per_s:g}"])
         if sm.tokens_per_s is not None:
             rows.append(["tokens per second", f"{sm.tokens_per_s:g}"])
-        if sm.target_qps and sm.latency_bound:
+        if sm.target_qps and sm.arrives_at_rate:
             rows.append(["target QPS", f"{sm.target_qps:g}"])
         if sm.ttft_p99_ms is not None:
             rows.append(["TTFT p99 (ms)", f"{sm.ttft_p99_ms:.1f}" + (f" (limit {sm.ttft_limit_ms:g})" if sm.ttft_limit_ms else "")])
@@ -154,10 +164,14 @@ def projection_section(result: RunResult) -> list[str]:
     lines = ["## Projection for the full dataset", ""]
     if rate <= 0:
         return lines + ["No samples were answered: no rate to project from.", ""]
-    lines.append(f"At the measured {rate:.2f} samples/s, the full {FULL_DATASET:,}-sample CNN/DailyMail set "
-                 f"would take **{_duration(FULL_DATASET / rate)}** of LoadGen test with these agents.")
-    if result.summary.latency_bound:
+    benchmark, arrival = result.settings.benchmark, result.settings.spec.arrival
+    lines.append(f"At the measured {rate:.2f} samples/s, the full {benchmark.samples:,}-sample CNN/DailyMail set "
+                 f"would take **{_duration(benchmark.samples / rate)}** of LoadGen test with these agents.")
+    if arrival == scenarios.AT_RATE:
         lines.append("(Server scenario: the rate follows the target QPS, not what the agents could do at most.)")
+    elif arrival == scenarios.ONE_AT_A_TIME:
+        lines.append("(SingleStream: one query at a time, so the rate is one over its latency, not what the agents "
+                     "could do at most.)")
     return lines + [""]
 
 
@@ -191,7 +205,8 @@ def charts_section(result: RunResult, metrics: RunMetrics) -> tuple[list[str], d
 def write_report(result: RunResult, metrics: RunMetrics) -> tuple[Path, dict[str, charts.Series]]:
     """report.md and the charts in the run's output dir; returns its path and the charted series."""
     chart_lines, drawn = charts_section(result, metrics)
-    lines = [f"{REPORT_HEADER}: {result.settings.scenario} {result.settings.mode}", "",
+    bench = result.settings
+    lines = [f"{REPORT_HEADER}: {bench.benchmark.name} {bench.scenario} {bench.mode}", "",
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
              f"**Outcome: {outcome(result)}**", ""]
     lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
@@ -240,7 +255,7 @@ def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> 
         return None
     try:
         s = metrics.snapshot()
-        lines = [f"{REPORT_HEADER}: {cfg.scenario} {cfg.mode}, interrupted", "",
+        lines = [f"{REPORT_HEADER}: {cfg.benchmark} {cfg.scenario} {cfg.mode}, interrupted", "",
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{cfg.output.resolve()}`", "",
                  *interrupted_outcome(cfg, metrics, how)]
         rows = [["samples answered", f"{s.completed:,}"], ["queries failed", s.failed],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.run import outputs
-from llmbench.coordinator.loadgen import scenarios, settings as lgsettings
+from llmbench.coordinator.loadgen import benchmarks, early_stopping, scenarios, settings as lgsettings
 from llmbench.coordinator.data.dataset import Dataset
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ class Checked:
     load_s: float = 0.0  # time spent reading the dataset file
 
 
-def check_choices(scenario: str, mode: str) -> None:
-    scenarios.get(scenario)
+def check_choices(benchmark: str, scenario: str, mode: str) -> None:
+    benchmarks.get(benchmark).scenario(scenario)
     if mode not in lgsettings.MODES:
         raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(lgsettings.MODES)}")
 
@@ -66,11 +66,21 @@ def check_numbers(cfg: CoordinatorConfig) -> None:
 
 
 def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchSettings:
-    # With --max-samples, an Offline run is one pass over the set, not MLPerf's 13,368 queries.
-    one_pass = not scenarios.get(cfg.scenario).latency_bound and cfg.max_samples is not None and cfg.demo is None
-    return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, user_conf=cfg.user_conf,
-                            target_qps=cfg.target_qps, duration_s=cfg.duration_s, demo=cfg.demo,
-                            min_query_count=sample_count if one_pass else None)
+    # With --max-samples, an Offline run is one pass over the set, not mlperf.conf's one of the whole dataset.
+    one_pass = (scenarios.get(cfg.scenario).arrival == scenarios.ONE_QUERY and cfg.max_samples is not None
+                and cfg.demo is None)
+    return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, benchmark=cfg.benchmark,
+                            user_conf=cfg.user_conf, target_qps=cfg.target_qps, duration_s=cfg.duration_s,
+                            demo=cfg.demo, min_query_count=sample_count if one_pass else None)
+
+
+def pace(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings) -> str:
+    """The setting LoadGen plans the test's queries by, and where it came from."""
+    t = bench.test
+    if bench.spec.arrival == scenarios.ONE_AT_A_TIME:
+        return f"expected latency {t.single_stream_expected_latency_ns / 1e6:g} ms (mlperf.conf/user.conf)"
+    qps = getattr(t, bench.spec.rate_setting)
+    return f"--target-qps {qps:g}" if cfg.target_qps is not None else f"target_qps {qps:g} (mlperf.conf/user.conf)"
 
 
 def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample_count: int) -> list[str]:
@@ -79,17 +89,16 @@ def length_notes(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings, sample
     if cfg.mode != "performance" or cfg.compliance:  # accuracy: one pass; TEST06 sets its own counts
         return []
     t = bench.test
-    server = bench.spec.latency_bound
-    qps = getattr(t, bench.spec.rate_setting)
-    rate = f"--target-qps {qps:g}" if cfg.target_qps is not None else f"target_qps {qps:g} (mlperf.conf/user.conf)"
     queries = bench.expected_queries(sample_count)
     if queries > MAX_QUERIES:
-        raise ValueError(f"{rate} with min_duration {t.min_duration_ms / 1000:g} s: LoadGen would issue {queries:,} "
-                         f"queries, more than {MAX_QUERIES:,}")
-    if not server:  # Offline: how long one query takes depends on the agents, not on a rate
+        raise ValueError(f"{pace(cfg, bench)} with min_duration {t.min_duration_ms / 1000:g} s: LoadGen would issue "
+                         f"{queries:,} queries, more than {MAX_QUERIES:,}")
+    if bench.spec.arrival != scenarios.AT_RATE:  # how long the queries take depends on the agents, not on a rate
         return []
+    rate = pace(cfg, bench)
+    qps = getattr(t, bench.spec.rate_setting)
     notes = []
-    needed = lgsettings.early_stopping_queries()
+    needed = early_stopping.SERVER_QUERIES
     if queries < needed:
         notes.append(f"expect INVALID: LoadGen issues about {queries:,} queries at {qps:g} QPS and its p99 early "
                      f"stopping needs at least {needed} with none over the latency limits; a longer --duration "
@@ -123,7 +132,7 @@ def check_tokenizer(cfg: CoordinatorConfig, dataset: Dataset | None) -> None:
 
 def check(cfg: CoordinatorConfig) -> Checked:
     """Every check that needs no agent; the output folder is prepared last, once the rest is known good."""
-    check_choices(cfg.scenario, cfg.mode)
+    check_choices(cfg.benchmark, cfg.scenario, cfg.mode)
     if cfg.compliance and cfg.mode == "accuracy":
         raise ValueError(f"--compliance {cfg.compliance} audits a performance run (LoadGen logs some of its "
                          f"responses): drop --mode accuracy or --compliance")

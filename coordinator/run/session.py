@@ -17,7 +17,7 @@ from typing import Callable
 from llmbench.coordinator.scoring import compliance
 from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.run import outputs
-from llmbench.coordinator.loadgen import settings as lgsettings
+from llmbench.coordinator.loadgen import benchmarks, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.loadgen.detail_log import wait_generated_count
 from llmbench.coordinator.mesh.discovery import AgentWatcher
@@ -49,7 +49,8 @@ def precision(model: pb.ModelInfo) -> str:
 class CoordinatorConfig:
     agents: str  # --agents: HOST:PORT[,...] or dns:///NAME:PORT
     output: Path
-    scenario: str = "Server"
+    benchmark: str = benchmarks.DEFAULT.name  # --benchmark: which MLPerf benchmark's settings and targets
+    scenario: str = benchmarks.DEFAULT.scenario(None).name  # one of the benchmark's
     mode: str = "performance"
     dataset: str = "synthetic"
     tokenizer: str | None = None
@@ -129,7 +130,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
             for line in bench.changes:
                 say(f"  {line}")
         metrics.expected = bench.expected_queries(len(dataset))
-        if bench.spec.latency_bound:
+        if bench.spec.latency_limits:
             metrics.ttft_limit_s, metrics.tpot_limit_s = bench.test.ttft_latency / 1e9, bench.test.tpot_latency / 1e9
         sut = LoadGenSut(loop, pool, dataset, bench, metrics)
         tasks.append(asyncio.create_task(watch_agents(pool, cfg.no_agent_timeout_s)))
@@ -164,7 +165,7 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
     summary = read_summary(cfg.output)
     t3 = time.monotonic()
     metrics.phase = "accuracy"
-    accuracy_lines, accuracy_passed = await asyncio.to_thread(evaluate_accuracy, cfg, dataset)
+    accuracy_lines, accuracy_passed = await asyncio.to_thread(evaluate_accuracy, cfg, dataset, bench.benchmark)
     if accuracy_passed is not None:
         timings["accuracy"] = time.monotonic() - t3
     compliance_lines, compliance_passed = [], None
@@ -212,9 +213,11 @@ def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Datase
     return dataset
 
 
-def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> tuple[list[str], bool | None]:
-    """MLPerf ROUGE over the accuracy log when the dataset has references: the table (also written to
-    accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None) when it cannot be scored."""
+def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset,
+                      benchmark: benchmarks.Benchmark) -> tuple[list[str], bool | None]:
+    """MLPerf ROUGE over the accuracy log when the dataset has references, by the benchmark's targets: the
+    table (also written to accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None) when it
+    cannot be scored."""
     if cfg.mode != "accuracy":
         return [], None
     if dataset.references is None:
@@ -223,7 +226,7 @@ def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset) -> tuple[list[st
     if cfg.tokenizer is None:
         return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"], None
     from llmbench.coordinator.scoring import accuracy
-    result = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer)
+    result = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer, benchmark=benchmark)
     (cfg.output / outputs.ACCURACY_FILE).write_text(result.table() + "\n")
     return result.table().splitlines(), result.passed
 

@@ -1,4 +1,4 @@
-"""MLPerf llama3.1-8b accuracy: ROUGE of the outputs in mlperf_log_accuracy.json.
+"""MLPerf llama3.1-8b and llama3.1-8b-edge accuracy: ROUGE of the outputs in mlperf_log_accuracy.json.
 
 Follows MLPerf's evaluation.py: entries de-duplicated by qsl_idx (first kept), data decoded as
 little-endian int32 token ids with special tokens skipped, predictions and references stripped,
@@ -7,11 +7,11 @@ Porter stemmer) per sample, F-measures averaged and ×100; gen_len is the total 
 processed predictions, gen_num their count.
 
 MLPerf's pass marks: each ROUGE at least 99% of the reference implementation's score, gen_len
-within 90-110% of the reference's (mlcommons/inference submission checker). The datacenter
-reference is over all 13,368 samples; the edge one over the 5,000-sample edge file, used when the
-dataset has exactly 5,000 samples. For any other count the gen_len window is scaled by
-n / reference samples (the reference's characters per sample); the verdicts are then only
-indicative, since a subset's summaries are not the full set's.
+within 90-110% of the reference's (mlcommons/inference submission checker). The reference is the
+run's benchmark's (the benchmark table): llama3.1-8b's over all 13,368 samples, llama3.1-8b-edge's
+over its 5,000-sample file. For any other count the gen_len window is scaled by n / the benchmark's
+samples (the reference's characters per sample); the verdicts are then only indicative, since a
+subset's summaries are not the full set's.
 """
 from __future__ import annotations
 
@@ -25,32 +25,15 @@ import numpy as np
 from llmbench.coordinator.data import prompt
 from llmbench.coordinator.scoring import sentences
 from llmbench.coordinator.data.dataset import Dataset
+from llmbench.coordinator.loadgen.benchmarks import LLAMA3_1_8B, Benchmark
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 ROUGE_FRACTION = 0.99
 GEN_LEN_RANGE = (0.9, 1.1)
 
 
-@dataclass(frozen=True)
-class Reference:
-    """Scores of MLPerf's reference implementation (BF16 GPU run), that the targets derive from."""
-    name: str
-    rouge: dict[str, float]
-    gen_len: int
-    samples: int
-
-    def thresholds(self) -> dict[str, float]:
-        return {key: value * ROUGE_FRACTION for key, value in self.rouge.items()}
-
-
-DATACENTER = Reference("llama3.1-8b", {"rouge1": 38.7792, "rouge2": 15.9075, "rougeL": 24.4957,
-                                       "rougeLsum": 35.793}, 8_167_644, 13_368)
-EDGE = Reference("llama3.1-8b-edge", {"rouge1": 39.06, "rouge2": 16.1147, "rougeL": 24.6375,
-                                      "rougeLsum": 36.124}, 3_051_113, 5_000)
-
-
-def reference_for(dataset_size: int) -> Reference:
-    return EDGE if dataset_size == EDGE.samples else DATACENTER
+def rouge_targets(benchmark: Benchmark) -> dict[str, float]:
+    return {key: value * ROUGE_FRACTION for key, value in benchmark.reference.rouge.items()}
 
 
 def verdict(ok: bool) -> str:
@@ -66,15 +49,15 @@ class AccuracyResult:
     gen_len: int
     gen_num: int
     splitter: str  # which sentence splitter was used
-    reference: Reference = DATACENTER
+    benchmark: Benchmark = LLAMA3_1_8B  # whose reference scores the targets are
 
     def gen_len_window(self) -> tuple[float, float]:
-        expected = self.reference.gen_len * self.gen_num / self.reference.samples
+        expected = self.benchmark.reference.gen_len * self.gen_num / self.benchmark.samples
         return expected * GEN_LEN_RANGE[0], expected * GEN_LEN_RANGE[1]
 
     def checks(self) -> dict[str, bool]:
         low, high = self.gen_len_window()
-        passed = {key: getattr(self, key) >= target for key, target in self.reference.thresholds().items()}
+        passed = {key: getattr(self, key) >= target for key, target in rouge_targets(self.benchmark).items()}
         passed["gen_len"] = low <= self.gen_len <= high
         return passed
 
@@ -87,22 +70,23 @@ class AccuracyResult:
                 "rougeLsum": self.rougeLsum, "gen_len": self.gen_len, "gen_num": self.gen_num}
 
     def table(self) -> str:
-        ref, checks, thresholds = self.reference, self.checks(), self.reference.thresholds()
+        bench, checks, targets = self.benchmark, self.checks(), rouge_targets(self.benchmark)
+        rouge, gen_len = bench.reference.rouge, bench.reference.gen_len
         low, high = self.gen_len_window()
         rows = [f"{'metric':<10} {'value':>12}  {'target':<34} result"]
-        rows += [f"{key:<10} {getattr(self, key):>12.4f}  {f'>= {thresholds[key]:.4f} (99% of {ref.rouge[key]})':<34} "
+        rows += [f"{key:<10} {getattr(self, key):>12.4f}  {f'>= {targets[key]:.4f} (99% of {rouge[key]})':<34} "
                  f"{verdict(checks[key])}" for key in ROUGE_KEYS]
         rows.append(f"{'gen_len':<10} {self.gen_len:>12,}  {f'{low:,.0f} .. {high:,.0f}':<34} {verdict(checks['gen_len'])}")
         rows.append(f"{'gen_num':<10} {self.gen_num:>12,}")
-        scope = (f"all {ref.samples:,} samples of {ref.name}" if self.gen_num == ref.samples else
-                 f"{self.gen_num:,} samples; {ref.name} targets are for {ref.samples:,}: gen_len window "
-                 f"{ref.gen_len:,} x 90-110% scaled by {self.gen_num:,}/{ref.samples:,}, verdicts only indicative")
-        return "\n".join([f"MLPerf accuracy, llama3.1-8b on CNN/DailyMail ({scope})",
+        scope = (f"all {bench.samples:,} samples of {bench.name}" if self.gen_num == bench.samples else
+                 f"{self.gen_num:,} samples; {bench.name} targets are for {bench.samples:,}: gen_len window "
+                 f"{gen_len:,} x 90-110% scaled by {self.gen_num:,}/{bench.samples:,}, verdicts only indicative")
+        return "\n".join([f"MLPerf accuracy, {bench.name} on CNN/DailyMail ({scope})",
                           f"sentence splitter: {self.splitter}", *rows, f"accuracy: {verdict(self.passed)}"])
 
 
 def score(predictions: list[str], references: list[str], splitter: sentences.Splitter | None = None,
-          reference: Reference = DATACENTER) -> AccuracyResult:
+          benchmark: Benchmark = LLAMA3_1_8B) -> AccuracyResult:
     """ROUGE of decoded predictions against references, with MLPerf's postprocessing."""
     from rouge_score import rouge_scorer
     if len(predictions) != len(references):
@@ -121,7 +105,7 @@ def score(predictions: list[str], references: list[str], splitter: sentences.Spl
             totals[key] += scores[key].fmeasure
     means = {key: round(totals[key] / len(preds) * 100, 4) for key in ROUGE_KEYS}
     return AccuracyResult(**means, gen_len=sum(len(p) for p in preds), gen_num=len(preds), splitter=splitter.name,
-                          reference=reference)
+                          benchmark=benchmark)
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -171,12 +155,11 @@ def unique_by_sample(entries: list[dict]) -> list[tuple[int, dict]]:
 
 
 def evaluate(log_path: str | Path, dataset: Dataset, tokenizer: prompt.Tokenizer | str | Path,
-             splitter: sentences.Splitter | None = None) -> AccuracyResult:
-    """Score LoadGen's mlperf_log_accuracy.json against `dataset`'s references.
+             splitter: sentences.Splitter | None = None, *, benchmark: Benchmark) -> AccuracyResult:
+    """Score LoadGen's mlperf_log_accuracy.json against `dataset`'s references, by `benchmark`'s targets.
 
     `dataset` must be loaded as for the run (same file, --max-samples and limits) so qsl_idx
-    means the same sample; `tokenizer` is a loaded tokenizer or a path for prompt.load_tokenizer.
-    Targets: the edge reference for a 5,000-sample dataset, else the datacenter one."""
+    means the same sample; `tokenizer` is a loaded tokenizer or a path for prompt.load_tokenizer."""
     if dataset.references is None:
         raise ValueError(f"dataset {dataset.name} has no reference summaries: accuracy needs a real dataset")
     tok = prompt.load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
@@ -191,4 +174,4 @@ def evaluate(log_path: str | Path, dataset: Dataset, tokenizer: prompt.Tokenizer
                              f"{len(dataset.references)} samples: not the dataset (or --max-samples) of the run")
         predictions.append(tok.decode(decode_tokens(log_path, i, entry).tolist()))
         references.append(dataset.references[idx])
-    return score(predictions, references, splitter, reference_for(len(dataset.references)))
+    return score(predictions, references, splitter, benchmark)

@@ -1,4 +1,5 @@
 """MLPerf ROUGE accuracy: score(), evaluate() on hand-built LoadGen logs, and `llmbench accuracy`."""
+import argparse
 import json
 
 import numpy as np
@@ -6,7 +7,9 @@ import pytest
 from rouge_score import rouge_scorer
 
 from llmbench.cli.main import main as llmbench
+from llmbench.coordinator.commands.accuracy import benchmark_of
 from llmbench.coordinator.scoring import accuracy
+from llmbench.coordinator.loadgen.benchmarks import LLAMA3_1_8B, LLAMA3_1_8B_EDGE
 from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.data.dataset import Dataset
 from tokenizers_offline import tiny_tokenizer
@@ -42,9 +45,8 @@ def test_score_equals_rouge_score_called_directly(splitter):
 
 
 def test_targets_are_99_percent_of_mlperf_reference_and_gen_len_window_scales():
-    dc = accuracy.DATACENTER
-    assert dc.thresholds() == pytest.approx({"rouge1": 38.391408, "rouge2": 15.748425, "rougeL": 24.250743,
-                                             "rougeLsum": 35.43507})
+    assert accuracy.rouge_targets(LLAMA3_1_8B) == pytest.approx({"rouge1": 38.391408, "rouge2": 15.748425,
+                                                                 "rougeL": 24.250743, "rougeLsum": 35.43507})
     at = dict(rouge1=38.3915, rouge2=15.7485, rougeL=24.2508, rougeLsum=35.4351)
     full = accuracy.AccuracyResult(**at, gen_len=8_167_644, gen_num=13_368, splitter="s")
     assert full.passed and full.gen_len_window() == pytest.approx((7_350_879.6, 8_984_408.4))
@@ -58,8 +60,7 @@ def test_targets_are_99_percent_of_mlperf_reference_and_gen_len_window_scales():
     assert "6,684 samples; llama3.1-8b targets are for 13,368" in table and "accuracy: PASS" in table
     assert ">= 38.3914 (99% of 38.7792)" in table and "sentence splitter: s" in table
     assert list(half.to_json()) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num"]
-    assert accuracy.reference_for(5_000) is accuracy.EDGE and accuracy.reference_for(4_999) is dc
-    edge = accuracy.AccuracyResult(**at, gen_len=3_051_113, gen_num=5_000, splitter="s", reference=accuracy.EDGE)
+    edge = accuracy.AccuracyResult(**at, gen_len=3_051_113, gen_num=5_000, splitter="s", benchmark=LLAMA3_1_8B_EDGE)
     assert not edge.checks()["rouge1"] and edge.checks()["gen_len"]  # edge rouge1 target is 38.6694
     assert "all 5,000 samples of llama3.1-8b-edge" in edge.table()
 
@@ -81,11 +82,14 @@ def test_evaluate_end_to_end_dedups_and_skips_special_tokens(tmp_path, tok_dir, 
         (2, tok.encode("something else entirely")),  # a repeat of sample 2: MLPerf keeps the first
         (1, tok.encode(PREDICTIONS[1]) + [eos]),
     ])
-    result = accuracy.evaluate(log, dataset, tok, splitter)
+    result = accuracy.evaluate(log, dataset, tok, splitter, benchmark=LLAMA3_1_8B)
     expected = accuracy.score([PREDICTIONS[2], PREDICTIONS[0], PREDICTIONS[1]],
                               [REFERENCES[2], REFERENCES[0], REFERENCES[1]], splitter)
     assert result == expected and result.gen_num == 3
-    assert accuracy.evaluate(log, dataset, str(tok_dir), splitter) == expected  # tokenizer given as a path
+    assert accuracy.evaluate(log, dataset, str(tok_dir), splitter, benchmark=LLAMA3_1_8B) == expected  # tokenizer path
+    edge = accuracy.evaluate(log, dataset, tok, splitter, benchmark=LLAMA3_1_8B_EDGE)  # the run's, whatever the size
+    assert edge.benchmark is LLAMA3_1_8B_EDGE and edge.rouge1 == result.rouge1
+    assert "llama3.1-8b-edge targets are for 5,000" in edge.table() and ">= 38.6694 (99% of 39.06)" in edge.table()
 
 
 def test_accuracy_cli_json_and_exit_status(tmp_path, tok_dir, splitter, capsys):
@@ -101,11 +105,24 @@ def test_accuracy_cli_json_and_exit_status(tmp_path, tok_dir, splitter, capsys):
     printed = capsys.readouterr().out
     written = json.loads(out.read_text())
     assert code == 0 and "accuracy: PASS" in printed and "sentence splitter:" in printed
+    assert "2 samples; llama3.1-8b targets are for 13,368" in printed  # no --benchmark, not the edge file's size
     assert list(written) == ["rouge1", "rouge2", "rougeL", "rougeLsum", "gen_len", "gen_num"]
     assert written["rouge1"] == 100.0 and written["gen_num"] == 2
     short = write_log(tmp_path / "short.json", [(i, tok.encode("Shares.")) for i in range(2)])
     assert llmbench(["accuracy", "--log", str(short), "--dataset", str(data), "--tokenizer", str(tok_dir)]) == 1
     assert "accuracy: FAIL" in capsys.readouterr().out
+    assert llmbench(["accuracy", "--log", str(log), "--dataset", str(data), "--tokenizer", str(tok_dir),
+                     "--benchmark", "llama3.1-8b-edge"]) == 0
+    assert "2 samples; llama3.1-8b-edge targets are for 5,000" in capsys.readouterr().out
+
+
+def test_a_log_scored_on_its_own_takes_the_benchmark_of_its_dataset_size():
+    def dataset(n: int) -> Dataset:
+        return Dataset(name="d", prompts=[np.array([1], np.int32)] * n, references=["r"] * n)
+    guess = argparse.Namespace(benchmark=None)
+    assert benchmark_of(guess, dataset(5_000)) is LLAMA3_1_8B_EDGE  # the edge file
+    assert benchmark_of(guess, dataset(4_999)) is LLAMA3_1_8B and benchmark_of(guess, dataset(13_368)) is LLAMA3_1_8B
+    assert benchmark_of(argparse.Namespace(benchmark="llama3.1-8b"), dataset(5_000)) is LLAMA3_1_8B  # as told
 
 
 @pytest.mark.parametrize("content, message", [
@@ -125,11 +142,11 @@ def test_bad_logs_name_the_file_and_field(tmp_path, tok_dir, content, message):
         log.write_text(content)
     dataset = Dataset(name="hand", prompts=[np.array([1], np.int32)] * 3, references=REFERENCES)
     with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
-        accuracy.evaluate(log, dataset, prompt.load_tokenizer(tok_dir))
+        accuracy.evaluate(log, dataset, prompt.load_tokenizer(tok_dir), benchmark=LLAMA3_1_8B)
     assert str(log) in str(err.value) or "dataset hand" in str(err.value)
 
 
 def test_dataset_without_references_is_refused(tmp_path, tok_dir):
     synthetic = loaders.load("synthetic", max_samples=2, vocab_size=500)
     with pytest.raises(ValueError, match="no reference summaries"):
-        accuracy.evaluate(tmp_path / "x.json", synthetic, prompt.load_tokenizer(tok_dir))
+        accuracy.evaluate(tmp_path / "x.json", synthetic, prompt.load_tokenizer(tok_dir), benchmark=LLAMA3_1_8B)

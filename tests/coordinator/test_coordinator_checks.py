@@ -22,7 +22,7 @@ from llmbench.cli import main
 from llmbench.coordinator.commands import coordinator
 from llmbench.coordinator.data import loaders
 from llmbench.coordinator.run import outputs, preflight
-from llmbench.coordinator.loadgen import settings
+from llmbench.coordinator.loadgen import early_stopping, settings
 from llmbench.coordinator.run.session import CoordinatorConfig
 from cli_processes import LLMBENCH, error_of, llmbench
 
@@ -115,9 +115,11 @@ def test_length_note_only_when_loadgen_runs_clearly_longer(tmp_path):
 def test_too_few_queries_for_early_stopping_is_said_before_the_run(tmp_path):
     """LoadGen calls a Server/Interactive run INVALID below 459 queries at p99; the demo and MLPerf's own
     settings are above it, a 60 s run at 5 QPS (300 queries) is not."""
-    assert settings.early_stopping_queries() == 459  # 0.99 ** 459 < 0.01 <= 0.99 ** 458
+    assert early_stopping.SERVER_QUERIES == 459  # 0.99 ** 459 < 0.01 <= 0.99 ** 458
     assert preflight.check(config(tmp_path, max_samples=100, demo=settings.DEMO)).notes == []
     assert preflight.check(config(tmp_path, max_samples=100, scenario="Interactive", demo=settings.DEMO)).notes == []
+    assert preflight.check(config(tmp_path, max_samples=100, benchmark="llama3.1-8b-edge", scenario="SingleStream",
+                                  demo=settings.DEMO)).notes == []
     assert preflight.check(config(tmp_path, max_samples=100, duration_s=60, target_qps=10)).notes == []
     (note,) = preflight.check(config(tmp_path, max_samples=100, duration_s=60, target_qps=5)).notes
     assert note.startswith("expect INVALID: LoadGen issues about 300 queries at 5 QPS") and "at least 459" in note

@@ -96,7 +96,7 @@ def test_during_loadgen_partial_logs_and_report(tmp_path, capsys):
     assert err_line(capsys) == (f"llmbench coordinator: interrupted after 1,500 of 3,000 samples; "
                                 f"LoadGen's partial logs and report.md in {out.resolve()}")
     report = written.read_text()
-    assert report.splitlines()[0] == "# llmbench report: Server performance, interrupted"
+    assert report.splitlines()[0] == "# llmbench report: llama3.1-8b Server performance, interrupted"
     assert "during the LoadGen test, after 1,500 of 3,000 samples answered; no LoadGen result" in report
     assert "LoadGen's logs in this folder are partial: the test did not finish" in report
     assert "| samples answered | 1,500 |" in report and "| output tokens | 192,000 |" in report

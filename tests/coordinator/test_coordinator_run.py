@@ -62,6 +62,13 @@ def generate(address: str, prompt: np.ndarray, max_new_tokens: int) -> list[int]
         return [t for r in replies for t in r.tokens]
 
 
+def progress_counts(stdout: str) -> tuple[int, int]:
+    """(done, total) of the last progress line: the total is what LoadGen generated once its log says."""
+    last = [line for line in stdout.splitlines() if "samples done" in line][-1]
+    done, total = last.split("]")[1].split()[0].split("/")
+    return int(done), int(total)
+
+
 def port_closed(address: str) -> bool:
     host, port = address.rsplit(":", 1)
     with socket.socket() as s:
@@ -94,10 +101,27 @@ def test_server_performance_run_is_valid(sim_agents, tmp_path):
     assert summary.result == "VALID", summary.problems
     assert summary.samples_per_s > 80 and summary.ttft_p99_ms < 2000 and summary.tpot_p99_ms < 100
     assert "Result is : VALID" in r.stdout and "TTFT p99" in r.stdout
-    last = [line for line in r.stdout.splitlines() if "samples done" in line][-1]
-    done, total = last.split("]")[1].split()[0].split("/")  # the total is what LoadGen generated, not an estimate
-    assert int(done) == int(total) == generated_sample_count(out), last
+    assert progress_counts(r.stdout) == (generated_sample_count(out),) * 2
     assert "target_qps: 100 (mlperf.conf: 1) - --target-qps" in r.stdout  # overrides shown as such
+
+
+def test_single_stream_edge_run_answers_every_query(sim_agents, tmp_path):
+    """llama3.1-8b-edge SingleStream through the mesh: LoadGen issues one query at a time, as many as our
+    settings expect (max(min_query_count 100, 2 x 0.5 s / mlperf.conf's 10 ms) plus a pass over 20 samples),
+    and reports its 90th-percentile latency, with no TTFT/TPOT limits."""
+    out = tmp_path / "out"
+    r = llmbench("coordinator", "--agents", addresses(sim_agents), "--benchmark", "llama3.1-8b-edge",
+                 "--scenario", "SingleStream", "--max-samples", "20", "--duration", "0.5", "--progress", "0.5",
+                 "--output", str(out))
+    assert r.returncode in (0, 1) and "ERROR" not in r.stdout, r.stdout + r.stderr  # VALID or not: a finished run
+    assert "LoadGen settings: benchmark llama3.1-8b-edge, model llama3_1-8b-edge, scenario SingleStream" in r.stdout
+    summary = read_summary(out)
+    assert (summary.scenario, summary.mode, summary.latency_percentile) == ("SingleStream", "PerformanceOnly", 90)
+    assert summary.latency_ms > 0 and summary.ttft_p99_ms > 0 and summary.ttft_limit_ms is None
+    assert progress_counts(r.stdout) == (120, 120) and generated_sample_count(out) == 120  # every query answered
+    report = (out / "report.md").read_text()
+    assert report.startswith("# llmbench report: llama3.1-8b-edge SingleStream performance")
+    assert "Queries: 120 answered, 0 failed" in report and "90th percentile latency (ms)" in report
 
 
 @pytest.mark.slow
@@ -195,7 +219,10 @@ def test_unreachable_agent_fails_fast_with_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--scenario", "SingleStream"], "unknown scenario 'SingleStream'"),
+    (["--scenario", "MultiStream"], "unknown scenario 'MultiStream'"),
+    (["--scenario", "SingleStream"], "--scenario SingleStream needs --benchmark llama3.1-8b-edge"),
+    (["--benchmark", "llama3.1-8b-edge", "--scenario", "Server"], "--scenario Server needs --benchmark llama3.1-8b"),
+    (["--benchmark", "llama3.1-8b-edge", "--target-qps", "5"], "--target-qps: SingleStream has no target rate"),
     (["--mode", "fast"], "unknown mode 'fast'"),
     (["--agents", "localhost"], "expected HOST:PORT"),
     (["--user-conf", "/nonexistent/user.conf"], "user.conf /nonexistent/user.conf does not exist"),

@@ -1,11 +1,16 @@
 """LoadGen settings from mlperf.conf + user.conf + overrides, and the synthetic dataset's shape."""
 from __future__ import annotations
 
+import re
+
+import mlperf_loadgen as lg
 import numpy as np
 import pytest
 
-from llmbench.coordinator.loadgen import settings
+from llmbench.coordinator.loadgen import benchmarks, early_stopping, scenarios, settings
 from llmbench.coordinator.data.synthetic import make_synthetic
+
+EDGE = benchmarks.LLAMA3_1_8B_EDGE.name
 
 
 def test_mlperf_conf_for_llama3_1_8b_server():
@@ -29,10 +34,65 @@ def test_offline_and_small_dataset_are_reported_as_changes():
 
 def test_demo_scale_is_listed_with_reasons_and_allows_early_stopping():
     s = settings.build("Server", "performance", sample_count=settings.DEMO.samples, demo=settings.DEMO)
-    assert s.test.server_target_qps == settings.DEMO.server_target_qps
+    assert s.test.server_target_qps == 7
     assert all(" - demo" in line or "dataset" in line for line in s.changes)
     assert any(line.startswith("target_qps: 7 (mlperf.conf: 1)") for line in s.changes)
-    assert s.expected_queries(settings.DEMO.samples) >= 500  # LoadGen's p99 early stopping needs ~460
+    assert s.expected_queries(settings.DEMO.samples) >= early_stopping.SERVER_QUERIES + 100
+
+
+def test_early_stopping_needs_what_loadgen_says():
+    """459 queries at p99 with none over (Server); SingleStream's p90 estimate needs one query over it: LoadGen
+    logs "Processed at least 64 queries", and for its p99 estimate "would need to process at least 662"."""
+    assert early_stopping.SERVER_QUERIES == early_stopping.queries_needed(0.99) == 459  # 0.99 ** 459 < 0.01
+    assert early_stopping.SINGLE_STREAM_QUERIES == early_stopping.queries_needed(0.9, overs=1) == 64
+    assert early_stopping.queries_needed(0.99, overs=1) == 662
+
+
+def mlperf_conf(model: str, scenario: str) -> lg.TestSettings:
+    t = lg.TestSettings()
+    t.scenario = getattr(lg.TestScenario, scenario)
+    t.FromConfig("", model, scenario, 0)
+    return t
+
+
+LOADGEN_SETTINGS = ("min_duration_ms", "min_query_count", "max_duration_ms", "max_query_count", "offline_expected_qps",
+                    "single_stream_expected_latency_ns", "performance_sample_count_override", "use_token_latencies",
+                    "sample_concatenate_permutation", "ttft_latency", "tpot_latency")
+
+
+@pytest.mark.parametrize("scenario, min_query_count", [("SingleStream", 100), ("Offline", 5000)])
+def test_mlperf_conf_for_llama3_1_8b_edge(scenario, min_query_count):
+    s = settings.build(scenario, "performance", sample_count=5000, benchmark=EDGE)
+    assert s.model == "llama3_1-8b-edge" and s.benchmark is benchmarks.LLAMA3_1_8B_EDGE and s.changes == []
+    assert s.test.scenario == getattr(lg.TestScenario, scenario)
+    conf = mlperf_conf("llama3_1-8b-edge", scenario)
+    assert {a: getattr(s.test, a) for a in LOADGEN_SETTINGS} == {a: getattr(conf, a) for a in LOADGEN_SETTINGS}
+    assert s.performance_sample_count == benchmarks.LLAMA3_1_8B_EDGE.samples == 5000  # the checker's
+    assert s.test.min_query_count == min_query_count and s.test.use_token_latencies
+    assert s.test.min_duration_ms == 600_000
+
+
+def test_single_stream_query_count_is_what_loadgen_plans(tmp_path):
+    """max(min_query_count, 2 x min_duration / expected latency), plus the rest of a pass over the samples."""
+    mlperf = settings.build("SingleStream", "performance", sample_count=5000, benchmark=EDGE)
+    assert mlperf.expected_queries(5000) == 120_000 + 5000  # 2 x 600 s / 10 ms, already whole passes: one more
+    conf = tmp_path / "user.conf"  # NVIDIA's Jetson Thor submission's; its LoadGen log: 10,000 queries
+    conf.write_text("*.SingleStream.target_latency = 4200\n*.SingleStream.min_query_count = 5000\n")
+    submitted = settings.build("SingleStream", "performance", sample_count=5000, benchmark=EDGE, user_conf=str(conf))
+    assert submitted.expected_queries(5000) == 10_000
+    assert any(line.startswith("expected_latency (ns): 4200000000 (mlperf.conf: 10000000) - from") for line in
+               submitted.changes)
+    short = settings.build("SingleStream", "performance", sample_count=37, benchmark=EDGE, duration_s=0.1)
+    assert short.expected_queries(37) == 111  # max(100, 20), plus 11 to three passes over 37 (LoadGen: 111)
+
+
+def test_single_stream_demo_is_listed_with_reasons():
+    s = settings.build("SingleStream", "performance", sample_count=settings.DEMO.samples, benchmark=EDGE,
+                       demo=settings.DEMO)
+    assert s.test.single_stream_expected_latency_ns == 250_000_000 and s.test.min_duration_ms == 10_000
+    assert all(" - demo" in line or "dataset" in line for line in s.changes) and len(s.changes) == 3
+    assert s.expected_queries(settings.DEMO.samples) == 200 >= early_stopping.SINGLE_STREAM_QUERIES
+    assert "ttft_latency" not in "\n".join(s.describe())  # SingleStream has no TTFT/TPOT limits to show
 
 
 def test_user_conf_applies_over_mlperf_conf(tmp_path):
@@ -44,9 +104,27 @@ def test_user_conf_applies_over_mlperf_conf(tmp_path):
     assert s.expected_queries(100) == 100  # 3.5 x 7 = 24.5 -> min_query_count 100 -> one permutation
 
 
+@pytest.mark.parametrize("benchmark, scenario, message", [
+    ("llama3.1-8b", "SingleStream", "--scenario SingleStream needs --benchmark llama3.1-8b-edge (llama3.1-8b runs "
+                                    "Server, Offline, Interactive)"),
+    (EDGE, "Server", "--scenario Server needs --benchmark llama3.1-8b (llama3.1-8b-edge runs SingleStream, Offline)"),
+    (EDGE, "Interactive", "--scenario Interactive needs --benchmark llama3.1-8b"),
+    (EDGE, "MultiStream", "unknown scenario 'MultiStream'"),
+    ("llama3.1-70b", "Offline", "unknown benchmark 'llama3.1-70b'"),
+])
+def test_a_scenario_outside_its_benchmark_is_refused(benchmark, scenario, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        settings.build(scenario, "performance", sample_count=10, benchmark=benchmark)
+
+
+def test_single_stream_has_no_target_rate():
+    with pytest.raises(ValueError, match="^--target-qps: SingleStream has no target rate, .* goes in --user-conf"):
+        settings.build("SingleStream", "performance", sample_count=10, benchmark=EDGE, target_qps=2)
+    assert benchmarks.LLAMA3_1_8B_EDGE.scenario(None) is scenarios.SINGLE_STREAM  # without --scenario: its first
+    assert benchmarks.LLAMA3_1_8B.scenario(None) is scenarios.SERVER
+
+
 def test_bad_settings_input():
-    with pytest.raises(ValueError, match="unknown scenario 'SingleStream'"):
-        settings.build("SingleStream", "performance", sample_count=10)
     with pytest.raises(ValueError, match="unknown mode"):
         settings.build("Server", "fast", sample_count=10)
     with pytest.raises(FileNotFoundError, match="user.conf /nonexistent.conf"):

@@ -65,6 +65,8 @@ def test_no_rate_confirmed_is_no_peak():
 @pytest.mark.parametrize("flags, message", [
     (["--scenario", "Offline"], "--find-peak searches a Server or Interactive performance run (no --mode "
                                 "accuracy, no --compliance)"),
+    (["--benchmark", "llama3.1-8b-edge"], "--find-peak searches a Server or Interactive performance run (no --mode "
+                                          "accuracy, no --compliance)"),  # its SingleStream has no latency limits
     (["--mode", "accuracy"], "--find-peak searches a Server or Interactive performance run (no --mode accuracy, "
                              "no --compliance)"),
     (["--peak-probe-duration", "0"], "--peak-probe-duration must be in (0, 86400] seconds, got 0.0"),

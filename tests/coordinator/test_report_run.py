@@ -48,7 +48,7 @@ def test_report_has_the_sections_and_the_numbers_of_the_run(finished_run):
     text = path.read_text()
     assert path == result.output / "report.md"
     summary = read_summary(result.output)
-    assert f"**Outcome: {summary.result} (Server): {summary.samples_per_s:g} samples/s" in text
+    assert f"**Outcome: {summary.result} (llama3.1-8b Server): {summary.samples_per_s:g} samples/s" in text
 
     settings = section(text, "Settings")
     assert "| target_qps | 50 | 1 | --target-qps |" in settings

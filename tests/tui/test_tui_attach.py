@@ -144,7 +144,7 @@ def test_tui_connect_without_a_terminal_prints_progress_until_the_run_ends(tmp_p
                                  capture_output=True, text=True, timeout=60)
         out = watcher.stdout
         assert watcher.returncode == 0, out + watcher.stderr
-        assert "LoadGen settings: model llama3_1-8b, scenario Server" in out  # the run's log lines
+        assert "LoadGen settings: benchmark llama3.1-8b, model llama3_1-8b, scenario Server" in out  # the run's log lines
         assert "samples/s" in out and "ETA" in out  # progress lines
         assert "llmbench tui: the run is over (done): " in out and "report: " in out
         rest, _ = coordinator.communicate(timeout=60)
