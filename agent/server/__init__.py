@@ -2,4 +2,4 @@
 authentication, Prometheus metrics and systemd notifications.
 """
 
-__all__ = ["grpc_server", "interceptors", "metrics", "screening", "sdnotify", "servicer", "status"]
+__all__ = ["grpc_server", "metrics", "screening", "sdnotify", "servicer", "status"]

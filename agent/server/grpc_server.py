@@ -14,7 +14,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from llmbench.agent.engine.watch import DEFAULT_STALL_S, watch_engine
-from llmbench.agent.server.interceptors import MalformedRequestInterceptor
+from llmbench.common.malformed import MalformedRequestInterceptor
 from llmbench.agent.server.servicer import AgentServicer
 from llmbench.agent.server.status import StatusReporter
 from llmbench.agent.model.tokenizer import load_tokenizer

@@ -139,6 +139,8 @@ class AgentServicer(rpc.AgentServicer):
                     queue.put_nowait(_Abort("ServeRequest carries neither submit nor cancel"))
                     return
             queue.put_nowait(_END)
+        except grpc.aio.AbortError:  # a body that did not parse: the interceptor has refused the stream
+            queue.put_nowait(_END)
         except Exception as exc:  # a broken request stream ends this stream only
             queue.put_nowait(_Abort(f"cannot read the request stream: {exc}"))
 

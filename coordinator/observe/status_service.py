@@ -22,6 +22,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmbench.common.auth import ServerSecurity
+from llmbench.common.malformed import SyncMalformedRequestInterceptor
 from llmbench.common.ports import bind, host_for_grpc
 from llmbench.coordinator.observe.metrics import AgentCounters, Percentiles, RunMetrics
 from llmbench.proto import pb, rpc
@@ -181,7 +182,7 @@ class StatusServer:
 
     def start(self) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(GRPC_CONCURRENCY, thread_name_prefix="watch-run"),
-                             interceptors=self.security.interceptors(aio=False),
+                             interceptors=[*self.security.interceptors(aio=False), SyncMalformedRequestInterceptor()],
                              maximum_concurrent_rpcs=GRPC_CONCURRENCY, options=[("grpc.so_reuseport", 0)])
         rpc.add_CoordinatorServicer_to_server(_Servicer(self.metrics, self._stopping, self.watchers), server)
         reflection.enable_server_reflection([COORDINATOR_SERVICE, reflection.SERVICE_NAME], server)
