@@ -19,7 +19,7 @@ from llmbench.coordinator.mesh.discovery import parse_agents
 from llmbench.coordinator.observe.metrics import LogToMetrics, RunMetrics
 from llmbench.coordinator.run.outputs import REPORT_FILE
 from llmbench.coordinator.observe.progress_text import utilisation_lines
-from llmbench.coordinator.report.markdown import finish_run, write_interrupted
+from llmbench.coordinator.report.markdown import AUDITED, finish_run, write_interrupted
 from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, run_session
 from llmbench.coordinator.observe.status_service import StatusServer
 
@@ -143,6 +143,8 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
 def report(result: RunResult) -> int:
     """Print the outcome; the exit status (exits.EXIT_STATUSES)."""
     print()
+    if result.compliance_passed is not None:
+        print(f"{AUDITED}; the compliance verdict is TEST06's below.")
     for line in result.summary.lines():
         print(line)
     for line in result.accuracy_lines + result.compliance_lines:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import mlperf_loadgen as lg
 
@@ -117,8 +118,10 @@ def _snapshot(t: lg.TestSettings) -> dict:
 
 def build(scenario: str, mode: str, *, sample_count: int, benchmark: str = benchmarks.DEFAULT.name,
           user_conf: str | None = None, target_qps: float | None = None, duration_s: float | None = None,
-          min_query_count: int | None = None, demo: DemoScale | None = None) -> BenchSettings:
-    """TestSettings for one run. sample_count is the dataset size (the QSL's total)."""
+          min_query_count: int | None = None, demo: DemoScale | None = None,
+          audit: Sequence[tuple[str, object, str]] = ()) -> BenchSettings:
+    """TestSettings for one run. sample_count is the dataset size (the QSL's total). audit: (TestSettings
+    attribute, value, why) an audit.config sets over everything else (LoadGen reads it last)."""
     bench = benchmarks.get(benchmark)
     spec = bench.scenario(scenario)
     if mode not in MODES:
@@ -164,6 +167,8 @@ def build(scenario: str, mode: str, *, sample_count: int, benchmark: str = bench
         set_("min_query_count", int(min_query_count), "sized to the dataset (--max-samples)")
     if t.performance_sample_count_override == 0 or t.performance_sample_count_override > sample_count:
         set_("performance_sample_count_override", sample_count, f"the dataset has {sample_count} samples")
+    for attr, value, why in audit:
+        set_(attr, type(getattr(t, attr))(value), why)
     t.mode = MODES[mode]
     settings = BenchSettings(test=t, benchmark=bench, scenario=spec.name, mode=mode, model=model)
     for attr, label, shown in _TRACKED:

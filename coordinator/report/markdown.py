@@ -28,6 +28,9 @@ PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spe
     "loadgen": "the LoadGen test",
     "accuracy": "accuracy evaluation (ROUGE)",
 }
+# Why a compliance run's LoadGen verdict (INVALID, most often) is not its outcome.
+AUDITED = ("LoadGen's performance verdict does not apply: it ran under TEST06's audit settings, 100 queries "
+           "and no minimum duration")
 _CHANGE = re.compile(r"^(?P<label>.+?): (?P<value>.+?) \(mlperf\.conf: (?P<base>.*?)\) - (?P<why>.*)$")
 
 
@@ -42,6 +45,8 @@ def outcome(result: RunResult) -> str:
         return f"accuracy run: {s.completed} samples answered" + (f"; {result.accuracy_lines[-1]}"
                                                                   if result.accuracy_lines else "")
     ran = f"{result.settings.benchmark.name} {result.settings.scenario}"
+    if result.compliance_passed is not None:  # LoadGen's verdict under the audit settings is no result
+        return f"TEST06 {'PASS' if result.compliance_passed else 'FAIL'} ({ran}; {AUDITED})"
     if summary.latency_ms is not None:  # SingleStream's result
         return (f"{summary.result} ({ran}): {summary.latency_percentile:g}th percentile latency "
                 f"{summary.latency_ms:.1f} ms")

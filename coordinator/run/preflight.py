@@ -17,6 +17,7 @@ from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.run import outputs
 from llmbench.coordinator.loadgen import benchmarks, early_stopping, scenarios, settings as lgsettings
 from llmbench.coordinator.data.dataset import Dataset
+from llmbench.coordinator.scoring import compliance
 
 if TYPE_CHECKING:
     from llmbench.coordinator.run.session import CoordinatorConfig
@@ -71,7 +72,8 @@ def settings_for(cfg: CoordinatorConfig, sample_count: int) -> lgsettings.BenchS
                 and cfg.demo is None)
     return lgsettings.build(cfg.scenario, cfg.mode, sample_count=sample_count, benchmark=cfg.benchmark,
                             user_conf=cfg.user_conf, target_qps=cfg.target_qps, duration_s=cfg.duration_s,
-                            demo=cfg.demo, min_query_count=sample_count if one_pass else None)
+                            demo=cfg.demo, min_query_count=sample_count if one_pass else None,
+                            audit=compliance.TEST06_OVERRIDES if cfg.compliance else ())
 
 
 def pace(cfg: CoordinatorConfig, bench: lgsettings.BenchSettings) -> str:

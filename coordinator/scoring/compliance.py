@@ -27,16 +27,21 @@ LLAMA3_EOS = (128009,)  # <|eot_id|>, the EOS of Llama-3.1-8B-Instruct
 LOADGEN_SCENARIOS = ("Offline", "Server", "SingleStream", "MultiStream")  # as its logs name them (any submitter's)
 # TEST06's audit settings (mlcommons/inference compliance/TEST06): a performance run (mode 2) of at
 # least 100 queries, no minimum duration, ~100 responses logged for the checks, no equal-issue mode.
-TEST06_AUDIT_CONFIG = """\
-# MLPerf compliance TEST06 audit settings, read by LoadGen in place of mlperf.conf/user.conf values.
-# Keys are model.scenario.key; '*' matches any.
-*.*.mode = 2
-*.*.accuracy_log_rng_seed = 720381539243781796
-*.*.accuracy_log_sampling_target = 100
-*.*.min_query_count = 100
-*.*.min_duration = 0
-*.*.sample_concatenate_permutation = 0
-"""
+# (the audit.config key, the TestSettings attribute it sets, the value): LoadGen reads audit.config last,
+# over mlperf.conf and user.conf, and the run's settings table shows the same values.
+TEST06_SETTINGS = (
+    ("mode", None, 2),  # PerformanceOnly, as the run's own mode
+    ("accuracy_log_rng_seed", "accuracy_log_rng_seed", 720381539243781796),
+    ("accuracy_log_sampling_target", "accuracy_log_sampling_target", 100),
+    ("min_query_count", "min_query_count", 100),
+    ("min_duration", "min_duration_ms", 0),
+    ("sample_concatenate_permutation", "sample_concatenate_permutation", 0),
+)
+TEST06_AUDIT_CONFIG = ("# MLPerf compliance TEST06 audit settings, read by LoadGen in place of mlperf.conf/user.conf "
+                       "values.\n# Keys are model.scenario.key; '*' matches any.\n"
+                       + "".join(f"*.*.{key} = {value}\n" for key, _, value in TEST06_SETTINGS))
+# What the settings table shows: the values LoadGen's own verdict is reached under, far from a performance run's.
+TEST06_OVERRIDES = tuple((attr, value, "TEST06's audit.config") for _, attr, value in TEST06_SETTINGS if attr)
 
 
 @dataclass

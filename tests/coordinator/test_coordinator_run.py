@@ -251,7 +251,12 @@ def test_compliance_test06_run_is_audited_and_checked(sim_agents, tmp_path):
     assert (out / "audit.config").is_file() and accuracy_entries(out)  # a performance run that logged responses
     assert "first token check" in r.stdout and "TEST06: PASS" in r.stdout, r.stdout
     assert "TEST06 verification complete" in (out / "verify_accuracy.txt").read_text()
-    assert "## Compliance" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Compliance" in report and "**Outcome: TEST06 PASS (llama3.1-8b Server; " in report
+    # LoadGen's own verdict under the audit settings is shown as such, and the settings are the audited ones.
+    assert "LoadGen's performance verdict does not apply" in r.stdout
+    assert "min_duration (ms): 0 (mlperf.conf: 600000) - TEST06's audit.config" in r.stdout
+    assert "\n  min_query_count: 100\n" in r.stdout
 
 
 def test_stray_audit_config_in_the_working_folder_is_ignored(sim_agents, tmp_path):
