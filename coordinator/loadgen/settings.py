@@ -15,7 +15,7 @@ from typing import Sequence
 
 import mlperf_loadgen as lg
 
-from llmbench.coordinator.loadgen import benchmarks, scenarios
+from llmbench.coordinator.loadgen import benchmarks, scenarios, user_conf as user_conf_lines
 from llmbench.coordinator.loadgen.benchmarks import Benchmark
 from llmbench.coordinator.loadgen.scenarios import Scenario
 
@@ -146,6 +146,9 @@ def build(scenario: str, mode: str, *, sample_count: int, benchmark: str = bench
     if user_conf is not None:
         if not Path(user_conf).is_file():
             raise FileNotFoundError(f"user.conf {user_conf} does not exist")
+        bad = user_conf_lines.problems(Path(user_conf), model, lg_scenario)
+        if bad:
+            raise ValueError(f"user.conf {user_conf}: " + "; ".join(bad))
         before = _snapshot(t)
         if t.FromConfig(str(user_conf), model, lg_scenario, 1) != 0:
             raise ValueError(f"LoadGen could not read user.conf {user_conf}")

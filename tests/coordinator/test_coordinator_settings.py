@@ -104,6 +104,31 @@ def test_user_conf_applies_over_mlperf_conf(tmp_path):
     assert s.expected_queries(100) == 100  # 3.5 x 7 = 24.5 -> min_query_count 100 -> one permutation
 
 
+def test_a_user_conf_line_loadgen_would_not_read_is_refused_with_its_line(tmp_path):
+    conf = tmp_path / "user.conf"
+    conf.write_text("# NVIDIA-style header\n"
+                    "*.Server.target_qpz = 3\n"  # a typo LoadGen would ignore, running at target_qps 1
+                    "llama3_1-8b.Server.target_qps = 5  # fine\n"
+                    "*.Offline.target_qps = 9\n"  # another scenario's: not this run's, left alone
+                    "other_model.Server.no_such_key = 1\n"  # another model's, likewise
+                    "*.Server.min_duration = ten\n"
+                    "*.Srv.target_qps = 1\n"
+                    "target_qps 4\n")
+    with pytest.raises(ValueError) as err:
+        settings.build("Server", "performance", sample_count=100, user_conf=str(conf))
+    message = str(err.value)
+    assert message.startswith(f"user.conf {conf}: line 2: LoadGen does not take 'target_qpz' from a user.conf for "
+                              f"llama3_1-8b Server")
+    assert "line 6: the value of *.Server.min_duration must be a number, got 'ten'" in message
+    assert "line 7: 'Srv' in *.Srv.target_qps is not a LoadGen scenario" in message
+    assert "line 8: expected 'model.scenario.key = number'" in message
+    assert not any(f"line {n}:" in message for n in (1, 3, 4, 5))
+    # The same keys LoadGen does read, for an Interactive run (its own mlperf.conf model): accepted.
+    conf.write_text("llama3_1-8b-interactive.Server.target_qps = 5\n*.*.ttft_latency = 400\n*.Server.coalesce_queries = 1\n")
+    s = settings.build("Interactive", "performance", sample_count=100, user_conf=str(conf))
+    assert s.test.server_target_qps == 5 and s.test.ttft_latency == 400_000_000
+
+
 @pytest.mark.parametrize("benchmark, scenario, message", [
     ("llama3.1-8b", "SingleStream", "--scenario SingleStream needs --benchmark llama3.1-8b-edge (llama3.1-8b runs "
                                     "Server, Offline, Interactive)"),
