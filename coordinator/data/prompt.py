@@ -65,12 +65,14 @@ def clean_up_spaces(text: str) -> str:
 
 
 class HFTokenizer:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, given: Path | None = None):
+        """path: the folder to load; given: what --tokenizer named, if not that folder (for errors)."""
         try:
             from transformers import AutoTokenizer
             self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except Exception as exc:
-            raise ValueError(f"--tokenizer {path}: cannot load a tokenizer from it: {exc}") from exc
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"--tokenizer {given or path}: cannot load a tokenizer from it: {first}") from exc
         self.path = str(path)
         self.vocab_size = len(self.tok)
         self.bos_id = self.tok.bos_token_id
@@ -135,6 +137,18 @@ def is_tiktoken_file(path: Path) -> bool:
         return False
 
 
+def check_tokenizer_json(path: Path) -> None:
+    """A JSON tokenizer file must be the `tokenizers` library's (with its 'model'); transformers' own error
+    for any other would blame a missing tiktoken or sentencepiece."""
+    try:
+        data = json.loads(path.read_text(errors="replace"))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"--tokenizer {path}: not a tokenizer: neither a tokenizers JSON file (tokenizer.json, "
+                         f"with a 'model') nor a tiktoken file (base64 token and rank per line)")
+
+
 def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> Tokenizer:
     """A tokenizer from a model folder, a tokenizer folder or a tiktoken file; local files only.
 
@@ -144,7 +158,12 @@ def load_tokenizer(path: str | Path, vocab_size: int | None = None) -> Tokenizer
     if not path.exists():
         raise FileNotFoundError(f"--tokenizer {path} does not exist")
     if path.is_file():
-        tok: Tokenizer = TiktokenTokenizer(path) if is_tiktoken_file(path) else HFTokenizer(path.parent)
+        if is_tiktoken_file(path):
+            tok: Tokenizer = TiktokenTokenizer(path)
+        else:
+            if path.suffix == ".json":
+                check_tokenizer_json(path)
+            tok = HFTokenizer(path.parent, given=path)
     elif (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():
         tok = HFTokenizer(path)
     else:

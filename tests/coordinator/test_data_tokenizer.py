@@ -58,8 +58,15 @@ def test_missing_or_empty_tokenizer_paths(tmp_path):
         prompt.load_tokenizer(tmp_path / "empty")
     bad = tmp_path / "tokenizer.model"
     bad.write_bytes(b"\x00\x01 not a tokenizer")
-    with pytest.raises(ValueError, match="cannot load a tokenizer"):
+    with pytest.raises(ValueError) as err:
         prompt.load_tokenizer(bad)
+    message = str(err.value)  # one line naming the file given, not its folder
+    assert message.startswith(f"--tokenizer {bad}: cannot load a tokenizer from it: ") and "\n" not in message
+    for text in ("not a tokenizer", "{}", '{"model": 3}'):  # JSON, or not, that is no tokenizers file
+        (tmp_path / "tokenizer.json").write_text(text)
+        with pytest.raises(ValueError, match=f"^--tokenizer {tmp_path / 'tokenizer.json'}: not a tokenizer: neither "
+                                             f"a tokenizers JSON file"):
+            prompt.load_tokenizer(tmp_path / "tokenizer.json")
 
 
 def test_tiktoken_file_matches_llama_models():
