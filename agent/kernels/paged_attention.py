@@ -79,6 +79,23 @@ def _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
 
 
 @triton.jit
+def _cached_range(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, start, end, kvh, qk_scale,
+                  stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                  HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+    """Cached keys start..end, all visible: whole tiles unmasked, only the last, partial one masked."""
+    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
+    for n0 in range(start, full_end, BLOCK_N):
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
+    for n0 in range(full_end, end, BLOCK_N):
+        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
+                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                     HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
+    return acc, m_i, l_i
+
+
+@triton.jit
 def _attend(acc, m_i, l_i, q, k, v, keep, qk_scale, MASKED: tl.constexpr, PRECISION: tl.constexpr):
     """One online-softmax step of q over a K/V tile (an fp8 cache widens to q's type here); MASKED:
     scores where not keep [rows, keys] are dropped."""
@@ -126,16 +143,9 @@ def _decode_split_kernel(
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-    bt_row = bt_ptr + b * stride_btb
-    full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N  # only the last tile needs a mask
-    for n0 in range(start, full_end, BLOCK_N):
-        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
-                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                     HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
-    for n0 in range(full_end, end, BLOCK_N):
-        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, end, kvh, qk_scale,
-                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                     HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
+    acc, m_i, l_i = _cached_range(acc, m_i, l_i, q, k_ptr, v_ptr, bt_ptr + b * stride_btb, start, end, kvh,
+                                  qk_scale, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                  HEAD_DIM, PAGE, BLOCK_N, PRECISION)
     # l_i >= 1 after any key (the max scores exp2(0)); an empty range (context 0, a split past the
     # end) leaves l_i == 0 and m_i == -inf, so clamping to 1 gives zeros and lse == -inf.
     l_i = tl.maximum(l_i, 1.0)
@@ -210,17 +220,10 @@ def _prefill_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    bt_row = bt_ptr + b * stride_btb
-    # Every row sees the whole prefix; only its last, partial tile needs a mask.
-    full_end = prefix // BLOCK_N * BLOCK_N
-    for n0 in range(0, full_end, BLOCK_N):
-        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
-                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                     HEAD_DIM, PAGE, BLOCK_N, False, PRECISION)
-    for n0 in range(full_end, prefix, BLOCK_N):
-        acc, m_i, l_i = _cached_tile(acc, m_i, l_i, q, k_ptr, v_ptr, bt_row, n0, prefix, kvh, qk_scale,
-                                     stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-                                     HEAD_DIM, PAGE, BLOCK_N, True, PRECISION)
+    # Every row sees the whole prefix.
+    acc, m_i, l_i = _cached_range(acc, m_i, l_i, q, k_ptr, v_ptr, bt_ptr + b * stride_btb, 0, prefix, kvh,
+                                  qk_scale, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                                  HEAD_DIM, PAGE, BLOCK_N, PRECISION)
     # The chunk's own keys before the tile are visible to all its rows (BLOCK_M is a multiple of
     # BLOCK_N); those within the tile take the causal mask.
     kn_row = kn_ptr + q_start * stride_knt + kvh * stride_knh
