@@ -48,13 +48,14 @@ PORT: Rule = ("a port number in 0..65535", lambda v: 0 <= v <= 65535)
 ENGINE_RULES: dict[str, Rule] = {
     "tokens_per_s": above(0), "memory_fraction": FRACTION, "max_batch": at_least(1),
     "max_step_tokens": at_least(1), "num_kv_blocks": at_least(0), "block_size": at_least(1),
+    "tpot_headroom": FRACTION,
 }
 AGENT_RULES: dict[str, Rule] = {
     "port": PORT, "health_port": PORT, "metrics_port": PORT, "grace": at_least(0), "stall_timeout": above(0),
 }
 # Engine flags default to None ("not given"), so `generate --agent` can tell which ones were passed.
 ENGINE_FLAGS = ("model", "engine", "tokens_per_s", "dtype", "device", "memory_fraction", "max_batch",
-                "max_step_tokens", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype",
+                "max_step_tokens", "tpot_headroom", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype",
                 "overlap")
 
 
@@ -89,6 +90,7 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, help=f"most queries running at once (default: {d.max_batch})")
     p.add_argument("--max-step-tokens", type=int,
                    help=f"most tokens in one engine step (default: {d.max_step_tokens})")
+    add_headroom_argument(p)
     p.add_argument("--num-kv-blocks", type=int,
                    help=f"KV cache blocks; 0: size from memory (default: {d.num_kv_blocks})")
     p.add_argument("--block-size", type=int,
@@ -99,6 +101,12 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         f"else triton (head_dim a power of two >= 16), else torch (default: {d.attention})")
     add_precision_arguments(p)
     add_overlap_argument(p)
+
+
+def add_headroom_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tpot-headroom", type=float,
+                   help="for queries with a TPOT limit (Server, Interactive), steps aim at this share of the "
+                        f"tightest one (default: {EngineConfig().tpot_headroom:g})")
 
 
 def add_overlap_argument(p: argparse.ArgumentParser) -> None:

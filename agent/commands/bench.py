@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
-from llmbench.agent.commands.agent import (FRACTION, above, add_overlap_argument, add_precision_arguments, at_least,
-                                           check_flags)
+from llmbench.agent.commands.agent import (FRACTION, above, add_headroom_argument, add_overlap_argument,
+                                           add_precision_arguments, at_least, check_flags)
 from llmbench.agent.model.config import ModelConfig
 from llmbench.agent.engine.paged import PagedEngine
 from llmbench.agent.model.fp8 import Fp8Linear, quantize_rows
@@ -30,7 +30,8 @@ from llmbench.common.cnndm import OUTPUT_LEN, prompt_lengths
 # "Auto" defaults are None (not given), so an explicit 0 is refused like any other bad value.
 RULES = {"samples": at_least(1), "prompt_len": at_least(1), "output_len": at_least(1), "max_batch": at_least(1),
          "max_step_tokens": at_least(1), "memory_fraction": FRACTION, "hf_batch": at_least(1),
-         "hf_samples": at_least(1), "seed": at_least(0), "tpot_limit_ms": above(0)}
+         "hf_samples": at_least(1), "seed": at_least(0), "tpot_limit_ms": above(0),
+         "tpot_headroom": FRACTION}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tpot-limit-ms", type=float,
                    help="give every query this time-per-output-token limit, as Server (100) and Interactive (30) "
                         "queries carry theirs: steps are sized to it (default: none, Offline)")
+    add_headroom_argument(p)
     p.add_argument("--no-cuda-graphs", action="store_true", help="run decode steps eagerly")
     add_overlap_argument(p)
     p.add_argument("--compare", choices=["hf"], help="also run transformers' generate on the same prompts")
@@ -277,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                        memory_fraction=args.memory_fraction, attention=args.attention,
                        max_batch=args.max_batch or (512 if gpu else 64),
                        max_step_tokens=args.max_step_tokens or (8192 if gpu else 2048),
+                       tpot_headroom=args.tpot_headroom or d.tpot_headroom,
                        cuda_graphs=not args.no_cuda_graphs, overlap=d.overlap if args.overlap is None else args.overlap,
                        seed=args.seed,
                        quantization=args.quantization or d.quantization,

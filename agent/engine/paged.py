@@ -61,7 +61,7 @@ class PagedEngine(EngineFront[Sequence]):
             model_path=str(self.source.path) if self.source.path else None, quantization=cfg.quantization,
             kv_cache_dtype=str(self.kv_dtype).removeprefix("torch."))
         self.blocks = BlockManager(1, cfg.block_size)  # replaced at start()
-        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
+        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens, cfg.tpot_headroom)
         self.runner: ModelRunner | None = None
         self.step_costs = StepCosts()
         self._in_flight: _InFlight | None = None  # launched, its tokens not read yet
@@ -83,7 +83,7 @@ class PagedEngine(EngineFront[Sequence]):
         num_blocks = plan_kv_blocks(mc, cfg, self.device, self.dtype, self.kv_dtype, self.max_context)
         self.runner = ModelRunner(model, num_blocks, cfg.block_size, self.max_context, self.kv_dtype)
         self.blocks = BlockManager(num_blocks, cfg.block_size)
-        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens)
+        self.scheduler = Scheduler(self.blocks, cfg.max_batch, cfg.max_step_tokens, cfg.tpot_headroom)
         log.info("model %s on %s (%s, quantization %s, KV cache %s), attention %s, max_context %d",
                  self.info.name, self.device, self.info.dtype, cfg.quantization, self.info.kv_cache_dtype,
                  backend.name, self.max_context)

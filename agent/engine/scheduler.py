@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from llmbench.agent.engine.block_manager import BlockManager
-from llmbench.agent.engine.step_budget import StepBudget
+from llmbench.agent.engine.step_budget import HEADROOM, StepBudget
 from llmbench.agent.engine.types import FinishReason, Request, Sink
 
 PENDING = -1  # a sampled token the host has not read yet; the runner feeds its value from the device
@@ -103,12 +103,12 @@ class Batch:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_batch: int, max_step_tokens: int):
+    def __init__(self, blocks: BlockManager, max_batch: int, max_step_tokens: int, tpot_headroom: float = HEADROOM):
         self.blocks = blocks
         # Every running sequence must be able to decode in one step, so running <= the token budget.
         self.max_running = min(max_batch, max_step_tokens)
         self.max_step_tokens = max_step_tokens
-        self.budget = StepBudget(max_step_tokens)  # the engine feeds it each step's size and wall time
+        self.budget = StepBudget(max_step_tokens, tpot_headroom)  # the engine feeds it each step's size and wall time
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.waiting_blocks = 0  # reserved by waiting sequences once admitted

@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
+from llmbench.agent.engine.step_budget import HEADROOM
+
 if TYPE_CHECKING:
     from llmbench.agent.engine.step_cost import StepCosts
 
@@ -111,6 +113,7 @@ class EngineConfig:
     block_size: int = 16
     max_batch: int = 256
     max_step_tokens: int = 8192
+    tpot_headroom: float = HEADROOM  # steps aim at this share of the tightest TPOT limit of their queries
     max_context: int = 0  # 0: the model's own limit
     attention: str = "auto"  # auto | torch | triton | flash
     quantization: str = "none"  # none | fp8: layer GEMMs in e4m3, per-channel weight and per-token scales

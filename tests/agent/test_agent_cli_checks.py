@@ -45,6 +45,7 @@ def help_text(capsys, command: str) -> str:
 @pytest.mark.parametrize("flags, message", [
     (["--memory-fraction", "5"], "--memory-fraction must be in (0, 1], got 5.0"),
     (["--memory-fraction", "0"], "--memory-fraction must be in (0, 1], got 0.0"),
+    (["--tpot-headroom", "1.5"], "--tpot-headroom must be in (0, 1], got 1.5"),
     (["--tokens-per-s", "0"], "--tokens-per-s must be > 0, got 0.0"),
     (["--tokens-per-s", "-100"], "--tokens-per-s must be > 0, got -100.0"),
     (["--tokens-per-s", "nan"], "--tokens-per-s must be > 0, got nan"),

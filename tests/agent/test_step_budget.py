@@ -35,6 +35,13 @@ def test_the_fit_reads_fixed_cost_and_cost_per_token_from_steps_of_mixed_sizes()
     assert budget.tokens(decode_rows=40, tpot_limit_s=10.0) == 8192  # never more than max_step_tokens
 
 
+def test_the_headroom_is_the_share_of_the_limit_steps_aim_at():
+    budget = StepBudget(8192, headroom=0.5)
+    for n in [40, 1000, 60, 2000] * 3:
+        budget.observe(n, FIXED + PER_TOKEN * n)
+    assert budget.tokens(decode_rows=40, tpot_limit_s=0.030) == math.floor((0.5 * 0.030 - FIXED) / PER_TOKEN)
+
+
 def test_a_limit_no_step_can_meet_still_leaves_prefill_its_minimum():
     budget = fed([40, 1000, 60, 2000] * 3)
     assert budget.tokens(decode_rows=300, tpot_limit_s=0.001) == 300 + MIN_PREFILL
