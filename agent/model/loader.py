@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from llmbench.agent.attention import AttentionBackend
 from llmbench.agent.model.config import PRESETS, ModelConfig, load_model_config
@@ -151,13 +151,22 @@ def _target(cfg: ModelConfig, name: str) -> tuple[str, int] | None:
     return f"layers.{layer}.{module + '.' if module else ''}{proj}.weight", 0
 
 
+def _open_safetensors(file: Path, device: str) -> safe_open:
+    """safe_open, with errors that name the file: safetensors' own (e.g. "incomplete metadata, file not
+    fully covered" for a truncated shard) say neither which file nor that it is the file that is bad."""
+    try:
+        return safe_open(str(file), framework="pt", device=device)
+    except SafetensorError as e:
+        raise ValueError(f"{file} is truncated or not a safetensors file: {e}") from None
+
+
 def _load_safetensors(model: LlamaForCausalLM, folder: Path) -> None:
     params = dict(model.named_parameters())
     expected = {name: p.shape[0] for name, p in params.items()}
     filled: dict[str, int] = {}
     device = str(model.embed_tokens.weight.device)
     for file in _checkpoint_files(folder):
-        with safe_open(str(file), framework="pt", device=device) as f:
+        with _open_safetensors(file, device) as f:
             for name in f.keys():
                 if IGNORED.match(name):
                     continue

@@ -125,9 +125,15 @@ def check_vocabulary(dataset: Dataset, vocab_size: int, source: str) -> None:
     """Every prompt id must be one of the model's."""
     for i, ids in enumerate(dataset.prompts):
         top = int(ids.max())
-        if top >= vocab_size:
-            raise ValueError(f"--dataset {source} record {i} field 'tok_input' has token id {top}, outside the "
-                             f"model's vocabulary ({vocab_size}): the file was made with another tokenizer")
+        if top < vocab_size:
+            continue
+        if dataset.tokenized_by is not None:  # ids made here from text: the file has no tok_input to blame
+            tokenizer, tokens = dataset.tokenized_by
+            raise ValueError(f"--tokenizer {tokenizer} does not fit the model: its ids go up to {tokens - 1} "
+                             f"({tokens} tokens) but the model's vocabulary is {vocab_size}; --dataset {source} "
+                             f"record {i} tokenizes to id {top}: give the model's own tokenizer")
+        raise ValueError(f"--dataset {source} record {i} field 'tok_input' has token id {top}, outside the "
+                         f"model's vocabulary ({vocab_size}): the file was made with another tokenizer")
 
 
 def fit_model(dataset: Dataset, vocab_size: int, max_prompt_tokens: int, source: str) -> Dataset:
@@ -148,7 +154,8 @@ def from_articles(path: Path, records: list[dict], tokenizer: str | None, vocab_
                          f"folder or a Llama-3 tokenizer.model) to build the prompts")
     tok = prompt.load_tokenizer(tokenizer, vocab_size)
     prompts = [prompt.encode_prompt(tok, rec["article"]) for rec in records]
-    return Dataset(name=f"cnndm:{path.name}", prompts=prompts, references=[r["highlights"] for r in records])
+    return Dataset(name=f"cnndm:{path.name}", prompts=prompts, references=[r["highlights"] for r in records],
+                   tokenized_by=(tokenizer, tok.vocab_size))
 
 
 def drop_long(dataset: Dataset, limit: int) -> Dataset:

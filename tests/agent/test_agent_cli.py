@@ -1,4 +1,4 @@
-"""`llmbench agent` and `llmbench generate` as real subprocesses (simulated engine: no model needed)."""
+"""`llmbench agent` and `llmbench generate` as real subprocesses (the simulated engine where no model is needed)."""
 import json
 import signal
 import socket
@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cli_processes import llmbench
+from hf_reference import save_hf
 
 def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
     assert result.returncode == 2, result
@@ -81,6 +82,22 @@ def test_agent_bad_model(tmp_path):
     assert "not valid JSON" in one_error_line(llmbench("agent", "--model", str(tmp_path), "--port", "0"), "agent")
     assert "--model is required" in one_error_line(llmbench("agent", "--port", "0"), "agent")
     assert "--device" in one_error_line(llmbench("agent", "--engine", "simulated", "--device", "tpu"), "agent")
+
+
+@pytest.mark.slow
+def test_a_truncated_shard_is_one_line_naming_it(tmp_path):
+    save_hf(tmp_path, max_shard_size="100KB")
+    shard = sorted(tmp_path.glob("*.safetensors"))[1]
+    with shard.open("r+b") as f:
+        f.truncate(5000)
+    expected = f"{shard} is truncated or not a safetensors file: "
+    r = llmbench("generate", "--model", tmp_path, "--device", "cpu", stdin=prompts_jsonl(1))
+    assert expected in one_error_line(r, "generate")
+    r = llmbench("agent", "--model", tmp_path, "--device", "cpu", "--port", "0")
+    # the agent listens (and logs its port) before it loads the weights; then one error line
+    errors = [line for line in r.stderr.splitlines() if "error: " in line]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert errors[0].startswith("llmbench agent: error: ") and expected in errors[0]
 
 
 @pytest.mark.slow

@@ -67,6 +67,19 @@ def test_loader_errors(tmp_path):
         resolve_source(str(tmp_path))
 
 
+@pytest.mark.parametrize("size", [5000, 8, 0], ids=["data-cut", "header-cut", "empty"])
+def test_a_truncated_shard_is_named_with_what_is_wrong(tmp_path, size):
+    """safetensors' own error ("incomplete metadata, file not fully covered") named no file."""
+    save_hf(tmp_path, max_shard_size="100KB")
+    shard = sorted(tmp_path.glob("*.safetensors"))[1]
+    with shard.open("r+b") as f:
+        f.truncate(size)
+    backend = select_backend("torch", torch.device("cpu"), 16, 16)
+    with pytest.raises(ValueError) as exc:
+        build_model(resolve_source(str(tmp_path)), backend, torch.device("cpu"), torch.float32)
+    assert str(exc.value).startswith(f"{shard} is truncated or not a safetensors file: "), exc.value
+
+
 def test_attention_choice_follows_head_dim():
     """On CUDA, auto used to pick Triton whatever the head_dim, and a model with head_dim 8 or 96 then
     failed in the warm-up step; Triton is kept to the head_dims its kernels tile (only the choice is

@@ -175,6 +175,20 @@ def test_bad_paths_and_mismatched_vocabularies(tmp_path, tok_dir):
         loaders.load(str(articles), tokenizer=str(tok_dir), vocab_size=10)
 
 
+def test_a_tokenizer_the_model_lacks_ids_of_is_named_not_a_tok_input_field(tmp_path, tok_dir):
+    """The ids of raw articles are the tokenizer's: the error used to blame record 0's 'tok_input'."""
+    articles = tmp_path / "articles.jsonl"
+    articles.write_text("".join(json.dumps(r) + "\n" for r in ARTICLES))
+    data = loaders.load(str(articles), tokenizer=str(tok_dir))  # the model's vocabulary is not known yet
+    tokens = prompt.load_tokenizer(tok_dir).vocab_size
+    with pytest.raises(ValueError) as err:
+        loaders.fit_model(data, 100, prompt.MAX_PROMPT_TOKENS, str(articles))
+    top = max(expected_prompts(tok_dir)[0])
+    assert str(err.value) == (f"--tokenizer {tok_dir} does not fit the model: its ids go up to {tokens - 1} "
+                              f"({tokens} tokens) but the model's vocabulary is 100; --dataset {articles} "
+                              f"record 0 tokenizes to id {top}: give the model's own tokenizer")
+
+
 def test_missing_optional_readers_name_the_extra(tmp_path, monkeypatch):
     (tmp_path / "x.parquet").write_bytes(b"PAR1")
     (tmp_path / "saved").mkdir()
