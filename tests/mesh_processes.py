@@ -76,11 +76,12 @@ class Agent:
 
 
 class Coordinator:
-    """`llmbench coordinator` as a process; every output line is kept with the time it arrived."""
+    """`llmbench coordinator` (or `command`: `run`) as a process; every output line is kept with the time
+    it arrived."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, command: str = "coordinator") -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([*CLI, "coordinator", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen([*CLI, command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, env=env)
         self.lines: list[tuple[float, str]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

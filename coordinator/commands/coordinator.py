@@ -56,8 +56,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, help="LoadGen min_duration in seconds (overrides the conf)")
     p.add_argument("--output", type=Path,
                    help="folder for LoadGen's logs and report.md (default: a new results/<timestamp>); an "
-                        "earlier run's files there are replaced once the agents are ready, and files under our "
-                        "names that no run wrote are refused")
+                        "earlier run's files there are replaced once this run's are all written (and kept if it "
+                        "does not finish), and files under our names that no run wrote are refused")
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (0: none)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (shown on a terminal)")
     p.add_argument("--status-port", type=int,
@@ -160,6 +160,8 @@ def report(result: RunResult) -> int:
         if a.losses:
             print(f"Agent {a.address} lost {a.losses} time(s), {a.redispatched} queries re-dispatched; "
                   f"last: {a.last_error}")
+    if result.staging.earlier:
+        print(f"replaced {len(result.staging.earlier)} files of an earlier llmbench run in {result.output}")
     print(f"LoadGen logs: {result.output.resolve()}")
     print(f"Report: {(result.output / REPORT_FILE).resolve()}")
     if result.duplicates:
@@ -207,6 +209,7 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
             return live(cfg, metrics)
         try:
             result = run_session(cfg, say=say, metrics=metrics)
+            finish_run(result, metrics)
         except KeyboardInterrupt as exc:  # watchers learn how it ended before the status server stops
             write_interrupted(cfg, metrics, exits.how(exc))
             metrics.finish("aborted", f"interrupted{exits.how(exc)}")
@@ -214,7 +217,6 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
         except BaseException as exc:
             metrics.finish("failed", str(exc))
             raise
-        finish_run(result, metrics)
         return result
 
 

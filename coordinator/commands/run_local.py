@@ -4,7 +4,8 @@ With no arguments: two agents on the tiny random model, Server scenario over the
 CNN/DM-shaped dataset, with demo-scaled LoadGen settings (printed as such), results in
 ./results/<timestamp>. Agents are subprocesses (`llmbench agent --port 0`); each one's output goes
 to agent-N.log in the results folder, and all are stopped on exit, error or Ctrl-C. With --gpus, one
-agent per local GPU, each seeing only its own (CUDA_VISIBLE_DEVICES).
+agent per local GPU, each seeing only its own (CUDA_VISIBLE_DEVICES); without, they share the host's
+cores and memory (host_share.py). One that exits on its own is reported at once (agent_deaths.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmbench.coordinator.commands import host_share
+from llmbench.coordinator.commands.agent_deaths import AgentLost, DeathWatch, exit_reason, last_line
 from llmbench.coordinator.run import exits
 from llmbench.coordinator.commands.coordinator import (LiveFront, add_run_arguments, check_find_peak, config_from_args, find_peak,
                                       output_folder, report, run_front)
@@ -40,6 +43,11 @@ class LocalAgent:
     log_path: Path
     address: str = ""
     gpu: str = ""  # its CUDA_VISIBLE_DEVICES, "" when not given one
+    stopping: bool = False  # stop_agents is stopping it: its exit is expected
+
+    @property
+    def name(self) -> str:
+        return self.log_path.stem  # agent-N
 
     def describe(self) -> str:
         return f"{self.address} (GPU {self.gpu})" if self.gpu else self.address
@@ -58,28 +66,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use MLPerf's settings as they are (600 s minimum) instead of the demo scale")
 
 
-def agent_command(args: argparse.Namespace, on_gpu: bool = False) -> list[str]:
+def agent_command(args: argparse.Namespace, on_gpu: bool = False, shared: list[str] | None = None) -> list[str]:
+    """The agent's command line; `shared` (its share of the host) goes before --agent-args, where the
+    user's own flags come last and so win."""
     cmd = [sys.executable, "-c", _AGENT_MAIN, "agent", "--host", "127.0.0.1", "--port", "0", "--engine", args.engine]
     if args.engine == "simulated":
         cmd += ["--tokens-per-s", str(args.tokens_per_s)]
     else:
         cmd += ["--model", args.model] + (["--device", "cuda"] if on_gpu else [])  # never a silent CPU fallback
-    return cmd + args.agent_args.split()
+    return cmd + (shared or []) + args.agent_args.split()
 
 
-def start_agents(args: argparse.Namespace, output: Path, gpus: list[str] | None = None) -> list[LocalAgent]:
+def start_agents(args: argparse.Namespace, output: Path, gpus: list[str] | None = None,
+                 shared: list[str] | None = None) -> list[LocalAgent]:
     """Start args.agents agents, or one per GPU id in `gpus` (its CUDA_VISIBLE_DEVICES), and wait for each
     one's listening line (not for the model: the coordinator waits for health SERVING). If one fails,
-    the others are stopped."""
+    the others are stopped. `shared`: flags for every agent without a GPU of its own (host_share)."""
     count = len(gpus) if gpus else args.agents
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // count)))  # share the cores
+    env.setdefault("OMP_NUM_THREADS", host_share.threads_per_agent(count))
     agents: list[LocalAgent] = []
     try:
         for i in range(count):
             gpu = gpus[i] if gpus else ""
             log_path = output / f"agent-{i}.log"
-            command = agent_command(args, on_gpu=bool(gpu))
+            command = agent_command(args, on_gpu=bool(gpu), shared=None if gpu else shared)
             with open(log_path, "wb") as log_file:
                 log_file.write(f"{AGENT_LOG_HEADER} {i}{' on GPU ' + gpu if gpu else ''}: "
                                f"{' '.join(command[3:])}\n".encode())
@@ -103,9 +114,8 @@ def wait_listening(agents: list[LocalAgent]) -> None:
             if match:
                 agent.address = match.group(1)
             elif agent.process.poll() is not None:
-                tail = agent.log_path.read_text(errors="replace").strip().splitlines()[1:][-1:] or ["no output"]
-                raise RuntimeError(f"agent {agent.log_path.name} exited with status {agent.process.returncode}: "
-                                   f"{tail[0]}")
+                raise RuntimeError(f"{agent.name} exited: {exit_reason(agent.process.returncode)}: "
+                                   f"{last_line(agent.log_path)}")
             elif time.monotonic() > deadline:
                 raise TimeoutError(f"agent {agent.log_path.name} did not start listening within "
                                    f"{AGENT_START_TIMEOUT_S:g} s (see {agent.log_path})")
@@ -115,6 +125,8 @@ def wait_listening(agents: list[LocalAgent]) -> None:
 
 def stop_agents(agents: list[LocalAgent]) -> None:
     """SIGTERM (agents finish running queries within their grace), then SIGKILL stragglers."""
+    for agent in agents:
+        agent.stopping = True  # first, for all: an agent's exit from here on is no news (DeathWatch)
     for agent in agents:
         if agent.process.poll() is None:
             agent.process.send_signal(signal.SIGTERM)
@@ -138,11 +150,17 @@ def check_run_flags(args: argparse.Namespace, gpus: list[str] | None) -> None:
 
 
 def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
-    with exits.sigterm_interrupts():
-        metrics, output = RunMetrics(), output_folder(args)
+    metrics, output = RunMetrics(), output_folder(args)
+    with exits.sigterm_interrupts(), DeathWatch(metrics) as deaths:
         agents: list[LocalAgent] = []
         try:
-            return run_with_agents(args, live, metrics, output, agents)
+            return run_with_agents(args, live, metrics, output, agents, deaths)
+        except AgentLost as exc:  # before KeyboardInterrupt, which it is
+            stop_agents(agents)
+            error = RuntimeError(f"the run could not go on: {exc} {exits.stopped_when(exits.phase_reached(metrics), metrics)}"
+                                 f"; agent-N.log in {output.resolve()}")
+            exits.leave_if_loadgen_running(error, "run")
+            raise error from None
         except KeyboardInterrupt as exc:
             stop_agents(agents)
             return exits.interrupted(exc, output, metrics, "run")
@@ -153,8 +171,9 @@ def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
 
 
 def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: RunMetrics, output: Path,
-                    agents: list[LocalAgent]) -> int:
-    """Everything is checked before the agents start (into `agents`, which the caller stops)."""
+                    agents: list[LocalAgent], deaths: DeathWatch) -> int:
+    """Everything is checked before the agents start (into `agents`, which the caller stops; `deaths`
+    watches them)."""
     gpus = select_gpus(args.gpus) if args.gpus is not None else None
     check_run_flags(args, gpus)
     check_find_peak(args)
@@ -165,8 +184,12 @@ def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: R
     print(f"llmbench run: {args.agents} local agents{' on GPUs ' + ','.join(gpus) if gpus else ''} ({args.engine} engine"
           f"{', model ' + args.model if args.engine == 'paged' else ''}), {cfg.scenario} {args.mode}, "
           f"results in {output}", flush=True)
-    agents += start_agents(args, output, gpus)
+    shared, line = ([], "") if gpus else host_share.memory_share(args, args.agents)
+    if line:
+        print(line, flush=True)
+    agents += start_agents(args, output, gpus, shared)
     metrics.timings_s["agent processes"] = time.monotonic() - started
+    deaths.watch(agents)  # from here on, an agent that exits is reported at once
     print(f"agents listening on {', '.join(a.describe() for a in agents)}", flush=True)
     cfg = dataclasses.replace(cfg, agents=",".join(a.address for a in agents))
     if cfg.demo is not None:

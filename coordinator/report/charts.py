@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from llmbench.coordinator.observe.metrics import AgentCounters, ThroughputSample
+from llmbench.coordinator.run.written import writing
 
 Series = dict[str, list[float]]
 DPI = 100
@@ -21,7 +22,8 @@ DPI = 100
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
+    with writing(path):
+        fig.savefig(path, dpi=DPI, format="png")
 
 
 def throughput(points: list[ThroughputSample], path: Path) -> Series:

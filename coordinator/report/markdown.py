@@ -1,4 +1,5 @@
-"""report.md and its PNG charts in the output dir at the end of every run.
+"""report.md and its PNG charts at the end of every run, written beside LoadGen's logs before the run's
+files are moved into the output folder together (staging.py).
 
 What users show others after a run: the settings (and which differ from MLPerf's), LoadGen's
 summary, each agent's share, the accuracy table, how long the benchmark's full dataset would take
@@ -18,6 +19,8 @@ from llmbench.coordinator.run.exits import BEFORE_LOADGEN, doing_after_loadgen, 
 from llmbench.coordinator.observe.metrics import Percentiles, RunMetrics
 from llmbench.coordinator.run.outputs import CHART_FILES, REPORT_FILE, REPORT_HEADER
 from llmbench.coordinator.run.session import CoordinatorConfig, RunResult, precision
+from llmbench.coordinator.run.staging import unfinished
+from llmbench.coordinator.run.written import write_text
 from llmbench.coordinator.loadgen.summary import read_summary
 
 log = logging.getLogger("llmbench.coordinator")
@@ -193,8 +196,7 @@ def wall_clock_section(result: RunResult, metrics: RunMetrics) -> list[str]:
     return lines + [""]
 
 
-def charts_section(result: RunResult, metrics: RunMetrics) -> tuple[list[str], dict[str, charts.Series]]:
-    out = result.output
+def charts_section(result: RunResult, metrics: RunMetrics, out: Path) -> tuple[list[str], dict[str, charts.Series]]:
     drawn = {
         "throughput": charts.throughput(metrics.throughput(), out / CHART_FILES["throughput"]),
         "latency": charts.latency(list(metrics.ttft), list(metrics.tpot), metrics.ttft_limit_s, metrics.tpot_limit_s,
@@ -207,44 +209,43 @@ def charts_section(result: RunResult, metrics: RunMetrics) -> tuple[list[str], d
     return lines, drawn
 
 
-def write_report(result: RunResult, metrics: RunMetrics) -> tuple[Path, dict[str, charts.Series]]:
-    """report.md and the charts in the run's output dir; returns its path and the charted series."""
-    chart_lines, drawn = charts_section(result, metrics)
+def write_report(result: RunResult, metrics: RunMetrics, folder: Path) -> tuple[Path, dict[str, charts.Series]]:
+    """report.md and the charts in `folder`; returns its path and the charted series."""
+    chart_lines, drawn = charts_section(result, metrics, folder)
     bench = result.settings
     lines = [f"{REPORT_HEADER}: {bench.benchmark.name} {bench.scenario} {bench.mode}", "",
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
              f"**Outcome: {outcome(result)}**", ""]
     lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
     lines += accuracy_section(result) + compliance_section(result) + projection_section(result) + wall_clock_section(result, metrics) + chart_lines
-    path = result.output / REPORT_FILE
-    path.write_text("\n".join(lines))
-    return path, drawn
+    return write_text(folder / REPORT_FILE, "\n".join(lines)), drawn
 
 
-def finish_run(result: RunResult, metrics: RunMetrics) -> Path | None:
-    """Write the report and tell watchers (TUI, status stream) that the run is over. A report that
-    cannot be written is logged: it never turns a finished run into a failed one."""
+def finish_run(result: RunResult, metrics: RunMetrics) -> Path:
+    """Write the report beside the run's other files, move them all into the output folder, and tell
+    watchers (TUI, status stream) that the run is over. A report or chart that cannot be written fails
+    the run (written.OutputError) with the earlier run's files left as they were: no exit status may
+    stand on files that are not there."""
     metrics.phase = "report"
-    path = None
-    try:
-        path, _ = write_report(result, metrics)
-        metrics.add_log(f"report: {path.resolve()}")
-    except Exception as exc:
-        log.warning("no report written in %s: %s", result.output, exc)
+    with result.staging.whole_or_nothing():
+        write_report(result, metrics, result.staging.folder)
+        result.staging.publish()
+    path = result.output / REPORT_FILE
+    metrics.add_log(f"report: {path.resolve()}")
     metrics.finish("done", outcome(result))
     return path
 
 
 def interrupted_outcome(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> list[str]:
     """The outcome and what the folder's LoadGen logs are, as far as the stopped run got."""
-    phase, s = phase_reached(metrics), metrics.snapshot()
+    phase, s, folder = phase_reached(metrics), metrics.snapshot(), unfinished(cfg.output)
     if phase == "loadgen":
         return [f"**Outcome: interrupted{how} during the LoadGen test, after {s.completed:,} of {s.expected:,} "
                 "samples answered; no LoadGen result.**", "",
                 "LoadGen's logs in this folder are partial: the test did not finish, and they are no result."
-                if loadgen_logs(cfg.output) else "LoadGen had written no logs yet.", ""]
+                if loadgen_logs(folder) else "LoadGen had written no logs yet.", ""]
     try:
-        result = f"LoadGen's result: **{read_summary(cfg.output).result or 'none (accuracy mode)'}**."
+        result = f"LoadGen's result: **{read_summary(folder).result or 'none (accuracy mode)'}**."
     except OSError:
         result = "LoadGen's summary could not be read."
     return [f"**Outcome: interrupted{how} after the LoadGen test, while {doing_after_loadgen(phase, cfg.mode)}.**", "",
@@ -252,10 +253,10 @@ def interrupted_outcome(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -
 
 
 def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> Path | None:
-    """A short report.md for a run stopped mid-way (Ctrl-C, SIGTERM): what is known when it stopped.
-    None before the LoadGen test: the run has nothing to report, and the folder may still hold an
-    earlier run's files, which stay as they were. Never raises: the interruption, not the report, is
-    what the user has to hear about."""
+    """A short report.md for a run stopped mid-way (Ctrl-C, SIGTERM): what is known when it stopped,
+    beside the logs it has (exits.interrupted then says where they are left). None before the LoadGen
+    test: the run has nothing to report, and the folder may still hold an earlier run's files, which
+    stay as they were. Never raises: the interruption, not the report, is what the user has to hear about."""
     if phase_reached(metrics) in BEFORE_LOADGEN:
         return None
     try:
@@ -276,9 +277,7 @@ def write_interrupted(cfg: CoordinatorConfig, metrics: RunMetrics, how: str) -> 
             lines += ["## Work per agent", ""] + _table(
                 ["agent", "queries", "output tokens", "lost"],
                 [[a.address, f"{a.queries_done:,}", f"{a.output_tokens:,}", a.losses] for a in s.agents])
-        path = cfg.output / REPORT_FILE
-        path.write_text("\n".join(lines))
-        return path
+        return write_text(unfinished(cfg.output) / REPORT_FILE, "\n".join(lines))
     except Exception as exc:
         log.warning("no report written in %s: %s", cfg.output, exc)
         return None

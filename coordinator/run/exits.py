@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Iterator
 
 from llmbench.coordinator.observe.metrics import RunMetrics
-from llmbench.coordinator.run.outputs import AGENT_LOG, LOADGEN_FILES, OWN_FILES, REPORT_FILE
+from llmbench.coordinator.run.outputs import AGENT_LOG, LOADGEN_FILES, REPORT_FILE
 from llmbench.coordinator.run.session import RunResult, loadgen_running
+from llmbench.coordinator.run.staging import after_interrupt, earlier_run_in
 
 EXIT_STATUSES = """\
 exit status:
@@ -24,13 +25,14 @@ exit status:
   1    the run finished and missed it: LoadGen's result INVALID, accuracy FAIL, TEST06 FAIL, or
        queries that failed
   2    bad input or a run that could not go on (flags, dataset, output folder, agents unreachable, every
-       agent lost for --no-agent-timeout)
+       agent lost for --no-agent-timeout, a file of the run that could not be written: a full disk)
   130  interrupted: Ctrl-C, or aborted from the TUI
   143  stopped by SIGTERM (a deleted Job, systemctl stop)
-Ctrl-C and SIGTERM leave what was written so far: LoadGen's logs (partial if its test had not
-finished), a short report.md saying where the run stopped (once its LoadGen test had started, and
-not under the TUI) and `llmbench run`'s agent-N.log. A run stopped before its LoadGen test
-leaves an earlier run's files in the output folder as they were."""
+A run's files replace an earlier run's in the output folder only once they are all written: a run
+that fails or is stopped leaves an earlier run's files as they were. Ctrl-C and SIGTERM leave what
+was written so far: LoadGen's logs (partial if its test had not finished), a short report.md saying
+where the run stopped (once its LoadGen test had started, and not under the TUI) and `llmbench run`'s
+agent-N.log; beside an earlier run's files, in the folder's .llmbench-unfinished/."""
 FAILED, USAGE, INTERRUPTED, TERMINATED = 1, 2, 130, 143
 BEFORE_LOADGEN = ("starting", "agents", "dataset")  # metrics.phase values with no LoadGen log of this run
 LOADGEN_LOGS = tuple(n for n in LOADGEN_FILES if n.startswith("mlperf_log_"))  # audit.config is ours
@@ -121,29 +123,33 @@ def stopped_when(phase: str, metrics: RunMetrics) -> str:
     return f"after the LoadGen test ({s.completed:,} samples answered), while {doing_after_loadgen(phase, metrics.mode)}"
 
 
-def left_behind(phase: str, output: Path, agent_logs: bool) -> str:
-    """What the stopped run left in `output`, naming only files that exist there and are this run's
-    (agent-N.log: only `llmbench run` writes them; the coordinator's are an earlier run's)."""
+def left_behind(phase: str, output: Path, folder: Path, agent_logs: bool) -> str:
+    """What the stopped run left: its LoadGen logs and report.md in `folder` (`output`, or its
+    UNFINISHED beside an earlier run's files), its agent-N.log in `output` (only `llmbench run` writes
+    them; the coordinator's are an earlier run's), naming only files that exist and are this run's."""
     if not output.is_dir():
         return "; nothing written"  # stopped before the output folder was made
     files = []
-    if phase not in BEFORE_LOADGEN:  # before, files under our names are an earlier run's (see outputs.clear)
-        files += ["LoadGen's partial logs" if phase == "loadgen" else "LoadGen's complete logs"] if loadgen_logs(output) else []
-        files += [REPORT_FILE] if (output / REPORT_FILE).is_file() else []
-    files += sorted(p.name for p in output.iterdir() if agent_logs and AGENT_LOG.fullmatch(p.name))
+    if phase not in BEFORE_LOADGEN:  # before, the run had written none (staging.py)
+        files += ["LoadGen's partial logs" if phase == "loadgen" else "LoadGen's complete logs"] if loadgen_logs(folder) else []
+        files += [REPORT_FILE] if (folder / REPORT_FILE).is_file() else []
+    logs = sorted(p.name for p in output.iterdir() if agent_logs and AGENT_LOG.fullmatch(p.name))
     where = output.resolve()
-    earlier = phase in BEFORE_LOADGEN and any((output / name).is_file() for name in OWN_FILES)
-    if not files:
+    earlier = (phase in BEFORE_LOADGEN or folder != output) and earlier_run_in(output)
+    if not files and not logs:
         return (f"; nothing written: an earlier run's files in {where} are left as they were" if earlier
                 else f"; nothing written in {where}")
-    said = ("" if files[0].startswith("LoadGen") else "; no LoadGen logs") + f"; {_joined(files)} in {where}"
-    return said + ("; an earlier run's files there are left as they were" if earlier else "")
+    places = [(files, folder.resolve()), (logs, where)] if folder != output else [(files + logs, where)]
+    said = ("" if files[:1] and files[0].startswith("LoadGen") else "; no LoadGen logs")
+    said += "".join(f"; {_joined(names)} in {place}" for names, place in places if names)
+    return said + (f"; an earlier run's files in {where} are left as they were" if earlier else "")
 
 
 def interrupted(exc: KeyboardInterrupt, output: Path, metrics: RunMetrics, command: str) -> int:
     """One line saying where the run stopped and which of its files it left where; the exit status."""
     phase = phase_reached(metrics)
-    left = left_behind(phase, output, agent_logs=command == "run")
+    folder = after_interrupt(output) if phase not in BEFORE_LOADGEN else output
+    left = left_behind(phase, output, folder, agent_logs=command == "run")
     print(f"llmbench {command}: interrupted{how(exc)} {stopped_when(phase, metrics)}{left}", file=sys.stderr, flush=True)
     return _leave(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED)
 

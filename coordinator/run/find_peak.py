@@ -18,6 +18,7 @@ from typing import Callable
 from llmbench.coordinator.loadgen import scenarios
 from llmbench.coordinator.loadgen.settings import DEMO
 from llmbench.coordinator.loadgen.summary import Summary
+from llmbench.coordinator.run.written import write_text
 
 PEAK_FILE = "find-peak.md"
 MAX_PROBES = 8
@@ -131,6 +132,4 @@ def trial_config(cfg, kind: str, qps: float | None, probe_s: float, confirm_s: f
 
 
 def write(peak: Peak, output: Path) -> Path:
-    path = Path(output) / PEAK_FILE
-    path.write_text("# find-peak\n\n" + "\n".join(peak.lines()) + "\n")
-    return path
+    return write_text(Path(output) / PEAK_FILE, "# find-peak\n\n" + "\n".join(peak.lines()) + "\n")

@@ -1,9 +1,10 @@
 """The files llmbench writes into a run's output folder, and the checks that a path can take them.
 
-A reused output folder must not mix two runs: once the agents are ready, the files an earlier llmbench
-run wrote there are removed (the new run writes its own); anything else found there is named once, and
-files under our names that no run wrote are refused. Every path is checked before the work that fills
-it, so a bad one costs a second, not a run.
+A reused output folder must not mix two runs, nor lose a complete one to a run that does not finish:
+the new run writes into UNFINISHED inside it, and its files replace the earlier run's only once they
+are all whole (staging.py); anything else found there is named once, and files under our names that no
+run wrote are refused. Every path is checked before the work that fills it, so a bad one costs a
+second, not a run.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ REPORT_FILE = "report.md"
 CHART_FILES = {"throughput": "throughput.png", "latency": "latency.png", "agents": "agents.png"}
 ACCURACY_FILE = "accuracy.txt"
 VERIFY_FILE = "verify_accuracy.txt"  # MLPerf's TEST06 verdict
-LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
-                 "mlperf_log_trace.json", "audit.config")
+ACCURACY_LOG, AUDIT_FILE = "mlperf_log_accuracy.json", "audit.config"
+LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", ACCURACY_LOG, "mlperf_log_trace.json", AUDIT_FILE)
+UNFINISHED = ".llmbench-unfinished"  # hidden: a run's files until they are all whole
 AGENT_LOG = re.compile(r"agent-\d+\.log")  # `llmbench run`'s local agents
 AGENT_LOG_HEADER = "# llmbench run, local agent"  # their first line: a failed run's logs are still ours
 OWN_FILES = frozenset((REPORT_FILE, ACCURACY_FILE, VERIFY_FILE, *CHART_FILES.values(), *LOADGEN_FILES))
@@ -82,12 +84,12 @@ def _run_folder(folder: Path) -> bool:
 def check_folder(folder: Path, flag: str = "--output") -> tuple[list[Path], list[str]]:
     """Check that `folder` can take a run without losing anything that is not an earlier run's.
 
-    Returns the earlier run's files, which the run replaces once its agents are ready (`clear`), and
+    Returns the earlier run's files, which the run replaces once its own are whole (staging.py), and
     one line per thing the user should know. Files named like ours that no llmbench run wrote (a
     user's own report.md), or folders and links under our names, are refused: they would be
     overwritten, or break LoadGen's logging."""
     writable_folder(folder, flag)
-    entries = sorted(folder.iterdir())
+    entries = sorted(p for p in folder.iterdir() if p.name != UNFINISHED)
     named = [p for p in entries if written_by_us(p.name)]
     odd = [p for p in named if p.is_symlink() or not p.is_file()]
     if odd:
@@ -101,18 +103,13 @@ def check_folder(folder: Path, flag: str = "--output") -> tuple[list[Path], list
     others = [p for p in entries if p not in named]
     notes = []
     if stale:
-        notes.append(f"{flag} {folder}: an earlier llmbench run's files ({_names(stale)}) will be replaced when "
-                     f"the agents are ready")
+        notes.append(f"{flag} {folder}: an earlier llmbench run's files ({_names(stale)}) will be replaced once "
+                     f"this run's files are all written, and stay as they are if it does not finish")
+    if (folder / UNFINISHED).exists():
+        notes.append(f"{flag} {folder}: {UNFINISHED}/ holds the files of a run that did not finish; they are "
+                     f"removed when this run's LoadGen test starts")
     if others:
         notes.append(f"{flag} {folder} also holds {len(others)} {'entry' if len(others) == 1 else 'entries'} "
                      f"llmbench did not write, left as they are: {_names(others)}")
     return stale, notes
 
-
-def clear(stale: list[Path]) -> None:
-    """Remove an earlier run's files, right before the new run writes its own."""
-    for p in stale:
-        try:
-            p.unlink(missing_ok=True)
-        except OSError as exc:
-            raise ValueError(f"cannot remove {p} of an earlier run ({exc.strerror})") from None

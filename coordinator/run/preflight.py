@@ -32,7 +32,7 @@ class Checked:
     """The outcome of the checks, carried to the run."""
     dataset: Dataset | None  # a dataset file, read and checked; None: synthetic, made for the agents' vocabulary
     notes: list[str] = field(default_factory=list)  # one line each, said when the run starts
-    stale: list[Path] = field(default_factory=list)  # an earlier run's files, removed once the agents are ready
+    stale: list[Path] = field(default_factory=list)  # an earlier run's files, replaced once this run's are whole
     load_s: float = 0.0  # time spent reading the dataset file
 
 

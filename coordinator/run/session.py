@@ -7,6 +7,7 @@ asyncio loop keeps the agent streams going.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -16,7 +17,8 @@ from typing import Callable
 
 from llmbench.coordinator.scoring import compliance
 from llmbench.coordinator.data import loaders, prompt
-from llmbench.coordinator.run import outputs
+from llmbench.coordinator.run import outputs, written
+from llmbench.coordinator.run.staging import Staging
 from llmbench.coordinator.loadgen import benchmarks, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import AgentLink, LinkConfig
 from llmbench.coordinator.loadgen.detail_log import wait_generated_count
@@ -26,7 +28,7 @@ from llmbench.coordinator.observe.metrics import RunMetrics, Snapshot, record_th
 from llmbench.coordinator.run.preflight import Checked, check, settings_for
 from llmbench.coordinator.observe.progress_text import progress_line
 from llmbench.coordinator.data.dataset import Dataset
-from llmbench.coordinator.loadgen.summary import Summary, read_summary
+from llmbench.coordinator.loadgen.summary import SUMMARY_FILE, Summary, read_summary
 from llmbench.coordinator.loadgen.sut import LoadGenSut
 from llmbench.common.kv import kv_tokens
 from llmbench.common.threads import in_daemon_thread
@@ -84,6 +86,7 @@ class RunResult:
     accuracy_lines: list[str]
     compliance_lines: list[str]
     timings_s: dict[str, float]  # wall-clock per phase
+    staging: Staging  # where its files are until they are all whole (then in `output`)
     accuracy_passed: bool | None = None  # None: not scored
     compliance_passed: bool | None = None  # None: no compliance test
     gave_up: str = ""  # why the run could not go on (every agent lost), "" when it could
@@ -137,17 +140,17 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         if cfg.progress_s > 0:
             tasks.append(asyncio.create_task(print_progress(metrics, cfg.progress_s, say)))
 
-        outputs.clear(checked.stale)
-        if checked.stale:
-            say(f"replaced {len(checked.stale)} files of an earlier llmbench run in {cfg.output}")
+        staging = Staging(cfg.output, checked.stale)
+        with staging.whole_or_nothing():
+            folder = staging.start()
+            audit = write_audit_config(folder) if cfg.compliance else None
         t2 = time.monotonic()
         metrics.phase = "loadgen"
         metrics.mark_started()
         tasks.append(asyncio.create_task(record_throughput(metrics)))
-        tasks.append(asyncio.create_task(exact_total(metrics, cfg.output)))
-        audit = compliance.write_audit_config(cfg.output) if cfg.compliance else None
+        tasks.append(asyncio.create_task(exact_total(metrics, folder)))
         try:
-            await in_daemon_thread(sut.run, cfg.output, audit, name=LOADGEN_THREAD)
+            await in_daemon_thread(sut.run, folder, audit, name=LOADGEN_THREAD)
         except BaseException:
             sut.abort()
             raise
@@ -162,21 +165,32 @@ async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = Non
         await watcher.stop()
         await pool.close()
 
-    summary = read_summary(cfg.output)
-    t3 = time.monotonic()
-    metrics.phase = "accuracy"
-    accuracy_lines, accuracy_passed = await asyncio.to_thread(evaluate_accuracy, cfg, dataset, bench.benchmark)
-    if accuracy_passed is not None:
-        timings["accuracy"] = time.monotonic() - t3
-    compliance_lines, compliance_passed = [], None
-    if cfg.compliance:
-        test06 = compliance.check_test06(cfg.output, scenario=bench.spec.loadgen)
-        compliance_lines, compliance_passed = test06.report().splitlines(), test06.passed
-        (cfg.output / outputs.VERIFY_FILE).write_text(test06.verify_accuracy_txt())
+    with staging.whole_or_nothing():
+        written.check_loadgen_logs(folder)  # before anything reads them: LoadGen says nothing of a failed write
+        # Named where it will be: what the user is told to open once the run's files are in place.
+        summary = dataclasses.replace(read_summary(folder), path=cfg.output / SUMMARY_FILE)
+        t3 = time.monotonic()
+        metrics.phase = "accuracy"
+        accuracy_lines, accuracy_passed = await asyncio.to_thread(evaluate_accuracy, cfg, folder, dataset,
+                                                                  bench.benchmark)
+        if accuracy_passed is not None:
+            timings["accuracy"] = time.monotonic() - t3
+        compliance_lines, compliance_passed = [], None
+        if cfg.compliance:
+            test06 = dataclasses.replace(compliance.check_test06(folder, scenario=bench.spec.loadgen),
+                                         log=cfg.output / outputs.ACCURACY_LOG)
+            compliance_lines, compliance_passed = test06.report().splitlines(), test06.passed
+            written.write_text(folder / outputs.VERIFY_FILE, test06.verify_accuracy_txt())
     return RunResult(output=cfg.output, settings=bench, dataset=dataset, summary=summary, snapshot=snapshot,
                      duplicates=sut.duplicates, error=pool.failed, accuracy_lines=accuracy_lines,
-                     compliance_lines=compliance_lines, timings_s=timings, accuracy_passed=accuracy_passed,
-                     compliance_passed=compliance_passed, gave_up=pool.gave_up)
+                     compliance_lines=compliance_lines, timings_s=timings, staging=staging,
+                     accuracy_passed=accuracy_passed, compliance_passed=compliance_passed, gave_up=pool.gave_up)
+
+
+def write_audit_config(folder: Path) -> Path:
+    """TEST06's audit.config for LoadGen; a failed write names the file (compliance's own error would not)."""
+    with written.writing(folder / outputs.AUDIT_FILE):
+        return compliance.write_audit_config(folder)
 
 
 async def exact_total(metrics: RunMetrics, log_dir: Path) -> None:
@@ -213,11 +227,11 @@ def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Datase
     return dataset
 
 
-def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset,
+def evaluate_accuracy(cfg: CoordinatorConfig, folder: Path, dataset: Dataset,
                       benchmark: benchmarks.Benchmark) -> tuple[list[str], bool | None]:
-    """MLPerf ROUGE over the accuracy log when the dataset has references, by the benchmark's targets: the
-    table (also written to accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None) when it
-    cannot be scored."""
+    """MLPerf ROUGE over the accuracy log in `folder` when the dataset has references, by the benchmark's
+    targets: the table (also written to accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None)
+    when it cannot be scored."""
     if cfg.mode != "accuracy":
         return [], None
     if dataset.references is None:
@@ -226,8 +240,8 @@ def evaluate_accuracy(cfg: CoordinatorConfig, dataset: Dataset,
     if cfg.tokenizer is None:
         return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"], None
     from llmbench.coordinator.scoring import accuracy
-    result = accuracy.evaluate(cfg.output / "mlperf_log_accuracy.json", dataset, cfg.tokenizer, benchmark=benchmark)
-    (cfg.output / outputs.ACCURACY_FILE).write_text(result.table() + "\n")
+    result = accuracy.evaluate(folder / outputs.ACCURACY_LOG, dataset, cfg.tokenizer, benchmark=benchmark)
+    written.write_text(folder / outputs.ACCURACY_FILE, result.table() + "\n")
     return result.table().splitlines(), result.passed
 
 

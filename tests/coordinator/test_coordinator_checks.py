@@ -24,7 +24,9 @@ from llmbench.coordinator.data import loaders
 from llmbench.coordinator.run import outputs, preflight
 from llmbench.coordinator.loadgen import early_stopping, settings
 from llmbench.coordinator.run.session import CoordinatorConfig
+from llmbench.coordinator.run.staging import Staging
 from cli_processes import LLMBENCH, error_of, llmbench
+from tokenizers_offline import llama3_tokenizer_file
 
 RECORD = {"tok_input": [128000, 5, 6, 7], "output": "The summary."}
 
@@ -273,7 +275,7 @@ def test_boolean_token_ids_are_refused_with_the_record(tmp_path):
 
 # --- 7, 8, 10: accuracy without references, a reused folder, coordinator's default output ----------------
 
-def test_an_earlier_runs_files_are_replaced_only_once_the_agents_are_ready(tmp_path):
+def test_an_earlier_runs_files_are_replaced_only_once_this_runs_are_in(tmp_path):
     folder = tmp_path / "out"
     (folder / "sub").mkdir(parents=True)
     for name in ("report.md", "accuracy.txt", "agent-12.log", "mlperf_log_detail.txt", "notes.txt", "agent-x.log"):
@@ -281,12 +283,17 @@ def test_an_earlier_runs_files_are_replaced_only_once_the_agents_are_ready(tmp_p
     stale, (replaced, kept) = outputs.check_folder(folder)
     assert [p.name for p in stale] == ["accuracy.txt", "mlperf_log_detail.txt", "report.md"]  # `run` rewrites agent logs
     assert replaced == (f"--output {folder}: an earlier llmbench run's files (accuracy.txt, mlperf_log_detail.txt, "
-                        "report.md) will be replaced when the agents are ready")
+                        "report.md) will be replaced once this run's files are all written, and stay as they are if "
+                        "it does not finish")
     assert kept == f"--output {folder} also holds 3 entries llmbench did not write, left as they are: " \
                    "agent-x.log, notes.txt, sub/"
     assert len(list(folder.iterdir())) == 7  # checking removes nothing: a run that fails to start loses nothing
-    outputs.clear(stale)
-    assert sorted(p.name for p in folder.iterdir()) == ["agent-12.log", "agent-x.log", "notes.txt", "sub"]
+    staging = Staging(folder, stale)
+    write(staging.start() / "report.md", "new")
+    assert (folder / "report.md").read_text() == "old"  # a run's files stay apart until they are all written
+    staging.publish()
+    assert sorted(p.name for p in folder.iterdir()) == ["agent-12.log", "agent-x.log", "notes.txt", "report.md", "sub"]
+    assert (folder / "report.md").read_text() == "new"
 
 
 def test_a_users_own_files_under_our_names_are_refused_not_deleted(tmp_path):
@@ -360,6 +367,21 @@ def test_default_output_synthetic_accuracy_then_reused_folder(sim_agents, tmp_pa
     assert f"--output {out} also holds 1 entry llmbench did not write, left as they are: notes.txt" in r.stdout
     assert not (out / outputs.ACCURACY_FILE).exists() and (out / "notes.txt").read_text() == "mine"
     assert "Server performance" in (out / outputs.REPORT_FILE).read_text().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_a_tokenizer_larger_than_the_agents_vocabulary_is_named(tmp_path):
+    """Llama-3's tokenizer on raw articles for model tiny (1,000 ids): the error used to blame record 0's
+    'tok_input', a field the file does not have."""
+    tokenizer = llama3_tokenizer_file()
+    ds = write(tmp_path / "articles.jsonl", json.dumps({"article": "Shares rose.", "highlights": "Up."}) + "\n")
+    r = llmbench("run", "--agents", "1", "--no-tui", "--mode", "accuracy", "--scenario", "Offline",
+                 "--dataset", ds, "--tokenizer", tokenizer, "--output", tmp_path / "out", timeout=180)
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error: " in line]
+    assert errors == [f"llmbench run: error: --tokenizer {tokenizer} does not fit the model: its ids go up to 128255 "
+                      f"(128256 tokens) but the model's vocabulary is 1000; --dataset {ds} record 0 tokenizes to "
+                      f"id 128000: give the model's own tokenizer"], r.stderr
 
 
 @pytest.mark.slow

@@ -108,14 +108,14 @@ def test_agents_that_fail_to_start_leave_none_behind(tmp_path, monkeypatch):
     real = run_local.agent_command
     made: list[bool] = []
 
-    def second_one_breaks(args, on_gpu=False):
+    def second_one_breaks(args, on_gpu=False, shared=None):
         made.append(on_gpu)
-        return real(args, on_gpu) if len(made) == 1 else [sys.executable, "-c", "import sys; sys.exit(3)"]
+        return real(args, on_gpu, shared) if len(made) == 1 else [sys.executable, "-c", "import sys; sys.exit(3)"]
 
     monkeypatch.setattr(run_local, "agent_command", second_one_breaks)
     before = set(psutil.Process().children())
     args = argparse.Namespace(agents=2, engine="simulated", tokens_per_s=1000.0, agent_args="")
-    with pytest.raises(RuntimeError, match="agent-1.log exited with status 3"):
+    with pytest.raises(RuntimeError, match="agent-1 exited: status 3"):
         run_local.start_agents(args, tmp_path, gpus=["0", "1"])
     assert made == [True, True]
     assert set(psutil.Process().children()) <= before  # the agent that did start was stopped

@@ -1,8 +1,9 @@
 """What an interrupted run says (stderr line, report.md) in each phase it can stop in: only what is true.
 
-Unit level: a RunMetrics in the phase, a folder with or without LoadGen's logs, and the two calls a
-front makes on Ctrl-C (write_interrupted while the phase is live, exits.interrupted after the run is
-marked aborted). One real subprocess stopped while it waits for agents.
+Unit level: a RunMetrics in the phase, a folder with or without LoadGen's logs (in UNFINISHED, where a
+run writes its files until they are all whole), and the two calls a front makes on Ctrl-C
+(write_interrupted while the phase is live, exits.interrupted after the run is marked aborted). One
+real subprocess stopped while it waits for agents.
 """
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from llmbench.cli.main import main as llmbench
 from llmbench.coordinator.run import exits
 from llmbench.coordinator.observe.metrics import RunMetrics
-from llmbench.coordinator.run.outputs import REPORT_FILE
+from llmbench.coordinator.run.outputs import REPORT_FILE, UNFINISHED
 from llmbench.coordinator.report.markdown import write_interrupted
 from llmbench.coordinator.run.session import CoordinatorConfig
 
@@ -37,13 +38,13 @@ def metrics_in(phase, completed=0, expected=0, mode="performance"):
 
 
 def stop(tmp_path, metrics, exc=None, command="coordinator", mode="performance"):
-    """What the coordinator does on Ctrl-C (cli.run_front, then cli.run): (status, stderr line, report.md or None)."""
+    """What the coordinator does on Ctrl-C (cli.run_front, then cli.run): (status, report.md's name or None)."""
     exc = exc or KeyboardInterrupt()
     out = tmp_path / "out"
     cfg = CoordinatorConfig(agents="127.0.0.1:1", output=out, mode=mode)
     written = write_interrupted(cfg, metrics, exits.how(exc)) if out.is_dir() else None
     metrics.finish("aborted", "interrupted")
-    return exits.interrupted(exc, out, metrics, command), written
+    return exits.interrupted(exc, out, metrics, command), written and written.name
 
 
 def err_line(capsys):
@@ -52,11 +53,12 @@ def err_line(capsys):
     return lines[0]
 
 
-def folder(tmp_path, *names, text="x"):
+def folder(tmp_path, *names, text="x", under=""):
+    """The output folder, with `names` in it, or in its `under` (UNFINISHED: the stopped run's own)."""
     out = tmp_path / "out"
-    out.mkdir()
+    (out / under).mkdir(parents=True, exist_ok=True)
     for name in names:
-        (out / name).write_text(text)
+        (out / under / name).write_text(text)
     return out
 
 
@@ -90,22 +92,39 @@ def test_coordinator_does_not_claim_agent_logs_or_a_missing_folder(tmp_path, cap
 
 
 def test_during_loadgen_partial_logs_and_report(tmp_path, capsys):
-    out = folder(tmp_path, "mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_accuracy.json")
+    out = folder(tmp_path, "mlperf_log_detail.txt", "mlperf_log_summary.txt", "mlperf_log_accuracy.json", under=UNFINISHED)
     status, written = stop(tmp_path, metrics_in("loadgen", completed=1500, expected=3000))
-    assert status == 130 and written == out / REPORT_FILE
+    assert status == 130 and written == REPORT_FILE
     assert err_line(capsys) == (f"llmbench coordinator: interrupted after 1,500 of 3,000 samples; "
                                 f"LoadGen's partial logs and report.md in {out.resolve()}")
-    report = written.read_text()
+    assert not (out / UNFINISHED).exists()  # no earlier run's files to lose: the run's own are in the folder
+    report = (out / REPORT_FILE).read_text()
     assert report.splitlines()[0] == "# llmbench report: llama3.1-8b Server performance, interrupted"
     assert "during the LoadGen test, after 1,500 of 3,000 samples answered; no LoadGen result" in report
     assert "LoadGen's logs in this folder are partial: the test did not finish" in report
     assert "| samples answered | 1,500 |" in report and "| output tokens | 192,000 |" in report
 
 
+def test_beside_an_earlier_run_the_partial_files_stay_apart(tmp_path, capsys):
+    """A run that did not finish must not replace a complete one: its files stay in UNFINISHED."""
+    out = folder(tmp_path, "mlperf_log_detail.txt", "mlperf_log_accuracy.json", under=UNFINISHED)
+    (out / "mlperf_log_summary.txt").write_text(SUMMARY)
+    (out / REPORT_FILE).write_text(EARLIER_REPORT)
+    (out / "agent-0.log").write_text("this run's agent")
+    status, written = stop(tmp_path, metrics_in("loadgen", completed=12, expected=40), command="run")
+    assert status == 130 and written == REPORT_FILE
+    assert (out / REPORT_FILE).read_text() == EARLIER_REPORT and (out / "mlperf_log_summary.txt").read_text() == SUMMARY
+    assert "no LoadGen result" in (out / UNFINISHED / REPORT_FILE).read_text()
+    assert err_line(capsys) == (f"llmbench run: interrupted after 12 of 40 samples; LoadGen's partial logs and report.md "
+                                f"in {(out / UNFINISHED).resolve()}; agent-0.log in {out.resolve()}; an earlier run's "
+                                f"files in {out.resolve()} are left as they were")
+
+
 def test_at_the_start_of_loadgen_no_logs_yet(tmp_path, capsys):
-    out = folder(tmp_path, "audit.config")  # ours (TEST06), not a LoadGen log
+    out = folder(tmp_path, "audit.config", under=UNFINISHED)  # ours (TEST06), not a LoadGen log
     status, written = stop(tmp_path, metrics_in("loadgen", expected=40))
-    assert "LoadGen had written no logs yet." in written.read_text() and "partial" not in written.read_text()
+    report = (out / REPORT_FILE).read_text()
+    assert "LoadGen had written no logs yet." in report and "partial" not in report
     assert err_line(capsys) == (f"llmbench coordinator: interrupted after 0 of 40 samples; no LoadGen logs; "
                                 f"report.md in {out.resolve()}")
 
@@ -113,10 +132,11 @@ def test_at_the_start_of_loadgen_no_logs_yet(tmp_path, capsys):
 @pytest.mark.parametrize("mode, doing, result", [("accuracy", "scoring accuracy", "none (accuracy mode)"),
                                                  ("performance", "checking its results", "VALID")])
 def test_after_loadgen_logs_are_complete(tmp_path, capsys, mode, doing, result):
-    out = folder(tmp_path, "mlperf_log_detail.txt", "mlperf_log_accuracy.json")
-    (out / "mlperf_log_summary.txt").write_text(SUMMARY if result == "VALID" else SUMMARY.replace("Result is : VALID\n", ""))
+    out = folder(tmp_path, "mlperf_log_detail.txt", "mlperf_log_accuracy.json", under=UNFINISHED)
+    (out / UNFINISHED / "mlperf_log_summary.txt").write_text(
+        SUMMARY if result == "VALID" else SUMMARY.replace("Result is : VALID\n", ""))
     status, written = stop(tmp_path, metrics_in("accuracy", completed=3000, expected=3000, mode=mode), mode=mode)
-    report = written.read_text()
+    report = (out / REPORT_FILE).read_text()
     assert f"interrupted after the LoadGen test, while {doing}" in report
     assert "LoadGen's test finished (its logs are complete)" in report and f"LoadGen's result: **{result}**" in report
     assert "partial" not in report and "no LoadGen result" not in report and "did not finish" not in report

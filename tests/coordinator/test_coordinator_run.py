@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -157,10 +158,13 @@ def test_llmbench_run_tiny_server_accuracy(tmp_path):
     r = llmbench("run", "--mode", "accuracy", "--max-samples", "16", "--output", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 local agents (paged engine, model tiny), Server accuracy" in r.stdout
+    # They share the host's memory (no GPU here): each sizes its KV cache from half the default 0.9.
+    assert "Host memory is shared: each of the 2 CPU agents sizes its KV cache from 0.45 of" in r.stdout
     tokens = outputs_by_sample(accuracy_entries(out), 16)
     assert all(1 <= len(t) <= 128 and t.max() < 1000 for t in tokens.values())  # the tiny model's vocabulary
     assert "No errors encountered during test" in (out / "mlperf_log_summary.txt").read_text()
     logs = [(out / f"agent-{i}.log").read_text() for i in range(2)]
+    assert all(re.search(r"KV cache: \d+ blocks .*: 0\.45 of [\d.]+ GiB available host memory", log) for log in logs), logs
     addrs = [run_local.LISTENING.search(log).group(1) for log in logs]
     assert all(port_closed(a) for a in addrs)  # agents stopped on exit
 

@@ -13,7 +13,10 @@ from matplotlib import image
 from llmbench.coordinator.report import markdown
 from llmbench.coordinator.commands import run_local
 from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run import outputs
 from llmbench.coordinator.run.session import CoordinatorConfig, run_benchmark
+from llmbench.coordinator.run.staging import Staging
+from llmbench.coordinator.run.written import OutputError
 from llmbench.coordinator.loadgen.summary import read_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -32,8 +35,9 @@ def finished_run(tmp_path_factory):
         result = asyncio.run(run_benchmark(cfg, metrics, say=lambda line: None))
     finally:
         run_local.stop_agents(agents)
-    path, drawn = markdown.write_report(result, metrics)
-    return result, metrics, path, drawn
+    path, drawn = markdown.write_report(result, metrics, result.staging.folder)
+    result.staging.publish()
+    return result, metrics, result.output / path.name, drawn
 
 
 def section(text: str, title: str) -> str:
@@ -119,23 +123,28 @@ def test_charts_are_pngs_of_the_run_series(finished_run):
 
 
 @pytest.mark.slow
-def test_accuracy_table_and_failures_go_into_the_report(finished_run):
+def test_accuracy_table_and_failures_go_into_the_report(finished_run, tmp_path):
     result, metrics, _, _ = finished_run
     table = ["MLPerf accuracy, llama3.1-8b on CNN/DailyMail (40 samples)", "rouge1         38.9000  >= 38.3914  PASS"]
     scored = dataclasses.replace(result, accuracy_lines=table, error="agent 127.0.0.1:1: gave up after 4 attempts")
-    path, _ = markdown.write_report(scored, metrics)
+    path, _ = markdown.write_report(scored, metrics, tmp_path)
     text = path.read_text()
     assert section(text, "Accuracy").strip() == "```\n" + "\n".join(table) + "\n```"
     assert "**Outcome: 0 of " in text and "gave up after 4 attempts" in text
-    path, _ = markdown.write_report(result, metrics)  # leave the run's own report behind
 
 
 @pytest.mark.slow
-def test_a_report_that_cannot_be_written_does_not_fail_the_run(finished_run, tmp_path, caplog):
+def test_a_report_that_cannot_be_written_fails_the_run(finished_run, tmp_path):
+    """No exit status stands on a report that is not there: the run fails, the earlier run's files stay."""
     result, _, _, _ = finished_run
     metrics = RunMetrics()
-    gone = dataclasses.replace(result, output=tmp_path / "removed")  # the output dir vanished meanwhile
-    with caplog.at_level("WARNING", logger="llmbench.coordinator"):
-        assert markdown.finish_run(gone, metrics) is None
-    assert f"no report written in {tmp_path / 'removed'}" in caplog.text
-    assert metrics.finished and metrics.phase == "done" and metrics.outcome == markdown.outcome(result)
+    out = tmp_path / "out"
+    (out / outputs.UNFINISHED / outputs.REPORT_FILE).mkdir(parents=True)  # report.md cannot be written there
+    (out / outputs.REPORT_FILE).write_text("# llmbench report: the earlier run\n")
+    staged = dataclasses.replace(result, output=out, staging=Staging(out, [out / outputs.REPORT_FILE]))
+    with pytest.raises(OutputError, match=rf"^cannot write {re.escape(str(out / outputs.UNFINISHED))}/report\.md: Is a "
+                                          r"directory \(EISDIR\); this run's files were removed; the earlier run's "
+                                          rf"files in {re.escape(str(out))} are left as they were$"):
+        markdown.finish_run(staged, metrics)
+    assert (out / outputs.REPORT_FILE).read_text() == "# llmbench report: the earlier run\n"
+    assert not (out / outputs.UNFINISHED).exists() and not metrics.finished
