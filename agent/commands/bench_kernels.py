@@ -2,7 +2,9 @@
 
     python -m llmbench.agent.commands.bench_kernels [fp8|fused ...]   (default: both)
 
-fp8: the per-token quantizer and the fp8 GEMM against bf16, per projection. fused: residual add +
+fp8: the per-token quantizer and the fp8 GEMM against bf16, per projection. fp8-rows: the fp8 GEMMs by
+row count (decode steps have few rows), row-wise scaled against one scale for the whole tensor (cuBLAS's
+own scaling) with the row and channel scales applied after, and bf16; the weights' read rate. fused: residual add +
 RMSNorm, RoPE and SiLU-and-mul against the torch reference path of agent/model/llama.py.
 """
 from __future__ import annotations
@@ -37,6 +39,37 @@ def fp8_gemms() -> None:
               f"{flop / ms_fp8 / 1e9:18.0f} {ms_bf16 / ms_fp8:7.2f}x")
 
 
+def fp8_gemms_by_rows() -> None:
+    """Row-wise vs tensor-wise scaled fp8 GEMMs and bf16 at the row counts of decode and small mixed steps."""
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    shapes = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
+    one = torch.ones((), device=dev)
+    print(f"{'rows':>5} {'bf16 ms':>8} {'fp8 row ms':>11} {'fp8 tensor+scale ms':>20} {'row GB/s':>9} {'tensor GB/s':>12}")
+    layers = {name: Fp8Linear(torch.randn(n, k, device=dev, dtype=dt) * 0.02) for name, (n, k) in shapes.items()}
+    bf16 = {name: torch.randn(n, k, device=dev, dtype=dt) * 0.02 for name, (n, k) in shapes.items()}
+    weight_bytes = sum(n * k for n, k in shapes.values())  # fp8: one byte a weight, read once per GEMM
+    for n_rows in (8, 32, 64, 128, 256, 512, 1024, 2048):
+        xs = {name: torch.randn(n_rows, k, device=dev, dtype=dt) for name, (_, k) in shapes.items()}
+        rows = {name: fp8_quant.quantize_rows(x) for name, x in xs.items()}
+
+        def row_wise() -> None:
+            for name, layer in layers.items():
+                layer.matmul(*rows[name])
+
+        def tensor_wise() -> None:
+            for name, layer in layers.items():
+                q, scale = rows[name]
+                y = torch._scaled_mm(q, layer.weight.t(), scale_a=one, scale_b=one, out_dtype=dt)
+                y.mul_(scale).mul_(layer.weight_scale)
+
+        def half() -> None:
+            for name, w in bf16.items():
+                xs[name] @ w.t()
+        ms = [triton.testing.do_bench(f, return_mode="median") for f in (half, row_wise, tensor_wise)]
+        print(f"{n_rows:5d} {ms[0]:8.3f} {ms[1]:11.3f} {ms[2]:20.3f} {weight_bytes / ms[1] / 1e6:9.0f} "
+              f"{weight_bytes / ms[2] / 1e6:12.0f}")
+
+
 def fused_elementwise() -> None:
     """Fused vs torch path at Llama-3.1-8B shapes, T=8192 bf16 rows (median of do_bench)."""
     t, hidden, hq, hkv, d, inter = 8192, 4096, 32, 8, 128, 14336
@@ -67,7 +100,7 @@ def fused_elementwise() -> None:
               f"{nbytes / ms_fused / 1e6:11.0f}")
 
 
-BENCHES = {"fp8": fp8_gemms, "fused": fused_elementwise}
+BENCHES = {"fp8": fp8_gemms, "fp8-rows": fp8_gemms_by_rows, "fused": fused_elementwise}
 
 
 def main(argv: list[str] | None = None) -> int:
