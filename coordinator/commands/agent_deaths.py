@@ -7,7 +7,7 @@ status or signal. The run then goes on where the coordinator can go on without t
 LoadGen test, while other agents are left, it re-dispatches the agent's queries (exactly once, see
 docs/security.md). Before the test (nothing measured yet, and the coordinator would wait for the agent)
 or once no agent is left (nothing here restarts one), the run cannot go on, and it ends at once: the
-watcher signals the main thread, which raises AgentLost wherever it is, as SIGTERM raises Terminated.
+watcher asks the session to give up (run/abandon.py), which then ends in abandon.Abandoned.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import signal
 import threading
 from pathlib import Path
 from subprocess import Popen
-from types import FrameType
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from llmbench.coordinator.observe.metrics import RunMetrics
+from llmbench.coordinator.run import abandon
 from llmbench.coordinator.run.exits import BEFORE_LOADGEN
 
 log = logging.getLogger("llmbench.run")
@@ -27,7 +27,6 @@ log = logging.getLogger("llmbench.run")
 # `llmbench run` too when they are sent to the process group (a terminal's Ctrl-C, a service manager's stop),
 # and ending the run is then its own handler's job, not this watcher's.
 STOPPED = (0, 130)
-_WAKE = signal.SIGUSR1
 
 
 class WatchedAgent(Protocol):
@@ -37,11 +36,6 @@ class WatchedAgent(Protocol):
 
     @property
     def name(self) -> str: ...
-
-
-class AgentLost(KeyboardInterrupt):
-    """A local agent exited and the run cannot go on. A KeyboardInterrupt, as exits.Terminated is, so that
-    it ends the run from wherever the main thread is: no `except Exception` on the way takes it."""
 
 
 def exit_reason(returncode: int) -> str:
@@ -67,22 +61,19 @@ def how_it_ended(agent: WatchedAgent) -> str:
 
 
 class DeathWatch:
-    """While its `with` block runs (entered from the main thread: it takes SIGUSR1), reports each watched
-    agent that exits and ends the run when it cannot go on without it."""
+    """While its `with` block runs, reports each watched agent that exits and ends the run when it cannot
+    go on without it."""
 
     def __init__(self, metrics: RunMetrics) -> None:
         self.metrics = metrics  # its phase says whether the run can go on without an agent
         self.agents: list[WatchedAgent] = []
         self.exited: list[WatchedAgent] = []
         self.lost = ""  # why the run cannot go on, once it cannot
-        self._raised = False
         self._closed = False
-        self._lock = threading.Lock()  # __exit__ and the waiting threads: no signal once closed
-        self._main = threading.get_ident()
-        self._previous: Any = None
+        self._lock = threading.Lock()  # __exit__ and the waiting threads: no request once closed
 
     def __enter__(self) -> DeathWatch:
-        self._previous = signal.signal(_WAKE, self._on_wake)
+        abandon.clear()
         return self
 
     def watch(self, agents: Sequence[WatchedAgent]) -> None:
@@ -92,15 +83,9 @@ class DeathWatch:
             threading.Thread(target=self._wait, args=(agent,), name=f"watch-{agent.name}", daemon=True).start()
 
     def __exit__(self, *exc_info: object) -> None:
-        """Stop acting on exits and put the previous SIGUSR1 handler back. A wake sent just before must not
-        meet the default disposition (it ends the process): blocked, it is taken here if still pending."""
         with self._lock:
             self._closed = True
-        signal.pthread_sigmask(signal.SIG_BLOCK, {_WAKE})
-        if _WAKE in signal.sigpending():
-            signal.sigwait({_WAKE})
-        signal.signal(_WAKE, self._previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {_WAKE})
+        abandon.clear()  # a request no session took must not end a later run of this process
 
     def _wait(self, agent: WatchedAgent) -> None:
         agent.process.wait()
@@ -110,9 +95,9 @@ class DeathWatch:
             self.exited.append(agent)
             log.error("%s exited: %s; its log: %s", agent.name, how_it_ended(agent), agent.log_path)
             why = self._cannot_go_on(agent)
-            if why and not self.lost:
+            if why and not self.lost and not any(a.stopping for a in self.agents):
                 self.lost = why
-                signal.pthread_kill(self._main, _WAKE)
+                abandon.request(why)
 
     def _cannot_go_on(self, agent: WatchedAgent) -> str:
         """Why the run cannot go on after agent's exit; "" when it can (or it was stopped, see STOPPED)."""
@@ -124,9 +109,3 @@ class DeathWatch:
         if self.metrics.phase == "loadgen" and len(self.exited) == len(self.agents):
             return f"every local agent exited, the last {agent.name}, {reason},"
         return ""
-
-    def _on_wake(self, signum: int, frame: FrameType | None) -> None:
-        """In the main thread: end the run, unless it is already ending (agents being stopped)."""
-        if self.lost and not (self._raised or self._closed or any(a.stopping for a in self.agents)):
-            self._raised = True
-            raise AgentLost(self.lost)

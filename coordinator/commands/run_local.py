@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmbench.coordinator.commands import host_share
-from llmbench.coordinator.commands.agent_deaths import AgentLost, DeathWatch, exit_reason, last_line
-from llmbench.coordinator.run import exits
+from llmbench.coordinator.commands.agent_deaths import DeathWatch, exit_reason, last_line
+from llmbench.coordinator.run import abandon, exits
 from llmbench.coordinator.commands.coordinator import (LiveFront, add_run_arguments, check_find_peak, config_from_args, find_peak,
                                       output_folder, report, run_front)
 from llmbench.coordinator.run.gpus import SPEC_HELP, select_gpus
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
         agents: list[LocalAgent] = []
         try:
             return run_with_agents(args, live, metrics, output, agents, deaths)
-        except AgentLost as exc:  # before KeyboardInterrupt, which it is
+        except abandon.Abandoned as exc:  # the agents died (DeathWatch)
             stop_agents(agents)
             error = RuntimeError(f"the run could not go on: {exc} {exits.stopped_when(exits.phase_reached(metrics), metrics)}"
                                  f"; agent-N.log in {output.resolve()}")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from llmbench.coordinator.scoring import compliance
 from llmbench.coordinator.data import loaders, prompt
-from llmbench.coordinator.run import outputs, written
+from llmbench.coordinator.run import abandon, outputs, written
 from llmbench.coordinator.run.staging import Staging
 from llmbench.coordinator.loadgen import benchmarks, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import AgentLink, LinkConfig
@@ -94,6 +94,12 @@ class RunResult:
 
 async def run_benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None = None,
                         say: Callable[[str], None] = print) -> RunResult:
+    """The whole run; ends in abandon.Abandoned when told from elsewhere that it cannot go on."""
+    async with abandon.abandonable():
+        return await _benchmark(cfg, metrics, say)
+
+
+async def _benchmark(cfg: CoordinatorConfig, metrics: RunMetrics | None, say: Callable[[str], None]) -> RunResult:
     checked = cfg.checked or check(cfg)  # bad input fails now, not after the agents are up
     metrics = metrics or RunMetrics()
     metrics.scenario, metrics.mode, metrics.output_dir = cfg.scenario, cfg.mode, str(cfg.output)
