@@ -147,10 +147,19 @@ def agents_section(result: RunResult) -> list[str]:
         ["agent", "node", "device", "model", "precision", "queries", "share", "output tokens", "share", "re-dispatched", "lost"], rows)
 
 
+def failed_note(result: RunResult) -> str:
+    """What failed queries do to the figures: their outputs, partial or empty, are in the accuracy log
+    (LoadGen needs an answer for each; its log has no field to mark one) and in every rate."""
+    s = result.snapshot
+    return (f"**{s.failed} of {s.completed:,} samples failed**: their outputs in the accuracy log are partial or "
+            "empty, and they count in these figures." if s.failed else "")
+
+
 def accuracy_section(result: RunResult) -> list[str]:
     if not result.accuracy_lines:
         return []
-    return ["## Accuracy", "", "```", *result.accuracy_lines, "```", ""]
+    note = failed_note(result)
+    return ["## Accuracy", "", *([note, ""] if note else []), "```", *result.accuracy_lines, "```", ""]
 
 
 def compliance_section(result: RunResult) -> list[str]:
@@ -172,6 +181,8 @@ def projection_section(result: RunResult) -> list[str]:
     lines = ["## Projection for the full dataset", ""]
     if rate <= 0:
         return lines + ["No samples were answered: no rate to project from.", ""]
+    if result.snapshot.failed:
+        return lines + [failed_note(result) + " No projection from this run.", ""]
     benchmark, arrival = result.settings.benchmark, result.settings.spec.arrival
     lines.append(f"At the measured {rate:.2f} samples/s, the full {benchmark.samples:,}-sample CNN/DailyMail set "
                  f"would take **{_duration(benchmark.samples / rate)}** of LoadGen test with these agents.")

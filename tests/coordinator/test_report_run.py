@@ -94,6 +94,19 @@ def test_report_has_the_sections_and_the_numbers_of_the_run(finished_run):
 
 
 @pytest.mark.slow
+def test_a_run_with_failed_queries_projects_nothing_and_says_so_beside_its_scores(finished_run):
+    result = finished_run[0]
+    failed = dataclasses.replace(result, snapshot=dataclasses.replace(result.snapshot, failed=3),
+                                 accuracy_lines=["ROUGE-1 12.0"])
+    note = f"**3 of {result.snapshot.completed} samples failed**: their outputs in the accuracy log are partial or empty"
+    projection = "\n".join(markdown.projection_section(failed))
+    assert note in projection and "No projection from this run." in projection and "would take" not in projection
+    accuracy = markdown.accuracy_section(failed)
+    assert note in accuracy[2] and accuracy[-3] == "ROUGE-1 12.0"
+    assert markdown.accuracy_section(dataclasses.replace(failed, snapshot=result.snapshot))[2] == "```"
+
+
+@pytest.mark.slow
 def test_charts_are_pngs_of_the_run_series(finished_run):
     result, metrics, path, drawn = finished_run
     for name in ("throughput.png", "latency.png", "agents.png"):
