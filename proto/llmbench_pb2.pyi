@@ -130,7 +130,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., parameters: _Optional[int] = ..., engine: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
-    __slots__ = ("agent_id", "node_name", "model", "ready", "kv_block_size", "kv_blocks_total", "kv_blocks_free", "kv_tokens_available", "memory_free_bytes", "memory_total_bytes", "memory_kind", "running", "waiting", "output_tokens_per_s", "prompt_tokens_per_s", "steps_total", "output_tokens_total", "queries_received_total", "queries_finished_total", "max_batch", "max_step_tokens", "timestamp")
+    __slots__ = ("agent_id", "node_name", "model", "ready", "kv_block_size", "kv_blocks_total", "kv_blocks_free", "kv_tokens_available", "memory_free_bytes", "memory_total_bytes", "memory_kind", "running", "waiting", "output_tokens_per_s", "prompt_tokens_per_s", "steps_total", "output_tokens_total", "queries_received_total", "queries_finished_total", "max_batch", "max_step_tokens", "timestamp", "step_running_s", "slowest_step_s")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,8 @@ class AgentStatus(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_STEP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    STEP_RUNNING_S_FIELD_NUMBER: _ClassVar[int]
+    SLOWEST_STEP_S_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     node_name: str
     model: ModelInfo
@@ -175,7 +177,9 @@ class AgentStatus(_message.Message):
     max_batch: int
     max_step_tokens: int
     timestamp: float
-    def __init__(self, agent_id: _Optional[str] = ..., node_name: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., ready: _Optional[bool] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., kv_tokens_available: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_kind: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., output_tokens_per_s: _Optional[float] = ..., prompt_tokens_per_s: _Optional[float] = ..., steps_total: _Optional[int] = ..., output_tokens_total: _Optional[int] = ..., queries_received_total: _Optional[int] = ..., queries_finished_total: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_step_tokens: _Optional[int] = ..., timestamp: _Optional[float] = ...) -> None: ...
+    step_running_s: float
+    slowest_step_s: float
+    def __init__(self, agent_id: _Optional[str] = ..., node_name: _Optional[str] = ..., model: _Optional[_Union[ModelInfo, _Mapping]] = ..., ready: _Optional[bool] = ..., kv_block_size: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., kv_blocks_free: _Optional[int] = ..., kv_tokens_available: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_total_bytes: _Optional[int] = ..., memory_kind: _Optional[str] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., output_tokens_per_s: _Optional[float] = ..., prompt_tokens_per_s: _Optional[float] = ..., steps_total: _Optional[int] = ..., output_tokens_total: _Optional[int] = ..., queries_received_total: _Optional[int] = ..., queries_finished_total: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_step_tokens: _Optional[int] = ..., timestamp: _Optional[float] = ..., step_running_s: _Optional[float] = ..., slowest_step_s: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("text", "tokens", "max_new_tokens", "min_new_tokens", "stop_token_ids", "ignore_eos")

@@ -156,8 +156,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet probes cannot do "
                         "TLS) (default: none)")
     p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S,
-                   help="seconds the engine may make no step while it has work before health is NOT_SERVING "
-                        "and the systemd watchdog pings stop (default: %(default)g)")
+                   help="seconds the engine may make no step while it has work (a step under way: up to 10x "
+                        "the slowest step so far) before health is NOT_SERVING and the systemd watchdog "
+                        "pings stop (default: %(default)g)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics over HTTP on this port at /metrics (on --host; 0 picks one) "
                         "(default: none)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Generic, Sequence, TypeVar
 
 from llmbench.agent.engine.types import (EngineInfo, EngineStats, ErrorCode, FinishReason, Request, Sink,
@@ -34,6 +35,10 @@ class EngineFront(Generic[Q]):
         self._queries: dict[tuple[Sink, int], Q] = {}  # live queries, engine thread only
         self._step = self._prompt_tokens = self._output_tokens = self._received = self._finished = 0
         self._published: EngineStats | None = None
+        # Read by stats() on other threads without the lock: each is one attribute store on the engine
+        # thread, so a reader sees the old value or the new one.
+        self._step_since: float | None = None  # monotonic start of the turn under way
+        self._slowest_step = 0.0
 
     # ---- what an engine provides ----------------------------------------------------------------
     def _kv(self) -> tuple[int, int, int, int, int]:
@@ -109,12 +114,15 @@ class EngineFront(Generic[Q]):
         once, in the inbox or in the engine, even while the engine thread is mid-step."""
         with self._cond:
             s = self._published if self._published is not None else self._engine_side()
+            since = self._step_since
             return EngineStats(
                 kv_blocks_total=s.kv_blocks_total, kv_blocks_free=s.kv_blocks_free,
                 kv_tokens_available=s.kv_tokens_available - self._inbox_blocks * self.block_size,
                 running=s.running, waiting=s.waiting + self._inbox_queries, steps_total=s.steps_total,
                 prompt_tokens_total=s.prompt_tokens_total, output_tokens_total=s.output_tokens_total,
-                queries_received_total=self._received, queries_finished_total=s.queries_finished_total)
+                queries_received_total=self._received, queries_finished_total=s.queries_finished_total,
+                step_running_s=0.0 if since is None else time.monotonic() - since,
+                slowest_step_s=self._slowest_step)
 
     def blocks_for(self, req: Request) -> int:
         """The KV reservation of a query: common.kv's rule, the one the coordinator counts by."""
@@ -139,13 +147,21 @@ class EngineFront(Generic[Q]):
                 else:
                     self._drop(sink, out)
             if self._has_work():
+                self._step_since = begun = time.monotonic()
                 try:
                     self._turn(out)
                 except Exception as e:  # a bug outside the forward: fail everything rather than hang
                     log.exception("engine loop failed; failing all queries")
                     self._fail_all(e, out)
+                finally:
+                    self._stepped(time.monotonic() - begun)
             self._emit(out)
             self._publish([r for kind, payload, _ in inbox if kind == "submit" for r in payload])
+
+    def _stepped(self, seconds: float) -> None:
+        """A turn (or the warm-up's step) took seconds: a longer one under way later is slow, not hung."""
+        self._slowest_step = max(self._slowest_step, seconds)
+        self._step_since = None
 
     def _engine_side(self) -> EngineStats:
         """The engine thread's own state (read on that thread, or before it starts); inbox not included."""

@@ -14,6 +14,7 @@ from llmbench.agent.model.loader import (build_model, check_quantization, resolv
                                    resolve_kv_dtype, resolve_source)
 from llmbench.agent.engine.runner import Launched, ModelRunner, plan_kv_blocks
 from llmbench.agent.engine.scheduler import Batch, Scheduler, Sequence
+from llmbench.agent.engine.step_budget import FIRST_TOKENS
 from llmbench.agent.engine.step_cost import StepCosts, StepShape
 from llmbench.agent.engine.types import EngineConfig, EngineInfo, Request, Sink, StepOutput
 
@@ -93,15 +94,25 @@ class PagedEngine(EngineFront[Sequence]):
         self._start_loop()
 
     def _warm_up(self) -> None:
-        """One prefill and one decode step, so kernels are compiled before the first query."""
-        seq = Sequence(Request(id=-1, prompt=[0], max_new_tokens=2, ignore_eos=True), _no_sink, (),
-                       self.blocks.blocks_for(2))
-        self.scheduler.add(seq)
-        while self.scheduler.has_work():
-            batch = self.scheduler.schedule()
-            self.scheduler.update(batch, self._runner().run(batch))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        """A prefill of a first step's size and one decode step, twice: the first pass compiles kernels
+        before any query, the second is timed. The front learns what a step costs on this device (a step
+        under way many times longer is hung, not slow) and the step budget starts within its time cap on
+        a slow one."""
+        n = max(1, min(FIRST_TOKENS, self.max_context - 1, self.blocks.num_blocks * self.cfg.block_size - 1))
+        for timed in (False, True):
+            req = Request(id=-1, prompt=[0] * n, max_new_tokens=2, ignore_eos=True)
+            self.scheduler.add(Sequence(req, _no_sink, (), self.blocks_for(req)))
+            begun = time.perf_counter()
+            while self.scheduler.has_work():
+                step_begun = time.perf_counter()
+                batch = self.scheduler.schedule()
+                self.scheduler.update(batch, self._runner().run(batch))
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                if timed:
+                    self._stepped(time.perf_counter() - step_begun)
+            if timed:
+                self.scheduler.budget.seed(n + 1, time.perf_counter() - begun)
 
     def _runner(self) -> ModelRunner:
         assert self.runner is not None, "the engine is not started"

@@ -21,7 +21,7 @@ HEADROOM = 0.7
 MAX_STEP_S = 5.0  # well inside the 60 s after which the agent and the coordinator call an engine hung
 DECAY = 0.98  # weight of past steps per new one: the fit follows the last ~50 steps
 MIN_STEPS = 8  # steps seen before the fit is trusted
-FIRST_TOKENS = 512  # the budget until then: small enough for any device, a few ms of a GPU's time
+FIRST_TOKENS = 512  # the budget until then (less where the timed warm-up says so): a few ms of a GPU's time
 MIN_PREFILL = 64  # tokens prefill always gets once decode rows are in, so waiting queries start
 
 
@@ -30,6 +30,7 @@ class StepBudget:
         self.max_tokens = max_tokens
         self.headroom = headroom
         self._fit: tuple[float, float] | None = None  # the last good (fixed s, s per token)
+        self._first = min(max_tokens, FIRST_TOKENS)  # the budget until the fit is read
         self._n = 0
         self._w = self._x = self._y = self._xx = self._xy = 0.0  # weighted sums of 1, tokens, s, tokens², tokens·s
 
@@ -50,6 +51,12 @@ class StepBudget:
                 if slope > 0:
                     self._fit = my - slope * mx, slope
 
+    def seed(self, tokens: int, seconds: float) -> None:
+        """A timed warm-up of tokens in seconds: until the fit is read, steps take no more tokens than
+        MAX_STEP_S holds at that rate, so the first steps of a slow device are not the ones that look hung."""
+        if tokens > 0 and seconds > 0:
+            self._first = max(1, min(self._first, int(MAX_STEP_S * tokens / seconds)))
+
     def line(self) -> tuple[float, float] | None:
         """(fixed seconds, seconds per token), None before the steps seen allowed a fit."""
         return self._fit
@@ -59,7 +66,7 @@ class StepBudget:
         tpot_limit_s (0: none)."""
         least = min(self.max_tokens, decode_rows + MIN_PREFILL)
         if self._fit is None:
-            return max(least, min(self.max_tokens, FIRST_TOKENS))
+            return max(least, self._first)
         target = min(self.headroom * tpot_limit_s, MAX_STEP_S) if tpot_limit_s > 0 else MAX_STEP_S
         fixed, per_token = self._fit
         return max(least, min(self.max_tokens, int((target - fixed) / per_token)))

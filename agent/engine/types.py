@@ -99,6 +99,8 @@ class EngineStats:
     output_tokens_total: int
     queries_received_total: int
     queries_finished_total: int
+    step_running_s: float = 0.0  # how long the step under way has run; 0 between steps
+    slowest_step_s: float = 0.0  # the longest step finished so far, warm-up included
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Measured from outside through `Engine.stats()` (cheap, thread-safe, the same for every engine): work
 waiting or running and `steps_total` unchanged for `stall_s` means a hung kernel or a dead engine
-thread. The agent turns health NOT_SERVING and withholds its systemd watchdog pings meanwhile.
+thread, unless a step is under way that is not yet overdue (`common.stall`: a slow device is not a
+hung one). The agent turns health NOT_SERVING and withholds its systemd watchdog pings meanwhile.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from typing import Awaitable, Callable
 
 from llmbench.agent.engine.types import Engine
+from llmbench.common.stall import hung
 
 log = logging.getLogger("llmbench.agent")
 DEFAULT_STALL_S = 60.0
@@ -27,12 +29,12 @@ async def watch_engine(engine: Engine, stall_s: float, on_change: Callable[[bool
         now = time.monotonic()
         if s.steps_total != steps or not (s.running or s.waiting):
             steps, since = s.steps_total, now
-        if (now - since <= stall_s) != healthy:
+        why = hung(now - since, s.step_running_s, s.slowest_step_s, stall_s)
+        if (why is None) != healthy:
             healthy = not healthy
             if healthy:
                 log.warning("engine steps again: SERVING")
             else:
-                log.error("engine made no step for %.1f s with %d queries running, %d waiting: NOT_SERVING",
-                          now - since, s.running, s.waiting)
+                log.error("%s; %d queries running, %d waiting: NOT_SERVING", why, s.running, s.waiting)
             await on_change(healthy)
         await asyncio.sleep(min(CHECK_S, stall_s / 4))

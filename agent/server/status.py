@@ -70,4 +70,5 @@ class StatusReporter:
             memory_kind=kind, running=s.running, waiting=s.waiting, output_tokens_per_s=out_rate,
             prompt_tokens_per_s=prompt_rate, steps_total=s.steps_total, output_tokens_total=s.output_tokens_total,
             queries_received_total=s.queries_received_total, queries_finished_total=s.queries_finished_total,
-            max_batch=info.max_batch, max_step_tokens=info.max_step_tokens, timestamp=now)
+            max_batch=info.max_batch, max_step_tokens=info.max_step_tokens, timestamp=now,
+            step_running_s=s.step_running_s, slowest_step_s=s.slowest_step_s)

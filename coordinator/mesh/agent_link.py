@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.common.auth import ClientSecurity
+from llmbench.common.stall import hung
 from llmbench.coordinator.mesh.job import encode_submit
 from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
 
@@ -41,7 +42,7 @@ log = logging.getLogger("llmbench.coordinator")
 @dataclass
 class LinkConfig:
     agent_timeout_s: float = 10.0  # no status report (or no keepalive answer) for this long: agent lost
-    stall_s: float = 60.0  # our queries in flight there and no step result for this long: engine hung
+    stall_s: float = 60.0  # our queries in flight there and no step for this long: engine hung (common.stall)
     status_interval_ms: int = 100
     security: ClientSecurity = field(default_factory=ClientSecurity)
 
@@ -122,7 +123,7 @@ class AgentLink:
                 return False, "closed"
             ready = True
             self.pool.on_ready(self, first)
-            return True, await self._serve(serve_call, status_call)
+            return True, await self._serve(serve_call, status_call, first)
         except asyncio.CancelledError:  # closed by us, or the whole coordinator is shutting down
             self._closing = True
             raise
@@ -160,10 +161,13 @@ class AgentLink:
                 return
             yield item
 
-    async def _serve(self, serve_call, status_call) -> str:
+    async def _serve(self, serve_call, status_call, first: pb.AgentStatus) -> str:
         """Run both streams until one fails or ends, or the agent falls silent; returns why, with how
         long before that the agent was last heard from (the detection time of a sudden death)."""
+        # last_step: a step result for our queries, or the agent's step count moving (it steps, our
+        # queries wait their turn); the latest status also says whether a step is under way.
         last_status = last_step = time.monotonic()
+        latest = first
 
         async def read_steps() -> str:
             nonlocal last_step
@@ -173,9 +177,12 @@ class AgentLink:
             return "the agent ended the query stream"
 
         async def read_status() -> str:
-            nonlocal last_status
+            nonlocal last_status, last_step, latest
             while (status := await status_call.read()) is not grpc.aio.EOF:
                 last_status = time.monotonic()
+                if status.steps_total != latest.steps_total:
+                    last_step = last_status
+                latest = status
                 self.pool.on_status(self, status)
             return "the agent ended the status stream"
 
@@ -187,11 +194,10 @@ class AgentLink:
                 now = time.monotonic()
                 if now - last_status > timeout:
                     return f"no status report for {timeout:g} s (agent hung or cut off)"
-                if self.pool.busy(self):
-                    if now - last_step > stall:
-                        return f"no step result for {stall:g} s with queries in flight (engine hung)"
-                else:
+                if not self.pool.busy(self):
                     last_step = now
+                elif why := hung(now - last_step, latest.step_running_s, latest.slowest_step_s, stall):
+                    return why
 
         tasks = [asyncio.ensure_future(c) for c in (read_steps(), read_status(), watch_silence())]
         try:

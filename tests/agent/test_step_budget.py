@@ -127,3 +127,24 @@ def test_outputs_do_not_depend_on_the_limit():
     assert outputs[0] == outputs[1]
     # Once fitted, an unmeetable limit gives prefill only decode rows + MIN_PREFILL tokens a step: more steps.
     assert steps[1] > steps[0] + 10, steps
+
+
+def test_a_timed_warm_up_caps_the_first_steps_of_a_slow_device():
+    slow = StepBudget(8192)
+    slow.seed(513, 20.0)  # a prefill of 512 tokens and a decode step took 20 s: ~40 ms a token
+    assert slow.tokens(decode_rows=0, tpot_limit_s=0.0) == int(MAX_STEP_S * 513 / 20.0)  # 128: 5 s of it
+    assert slow.tokens(decode_rows=100, tpot_limit_s=0.0) == 100 + MIN_PREFILL  # decode rows still all ride
+    fast = StepBudget(8192)
+    fast.seed(513, 0.01)
+    assert fast.tokens(0, 0.0) == FIRST_TOKENS  # a fast device keeps the first budget until the fit is read
+
+
+def test_the_paged_engine_knows_what_a_step_costs_from_its_warm_up():
+    engine = PagedEngine(EngineConfig(model="tiny", device="cpu", max_batch=8, max_step_tokens=64, num_kv_blocks=64))
+    engine.start()
+    try:
+        s = engine.stats()
+        assert s.slowest_step_s > 0 and s.step_running_s == 0 and s.steps_total == 0
+        assert engine.scheduler.blocks.num_free == 64  # the warm-up's blocks are back
+    finally:
+        engine.stop()
