@@ -37,6 +37,9 @@ SERVER_OPTIONS = [
     ("grpc.http2.ping_timeout_ms", 5_000),  # what gRPC 1.84 actually waits for a ping's answer
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 1_000),  # let coordinators ping us often
     ("grpc.http2.max_ping_strikes", 0),
+    # Windows stay at their defaults: with BDP probing they grow, and a body the agent refuses (too large,
+    # or sent without the token) was buffered up to them first, hundreds of MiB under 16 such calls.
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 

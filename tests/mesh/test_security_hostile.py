@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import threading
 import time
 
 import grpc
@@ -120,3 +121,34 @@ def test_bytes_that_are_not_grpc(agent, junk):
             pass
     assert agent.proc.poll() is None
     still_serves(agent.address)
+
+
+def test_bodies_sent_without_the_token_are_never_taken_in(tmp_path):
+    """16 concurrent 60 MiB Generate bodies without the token, twice: each refused UNAUTHENTICATED, and the
+    agent's memory stays where it was (it was ~1.3 GB after this when refusals read the body first)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    protected = Agent(tmp_path, tokens_per_s=1e6, args=("--auth-token-file", str(token_file)))
+    try:
+        body = pb.GenerateRequest(text="x" * (60 << 20)).SerializeToString()
+        before = rss(protected)
+        codes: list = []
+
+        def one() -> None:
+            with grpc.insecure_channel(protected.address, options=[("grpc.max_send_message_length", -1)]) as ch:
+                try:
+                    list(ch.unary_stream("/llmbench.v1.Agent/Generate")(body, timeout=60))
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        for _ in range(2):
+            threads = [threading.Thread(target=one) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        grown = rss(protected) - before
+        print(f"agent RSS grew {grown >> 20} MiB over 32 refused 60 MiB bodies")
+        assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 32
+        assert grown < 100 << 20, f"{grown >> 20} MiB"
+    finally:
+        protected.stop()
