@@ -24,6 +24,7 @@ from llmbench.agent.engine.factory import create_engine
 from llmbench.agent.server.grpc_server import AgentServer
 from llmbench.agent.engine.types import EngineConfig
 from llmbench.common.auth import ServerSecurity, add_server_arguments, server_security
+from llmbench.common.stall import HUNG_FACTOR
 
 log = logging.getLogger("llmbench.agent")
 LISTENING_LINE = "llmbench-agent: listening on {address}"
@@ -156,9 +157,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also serve grpc.health.v1 alone, in plaintext, on this port (kubelet probes cannot do "
                         "TLS) (default: none)")
     p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_S,
-                   help="seconds the engine may make no step while it has work (a step under way: up to 10x "
-                        "the slowest step so far) before health is NOT_SERVING and the systemd watchdog "
-                        "pings stop (default: %(default)g)")
+                   help=f"seconds the engine may make no step while it has work (a step under way: up to "
+                        f"{HUNG_FACTOR:g}x the slowest step so far) before health is NOT_SERVING and the "
+                        "systemd watchdog pings stop (default: %(default)g)")
     p.add_argument("--metrics-port", type=int,
                    help="serve Prometheus metrics over HTTP on this port at /metrics (on --host; 0 picks one) "
                         "(default: none)")
