@@ -22,7 +22,7 @@ from llmbench.agent.engine.types import Engine
 from llmbench.common.auth import ServerSecurity
 from llmbench.common.ports import bind
 from llmbench.common.threads import in_daemon_thread
-from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
+from llmbench.proto import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, pb, rpc
 
 log = logging.getLogger("llmbench.agent")
 
@@ -30,7 +30,7 @@ AGENT_SERVICE = pb.DESCRIPTOR.services_by_name["Agent"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),  # a second agent on the same port must fail, not share it
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 10_000),  # find dead coordinators
     ("grpc.keepalive_timeout_ms", 5_000),

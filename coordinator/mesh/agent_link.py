@@ -21,12 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from llmbench.common.auth import ClientSecurity
 from llmbench.common.stall import hung
-from llmbench.coordinator.mesh.job import encode_submit
-from llmbench.proto import MAX_MESSAGE_BYTES, pb, rpc
+from llmbench.coordinator.mesh.job import encode_submits
+from llmbench.proto import MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, pb, rpc
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_REQUEST_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),  # keep pinging while our side sends nothing
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -79,7 +79,8 @@ class AgentLink:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"agent {address}")
 
     def send(self, queries: list[pb.Query]) -> None:
-        self._outbox.put_nowait(encode_submit(queries))
+        for request in encode_submits(queries):
+            self._outbox.put_nowait(request)
 
     def close(self) -> None:
         """Hang up: closing the request side cancels whatever still runs on the agent."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmbench.common.kv import kv_tokens
-from llmbench.proto import pb
+from llmbench.proto import MAX_REQUEST_BYTES, pb
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Job:
     issued_at: float = field(default_factory=time.monotonic)
     tokens: list[int] = field(default_factory=list)  # output so far; kept across re-dispatch
     first_token_at: float | None = None
+    last_token_at: float = 0.0  # when its latest tokens arrived; 0.0: none yet (agent_slot.take_tokens)
     done_at: float | None = None
     attempts: int = 0
     agent: str = ""  # agent of the current (last) attempt
@@ -37,6 +38,10 @@ class Job:
         if self.first_token_at is None or self.done_at is None or len(self.tokens) < 2:
             return None
         return (self.done_at - self.first_token_at) / (len(self.tokens) - 1)
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.done_at is None else self.done_at - self.issued_at
 
     @property
     def kv_demand(self) -> int:
@@ -58,10 +63,22 @@ def wire_body(prompt: np.ndarray, max_new_tokens: int, min_new_tokens: int, tpot
                     min_new_tokens=min_new_tokens, tpot_limit_ms=tpot_limit_ms).SerializeToString()
 
 
-def encode_submit(queries: list[pb.Query]) -> bytes:
-    """pb.ServeRequest(submit=pb.QueryBatch(queries=queries)), serialized without copying each query's
-    prompt into the batch first (that copy cost more than the serializing)."""
-    return _field_1(b"".join(_field_1(q.SerializeToString()) for q in queries))
+SUBMIT_BYTES = MAX_REQUEST_BYTES - 64  # room for the two length prefixes around the queries
+
+
+def encode_submits(queries: list[pb.Query], limit: int = SUBMIT_BYTES) -> list[bytes]:
+    """The queries as serialized pb.ServeRequest submits, in order, each under `limit` bytes (what the agent
+    takes in) unless one query alone is larger; built without copying each query's prompt into a batch
+    first (that copy cost more than the serializing)."""
+    requests, batch, size = [], [], 0
+    for query in queries:
+        item = _field_1(query.SerializeToString())
+        if batch and size + len(item) > limit:
+            requests.append(_field_1(b"".join(batch)))
+            batch, size = [], 0
+        batch.append(item)
+        size += len(item)
+    return [*requests, _field_1(b"".join(batch))]
 
 
 def _field_1(payload: bytes) -> bytes:

@@ -14,7 +14,7 @@ import pytest
 from llmbench.coordinator.commands import run_local
 from llmbench.coordinator.mesh.agent_slot import AgentSlot
 from llmbench.coordinator.mesh.dispatch import DispatchConfig
-from llmbench.coordinator.mesh.job import Job, encode_submit, wire_body
+from llmbench.coordinator.mesh.job import SUBMIT_BYTES, Job, encode_submits, wire_body
 from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.observe.progress_text import utilisation_lines
 from llmbench.proto import pb
@@ -35,9 +35,21 @@ def test_submit_encoding_is_protobufs():
     queries = [pb.Query(id=i, prompt_tokens=rng.integers(0, 128_000, n).tolist(), max_new_tokens=128, min_new_tokens=1,
                         stop_token_ids=[128009] if i % 2 else [])
                for i, n in enumerate([1, 40, 127, 128, 5000, 20_000])]  # lengths across varint byte boundaries
-    assert encode_submit(queries) == pb.ServeRequest(submit=pb.QueryBatch(queries=queries)).SerializeToString()
-    assert encode_submit(queries[:1]) == pb.ServeRequest(submit=pb.QueryBatch(queries=queries[:1])).SerializeToString()
-    assert pb.ServeRequest.FromString(encode_submit([])).WhichOneof("kind") == "submit"
+    assert encode_submits(queries) == [pb.ServeRequest(submit=pb.QueryBatch(queries=queries)).SerializeToString()]
+    assert encode_submits(queries[:1]) == [pb.ServeRequest(submit=pb.QueryBatch(queries=queries[:1])).SerializeToString()]
+    assert [pb.ServeRequest.FromString(r).WhichOneof("kind") for r in encode_submits([])] == ["submit"]
+
+
+def test_submits_are_split_below_what_the_agent_takes_in():
+    """A batch past the agent's receive limit goes as several submits, in order, each under the limit."""
+    query = pb.Query(prompt_tokens=[127_000] * 131_072, max_new_tokens=128)  # a whole 128k context: 3 bytes a token
+    batch = [pb.Query(id=i, prompt_tokens=query.prompt_tokens, max_new_tokens=128) for i in range(25)]
+    requests = encode_submits(batch)
+    assert len(requests) == 3 and all(len(r) <= SUBMIT_BYTES + 64 for r in requests)
+    parsed = [q for r in requests for q in pb.ServeRequest.FromString(r).submit.queries]
+    assert parsed == batch
+    alone = encode_submits(batch[:2], limit=1000)  # one query past the limit still goes, alone
+    assert [len(pb.ServeRequest.FromString(r).submit.queries) for r in alone] == [1, 1]
 
 
 def test_query_made_ahead_is_the_query_made_at_dispatch():
