@@ -1,9 +1,14 @@
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from llmbench.common.version import version
+
+# Before any grpc import: gRPC's C core logs every failed TLS handshake at INFO on stderr, beside the one
+# line of ours that says what to fix. Its errors still show; a GRPC_VERBOSITY of the user's wins.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 # subcommand -> module (or module:object) providing add_arguments(parser) and run(args) -> int.
 # Imported lazily so `llmbench agent` never loads coordinator code and vice versa.
@@ -15,6 +20,8 @@ COMMANDS = {
     "run": ("llmbench.tui.front:Run", "start local agents and run the coordinator (the demo)"),
     "accuracy": ("llmbench.coordinator.commands.accuracy", "score an mlperf_log_accuracy.json with ROUGE"),
     "compliance": ("llmbench.coordinator.commands.compliance", "MLPerf compliance checks (TEST06)"),
+    "submission": ("llmbench.coordinator.commands.submission", "build an MLPerf submission tree from runs, run MLCommons' checker"),
+    "compare": ("llmbench.coordinator.commands.compare", "runs side by side from their results.json, with ratios"),
     "tui": ("llmbench.tui.cli", "watch a running coordinator"),
 }
 

@@ -39,6 +39,15 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)  # reachable without the tok
 
 log = logging.getLogger("llmbench.auth")
 
+# Markers in a failed connection's details that mean TLS is set up differently on the two sides, and
+# what to fix: waiting does not help. gRPC reports them all as UNAVAILABLE, like a server not up yet.
+HANDSHAKE_FAILURES = {
+    "CERTIFICATE_VERIFY_FAILED": "its certificate does not chain to --tls-ca",
+    "Hostname Verification Check failed": "its certificate does not hold the name dialled (give --tls-server-name "
+                                          "with a name it holds)",
+    "WRONG_VERSION_NUMBER": "it does not speak TLS (leave out --tls-ca, or start it with --tls-cert and --tls-key)",
+}
+
 
 def read_file(path: str, flag: str) -> bytes:
     try:
@@ -142,6 +151,23 @@ class ClientSecurity:
     def channel_options(self, options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
         extra = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
         return [*options, *extra]
+
+    def handshake_failure(self, details: str) -> str | None:
+        """What to fix when a connection failed on TLS, from the failure's details; None when they show
+        nothing certain. A plaintext server and a TLS one that wants a client certificate both just close
+        the connection, which a server going down does too: that gets a hint, not a verdict."""
+        for marker, why in HANDSHAKE_FAILURES.items():
+            if marker in details:
+                return f"TLS handshake failed: {why}"
+        return None
+
+    def closed_hint(self, details: str) -> str:
+        """A hint to append to a connection closed at once ("Socket closed"), or ""."""
+        if "Socket closed" not in details or self.cert:
+            return ""
+        fix = ("if it asks for a client certificate (mutual TLS), give --tls-cert and --tls-key" if self.tls
+               else "if it serves TLS, give --tls-ca")
+        return f"; closed at once: {fix}"
 
     def warn_if_exposed(self, address: str) -> None:
         """A token sent without TLS to another host can be read by anyone on the path (the agent warns

@@ -134,10 +134,13 @@ class RemoteSource:
                     if self._closed.is_set():
                         return
                     why = f"{exc.code().name}: {exc.details()}"
-                    if exc.code() in NEVER_SERVED:  # retrying cannot help: say so and end
-                        self.problem = self.refused = f"{self.address} refused the watch ({why}): {NEVER_SERVED[exc.code()]}"
+                    handshake = self.security.handshake_failure(exc.details() or "")
+                    if exc.code() in NEVER_SERVED or handshake:  # retrying cannot help: say so and end
+                        self.problem = self.refused = (f"{self.address}: {handshake}" if handshake else
+                                                       f"{self.address} refused the watch ({why}): {NEVER_SERVED[exc.code()]}")
                         self.ended = True
                         return
+                    why += self.security.closed_hint(exc.details() or "")
                     problem = (f"connection to {self.address} lost ({why})" if connected
                                else f"cannot reach the coordinator at {self.address} ({why})")
             # One assignment: the UI thread reads `problem` at any moment and must never see half a message.

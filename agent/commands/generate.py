@@ -184,8 +184,9 @@ async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: i
         try:
             await asyncio.wait_for(channel.channel_ready(), connect_timeout)
         except asyncio.TimeoutError:
-            raise ConnectionError(f"agent {address} does not answer (no connection within {connect_timeout:g} s)") \
-                from None
+            handshake = await _handshake_failure(channel, security)
+            raise ConnectionError(f"agent {address}: {handshake}" if handshake else
+                                  f"agent {address} does not answer (no connection within {connect_timeout:g} s)") from None
         stub = rpc.AgentStub(channel)
         try:
             await _wait_serving(channel, address)
@@ -196,8 +197,19 @@ async def generate_remote(address: str, prompts: list[Prompt], max_new_tokens: i
             await asyncio.gather(_serve_tokens(stub, prompts, by_tokens, max_new_tokens, ignore_eos, results, metadata),
                                  *texts)
         except grpc.aio.AioRpcError as exc:
-            raise ConnectionError(f"agent {address}: {exc.code().name}: {exc.details()}") from None
+            details = exc.details() or ""
+            raise ConnectionError(f"agent {address}: " + (security.handshake_failure(details) or
+                                  f"{exc.code().name}: {details}{security.closed_hint(details)}")) from None
     return results
+
+
+async def _handshake_failure(channel: grpc.aio.Channel, security: ClientSecurity) -> str | None:
+    """After a connection that never came: the TLS mismatch behind it, if one more attempt's failure names one."""
+    try:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+    except grpc.aio.AioRpcError as exc:
+        return security.handshake_failure(exc.details() or "")
+    return None
 
 
 async def _wait_serving(channel: grpc.aio.Channel, address: str) -> None:

@@ -149,9 +149,11 @@ class AgentLink:
                     return True
                 self.last_error = f"health {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    self.reached = True
-                self.last_error = describe(exc)
+                details = exc.details() or ""
+                handshake = self.cfg.security.handshake_failure(details)
+                if handshake or exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    self.reached = True  # it answered, if only to refuse our TLS
+                self.last_error = handshake or describe(exc) + self.cfg.security.closed_hint(details)
             await asyncio.sleep(HEALTH_POLL_S)
         return False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from array import array
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Protocol
@@ -63,11 +64,14 @@ class AgentSlot:
         job.agent = self.address
         self.counters.queries_sent += 1
 
-    def take_tokens(self, step: pb.StepResult, now: float) -> list[Job]:
-        """Append the step's tokens to their jobs; returns the jobs that got their first token."""
+    def take_tokens(self, step: pb.StepResult, now: float, gaps: array) -> list[Job]:
+        """Append the step's tokens to their jobs; returns the jobs that got their first token. Each job
+        that had tokens before adds to `gaps` the time since them: its inter-token latency (a message with
+        several tokens of one job is one gap)."""
         firsts: list[Job] = []
         # The per-token hot loop: one token per query is the common step, so no slices for it.
         tokens = iter(step.tokens)
+        add_gap = gaps.append
         for job, n in zip(map(self.inflight.get, step.ids), step.counts):
             if n == 1:
                 token = next(tokens)
@@ -79,7 +83,10 @@ class AgentSlot:
                 if job is None or not new:
                     continue
                 job.tokens.extend(new)
-            if job.first_token_at is None:
+            last, job.last_token_at = job.last_token_at, now
+            if last:
+                add_gap(now - last)
+            else:
                 job.first_token_at = now
                 firsts.append(job)
         return firsts
@@ -130,6 +137,8 @@ class AgentSlot:
         if self.reached and why.startswith(("UNAUTHENTICATED", "PERMISSION_DENIED")):
             raise PermissionError(f"agent {self.address} refused the coordinator ({why}); give the agents' "
                                   "token with --auth-token-file or $LLMBENCH_AUTH_TOKEN")
+        if self.reached and why.startswith("TLS handshake failed"):
+            raise PermissionError(f"agent {self.address}: {why}")
         if self.reached and waited > ready_timeout_s:
             raise TimeoutError(f"agent {self.address} answers but was not ready after {waited:.0f} s ({why})")
         if self.reached or waited <= connect_timeout_s:

@@ -366,3 +366,46 @@ def test_a_token_sent_in_plaintext_to_another_host_is_warned_about_once(caplog):
     said = [r.getMessage() for r in caplog.records]
     assert said == ["sending the bearer token in plaintext to 10.1.2.3:50051: anyone on the path can read it; "
                     "give --tls-ca (see docs/security.md)"]
+
+
+def test_a_tls_mismatch_is_named_at_once_not_taken_for_silence(tls_agent, pki, tmp_path):
+    """A coordinator whose TLS does not fit the agent's stops with what to fix, where it used to wait out
+    --connect-timeout and say the agent "did not answer"; the TUI's watch and `generate` say the same."""
+    plain_agent = SecureAgent(ServerSecurity(token=TOKEN))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+
+    def coordinator(address: str, *tls: str) -> list[str]:
+        r = subprocess.run([*CLI, "coordinator", "--agents", address, "--connect-timeout", "60", "--output",
+                            str(tmp_path / "out"), "--auth-token-file", str(token_file), *tls],
+                           capture_output=True, text=True, timeout=50)  # well inside --connect-timeout
+        errors = [line for line in r.stderr.splitlines() if "error:" in line]
+        assert r.returncode == 2 and len(errors) == 1, r.stderr
+        return errors[0]
+    try:
+        assert coordinator(tls_agent.address, "--tls-ca", str(pki["other"].pem)).endswith(
+            f"agent {tls_agent.address}: TLS handshake failed: its certificate does not chain to --tls-ca")
+        assert coordinator(plain_agent.address, "--tls-ca", str(pki["ca"].pem)).endswith(
+            "TLS handshake failed: it does not speak TLS (leave out --tls-ca, or start it with --tls-cert and --tls-key)")
+        assert "certificate does not hold the name dialled" in coordinator(
+            tls_agent.address, "--tls-ca", str(pki["ca"].pem), "--tls-server-name", "evil.example")
+        plaintext = ClientSecurity(token=TOKEN)  # a plain "Socket closed" may be a server going down: a hint only
+        hint = plaintext.closed_hint(rpc_error(lambda: generate(plaintext, tls_agent.address)).details())
+        assert hint == "; closed at once: if it serves TLS, give --tls-ca"
+
+        from llmbench.tui.source import RemoteSource
+        source = RemoteSource(tls_agent.address, interval_ms=100,
+                              security=ClientSecurity(ca=str(pki["other"].pem), token=TOKEN)).start()
+        try:
+            deadline = time.monotonic() + 30
+            while not source.ended and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert source.refused == f"{tls_agent.address}: TLS handshake failed: its certificate does not chain to --tls-ca"
+        finally:
+            source.close()
+        prompts = [Prompt(line=1, id=1, tokens=[1, 2, 3], text=None)]
+        with pytest.raises(ConnectionError, match="TLS handshake failed: its certificate does not chain"):
+            asyncio.run(generate_remote(tls_agent.address, prompts, 2, True, 5,
+                                        ClientSecurity(ca=str(pki["other"].pem), token=TOKEN)))
+    finally:
+        plain_agent.close()
