@@ -70,7 +70,9 @@ def encode_submits(queries: list[pb.Query], limit: int = SUBMIT_BYTES) -> list[b
     """The queries as serialized pb.ServeRequest submits, in order, each under `limit` bytes (what the agent
     takes in) unless one query alone is larger; built without copying each query's prompt into a batch
     first (that copy cost more than the serializing)."""
-    requests, batch, size = [], [], 0
+    requests: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
     for query in queries:
         item = _field_1(query.SerializeToString())
         if batch and size + len(item) > limit:
