@@ -266,6 +266,9 @@ def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
         except KeyboardInterrupt as exc:
             return exits.interrupted(exc, output, metrics, "coordinator")
         except BaseException as exc:
-            exits.leave_if_loadgen_running(exc, "coordinator")
-            raise
+            error = exits.after_failure(exc, output, metrics, "coordinator")
+            exits.leave_if_loadgen_running(error, "coordinator")
+            if error is exc:
+                raise
+            raise error from exc
         return report(result)

@@ -166,8 +166,11 @@ def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
             return exits.interrupted(exc, output, metrics, "run")
         except BaseException as exc:
             stop_agents(agents)
-            exits.leave_if_loadgen_running(exc, "run")
-            raise
+            error = exits.after_failure(exc, output, metrics, "run")
+            exits.leave_if_loadgen_running(error, "run")
+            if error is exc:
+                raise
+            raise error from exc
 
 
 def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: RunMetrics, output: Path,

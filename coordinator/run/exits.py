@@ -16,6 +16,7 @@ from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.run.outputs import AGENT_LOG, LOADGEN_FILES, REPORT_FILE
 from llmbench.coordinator.run.session import RunResult, loadgen_running
 from llmbench.coordinator.run.staging import after_interrupt, earlier_run_in
+from llmbench.coordinator.run.written import OutputError
 
 EXIT_STATUSES = """\
 exit status:
@@ -32,7 +33,8 @@ A run's files replace an earlier run's in the output folder only once they are a
 that fails or is stopped leaves an earlier run's files as they were. Ctrl-C and SIGTERM leave what
 was written so far: LoadGen's logs (partial if its test had not finished), a short report.md saying
 where the run stopped (once its LoadGen test had started, and not under the TUI) and `llmbench run`'s
-agent-N.log; beside an earlier run's files, in the folder's .llmbench-unfinished/."""
+agent-N.log; beside an earlier run's files, in the folder's .llmbench-unfinished/. An error after the
+LoadGen test started (other than a failed write) leaves the same files, and its message says where."""
 FAILED, USAGE, INTERRUPTED, TERMINATED = 1, 2, 130, 143
 BEFORE_LOADGEN = ("starting", "agents", "dataset")  # metrics.phase values with no LoadGen log of this run
 LOADGEN_LOGS = tuple(n for n in LOADGEN_FILES if n.startswith("mlperf_log_"))  # audit.config is ours
@@ -152,6 +154,18 @@ def interrupted(exc: KeyboardInterrupt, output: Path, metrics: RunMetrics, comma
     left = left_behind(phase, output, folder, agent_logs=command == "run")
     print(f"llmbench {command}: interrupted{how(exc)} {stopped_when(phase, metrics)}{left}", file=sys.stderr, flush=True)
     return _leave(TERMINATED if isinstance(exc, Terminated) else INTERRUPTED)
+
+
+def after_failure(exc: BaseException, output: Path, metrics: RunMetrics, command: str) -> BaseException:
+    """An error that ended the run once its LoadGen test had started, with where the run stopped and
+    which of its files it left where (placed as after an interrupt); other errors as they are. A failed
+    write needs none of this: staging removed that run's files and said so."""
+    phase = phase_reached(metrics)
+    if not isinstance(exc, Exception) or isinstance(exc, OutputError) or phase in BEFORE_LOADGEN:
+        return exc
+    folder = after_interrupt(output)
+    left = left_behind(phase, output, folder, agent_logs=command == "run")
+    return RuntimeError(f"{exc}; the run stopped {stopped_when(phase, metrics)}{left}")
 
 
 def leave_if_loadgen_running(exc: BaseException, command: str) -> None:

@@ -182,3 +182,31 @@ def test_a_report_that_cannot_be_written_fails_the_run_and_keeps_the_earlier_one
     assert error == (f"cannot write {out / outputs.UNFINISHED / outputs.REPORT_FILE}: No space left on device (ENOSPC); "
                      f"this run's files were removed; the earlier run's files in {out} are left as they were")
     assert contents(out) == before and not (out / outputs.UNFINISHED).exists()
+
+
+@pytest.mark.slow
+def test_an_error_after_loadgen_says_where_the_runs_files_are(sim_agents, tmp_path, monkeypatch, capsys):
+    """Not a write that failed (staging removes those files): an error in scoring left complete LoadGen logs
+    in .llmbench-unfinished/ and said nothing of them. Now the one line names them and where they are."""
+    from llmbench.coordinator.run import session
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the scorer broke")
+    monkeypatch.setattr(session, "evaluate_accuracy", broken)
+    run = ("coordinator", "--agents", addresses(sim_agents), "--scenario", "Offline", "--mode", "accuracy",
+           "--max-samples", "40", "--progress", "0")
+    fresh = tmp_path / "fresh"
+    error = error_of(capsys, *run, "--output", fresh)
+    assert error == ("the scorer broke; the run stopped after the LoadGen test (40 samples answered), while scoring "
+                     f"accuracy; LoadGen's complete logs in {fresh.resolve()}")
+    assert set(WHOLE) <= set(contents(fresh)) and not (fresh / outputs.UNFINISHED).exists()
+
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    before = first_run(sim_agents, out)
+    monkeypatch.setattr(session, "evaluate_accuracy", broken)
+    error = error_of(capsys, *run, "--output", out)
+    assert error == ("the scorer broke; the run stopped after the LoadGen test (40 samples answered), while scoring "
+                     f"accuracy; LoadGen's complete logs in {(out / outputs.UNFINISHED).resolve()}; "
+                     f"an earlier run's files in {out.resolve()} are left as they were")
+    assert contents(out) == before and set(WHOLE) <= set(contents(out / outputs.UNFINISHED))
