@@ -1,5 +1,5 @@
-"""The coordinator's command lines: `llmbench coordinator`, `run`, `accuracy`, `compliance`, and the
-routing-ceiling benchmark.
+"""The coordinator's command lines: `llmbench coordinator`, `run`, `accuracy`, `compliance`, `compare`,
+`submission`, and the routing-ceiling benchmark.
 """
 
-__all__ = ["accuracy", "ceiling", "compliance", "coordinator", "run_local"]
+__all__ = ["accuracy", "ceiling", "compare", "compliance", "coordinator", "run_local", "submission"]

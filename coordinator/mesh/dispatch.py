@@ -152,7 +152,7 @@ class Pool:
         slot = self._slot(link)
         if slot is None:
             return
-        firsts = slot.take_tokens(step, time.monotonic())
+        firsts = slot.take_tokens(step, time.monotonic(), self.metrics.itl)
         self.metrics.record_tokens(slot.counters, len(step.tokens))
         done, retry = slot.take_finishes(step)
         self.metrics.record_inflight(slot.counters, len(slot.inflight))
@@ -228,7 +228,7 @@ class Pool:
         for job in jobs:
             job.done_at = now
             self.metrics.record_completed(self.metrics.agents.get(job.agent), job.ttft_s, job.tpot_s,
-                                          ok=not job.error)
+                                          ok=not job.error, e2e_s=job.e2e_s)
             if job.error:
                 self._failures += 1
                 if self._failures <= 5 or self._failures % 100 == 0:

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -119,6 +120,10 @@ class RunMetrics:
     agents: dict[str, AgentCounters] = field(default_factory=dict)
     ttft: list[float] = field(default_factory=list)
     tpot: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)  # issue to last token, per query
+    # Every gap between a query's token messages (mesh/agent_slot.py appends them on the loop, unlocked:
+    # read once the test is over). An array of doubles: a 600 s run has millions.
+    itl: array = field(default_factory=lambda: array("d"))
     # What the run is (set by the session) and how it ended (set by whoever ends it).
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{time.time():.3f}")
     scenario: str = ""
@@ -184,7 +189,7 @@ class RunMetrics:
             counters.output_tokens += n
 
     def record_completed(self, counters: AgentCounters | None, ttft_s: float | None, tpot_s: float | None,
-                         ok: bool = True) -> None:
+                         ok: bool = True, e2e_s: float | None = None) -> None:
         with self._lock:
             self.completed += 1
             if counters is not None:
@@ -195,6 +200,8 @@ class RunMetrics:
                 self.ttft.append(ttft_s)
             if tpot_s is not None:
                 self.tpot.append(tpot_s)
+            if e2e_s is not None:
+                self.e2e.append(e2e_s)
 
     def record_redispatched(self, counters: AgentCounters, n: int) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""What a finished run leaves for people: report.md and its PNG charts.
+"""What a finished run leaves for people and scripts: report.md, results.json and PNG charts; and runs
+compared side by side.
 """
 
-__all__ = ["charts", "markdown"]
+__all__ = ["charts", "comparison", "figures", "loadgen_log", "markdown", "results"]

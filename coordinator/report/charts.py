@@ -1,8 +1,9 @@
-"""PNG charts of a run with matplotlib (Agg, no pyplot): throughput over time, TTFT/TPOT distributions,
-per-agent load.
+"""PNG charts with matplotlib (Agg, no pyplot): a run's throughput over time, TTFT/TPOT distributions and
+per-agent load; runs side by side (`llmbench compare`).
 
-Each function draws one figure, saves it, and returns the series it plotted (name -> values), so the
-report (and the tests) know what the picture shows without reading pixels.
+Each chart has a `draw_*` function that builds the figure and returns it with the series it plotted
+(name -> values), so the report (and the tests) know what the picture shows without reading pixels,
+and a function that draws and saves it. Legends sit beside the plot, never on the data.
 """
 from __future__ import annotations
 
@@ -20,28 +21,63 @@ DPI = 100
 
 
 def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    fig.tight_layout()
     with writing(path):
         fig.savefig(path, dpi=DPI, format="png")
 
 
-def throughput(points: list[ThroughputSample], path: Path) -> Series:
-    """Output tokens/s and samples/s over the LoadGen test, one point per recorded interval."""
+def _laid_out(fig: Figure) -> Figure:
+    FigureCanvasAgg(fig)
+    fig.tight_layout()  # counts the legends beside the axes in
+    return fig
+
+
+def _legend_beside(ax) -> None:
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+
+
+def whole_bins(points: list[ThroughputSample]) -> list[ThroughputSample]:
+    """The series with its last interval merged into the one before when it is under half as long: the
+    test ends at any moment, and a rate over the few completions of a sliver of an interval is a spike
+    no agent made. The merged point's rates are over both intervals, so rate x time still sums to the totals."""
+    if len(points) < 2:
+        return points
+    start = points[-3].elapsed_s if len(points) > 2 else 0.0
+    *rest, before, last = points
+    full, part = before.elapsed_s - start, last.elapsed_s - before.elapsed_s
+    if part >= full / 2:
+        return points
+
+    def rate(a: float, b: float) -> float:
+        return (a * full + b * part) / (full + part)
+    return [*rest, ThroughputSample(last.elapsed_s, rate(before.tokens_per_s, last.tokens_per_s),
+                                    rate(before.samples_per_s, last.samples_per_s))]
+
+
+def draw_throughput(points: list[ThroughputSample], target_qps: float | None = None) -> tuple[Figure, Series]:
+    """Output tokens/s and samples/s over the LoadGen test, one point per recorded interval (whole_bins),
+    with the target arrival rate where queries arrive at one (Server, Interactive)."""
+    points = whole_bins(points)
     series = {"elapsed_s": [p.elapsed_s for p in points], "tokens_per_s": [p.tokens_per_s for p in points],
-              "samples_per_s": [p.samples_per_s for p in points]}
-    fig = Figure(figsize=(9, 5))
+              "samples_per_s": [p.samples_per_s for p in points], "target_qps": [target_qps] if target_qps else []}
+    fig = Figure(figsize=(10, 5))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(series["elapsed_s"], series["tokens_per_s"], color="tab:blue", label="output tokens/s")
     bottom.plot(series["elapsed_s"], series["samples_per_s"], color="tab:green", label="samples/s")
+    if target_qps:
+        bottom.axhline(target_qps, color="red", linestyle="--", label=f"target {target_qps:g} QPS")
     top.set_ylabel("tokens/s")
     bottom.set_ylabel("samples/s")
     bottom.set_xlabel("seconds since the LoadGen test started")
     top.set_title("Throughput over time")
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        _legend_beside(ax)
         ax.set_ylim(bottom=0)
+    return _laid_out(fig), series
+
+
+def throughput(points: list[ThroughputSample], path: Path, target_qps: float | None = None) -> Series:
+    fig, series = draw_throughput(points, target_qps)
     _save(fig, path)
     return series
 
@@ -64,19 +100,25 @@ def _histogram(ax, values_ms: list[float], limit_ms: float, title: str, color: s
     ax.set_title(title)
     ax.set_xlabel("ms")
     ax.set_ylabel("queries")
-    if values_ms or limit_ms:
-        ax.legend(loc="upper right")
+    if values_ms or limit_ms:  # under the axes: beside them it would squeeze the other histogram
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+
+
+def draw_latency(ttft_s: list[float], tpot_s: list[float], ttft_limit_s: float,
+                 tpot_limit_s: float) -> tuple[Figure, Series]:
+    """Histograms of TTFT and TPOT (as the coordinator measured them) with the p99 and the scenario's limit."""
+    series = {"ttft_ms": [v * 1000 for v in ttft_s], "tpot_ms": [v * 1000 for v in tpot_s],
+              "limits_ms": [ttft_limit_s * 1000, tpot_limit_s * 1000]}
+    fig = Figure(figsize=(10, 4.5))
+    left, right = fig.subplots(1, 2)
+    _histogram(left, series["ttft_ms"], series["limits_ms"][0], "Time to first token", "tab:blue")
+    _histogram(right, series["tpot_ms"], series["limits_ms"][1], "Time per output token", "tab:orange")
+    return _laid_out(fig), series
 
 
 def latency(ttft_s: list[float], tpot_s: list[float], ttft_limit_s: float, tpot_limit_s: float,
             path: Path) -> Series:
-    """Histograms of TTFT and TPOT (as the coordinator measured them) with the p99 and the scenario's limit."""
-    series = {"ttft_ms": [v * 1000 for v in ttft_s], "tpot_ms": [v * 1000 for v in tpot_s],
-              "limits_ms": [ttft_limit_s * 1000, tpot_limit_s * 1000]}
-    fig = Figure(figsize=(10, 4))
-    left, right = fig.subplots(1, 2)
-    _histogram(left, series["ttft_ms"], series["limits_ms"][0], "Time to first token", "tab:blue")
-    _histogram(right, series["tpot_ms"], series["limits_ms"][1], "Time per output token", "tab:orange")
+    fig, series = draw_latency(ttft_s, tpot_s, ttft_limit_s, tpot_limit_s)
     _save(fig, path)
     return series
 
@@ -94,5 +136,35 @@ def agent_load(agents: list[AgentCounters], path: Path) -> Series:
     right.set_xlabel("output tokens")
     left.invert_yaxis()
     fig.suptitle("Work per agent")
+    _save(_laid_out(fig), path)
+    return series
+
+
+def draw_comparison(runs: list[str], ratios: dict[str, list[float | None]]) -> tuple[Figure, Series]:
+    """Each metric's ratio to the first run (`ratios`: metric -> one per run, the first 1.0), one bar per
+    later run beside a line at 1; a run without the figure has no bar."""
+    names = list(ratios)
+    later = runs[1:]
+    fig = Figure(figsize=(10, 1.5 + 0.3 * max(len(names), 1) * max(len(later), 1)))
+    ax = fig.subplots()
+    height = 0.8 / max(len(later), 1)
+    for i, run in enumerate(later):
+        values = [ratios[name][i + 1] for name in names]
+        positions = [y + i * height for y in range(len(names))]
+        ax.barh([p for p, v in zip(positions, values) if v is not None], [v for v in values if v is not None],
+                height=height, label=run)
+    ax.axvline(1.0, color="black", linewidth=1, label=f"{runs[0]} (= 1)")
+    ax.set_yticks([y + 0.4 - height / 2 for y in range(len(names))], names)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ratio to {runs[0]}")
+    ax.set_title("Runs compared")
+    ax.grid(axis="x", alpha=0.3)
+    _legend_beside(ax)
+    series = {name: [v if v is not None else float("nan") for v in values] for name, values in ratios.items()}
+    return _laid_out(fig), series
+
+
+def comparison(runs: list[str], ratios: dict[str, list[float | None]], path: Path) -> Series:
+    fig, series = draw_comparison(runs, ratios)
     _save(fig, path)
     return series

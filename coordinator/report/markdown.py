@@ -13,7 +13,8 @@ import re
 import time
 from pathlib import Path
 
-from llmbench.coordinator.report import charts
+from llmbench.coordinator.report import charts, figures
+from llmbench.coordinator.report.results import write_results
 from llmbench.coordinator.loadgen import scenarios
 from llmbench.coordinator.run.exits import BEFORE_LOADGEN, doing_after_loadgen, loadgen_logs, phase_reached
 from llmbench.coordinator.observe.metrics import Percentiles, RunMetrics
@@ -30,10 +31,12 @@ PHASES = {  # timings_s keys (session.py, run_local.py) -> what the time was spe
     "dataset": "dataset preparation",
     "loadgen": "the LoadGen test",
     "accuracy": "accuracy evaluation (ROUGE)",
+    figures.OTHER: "other (settings, connections, summary, charts)",
 }
 # Why a compliance run's LoadGen verdict (INVALID, most often) is not its outcome.
 AUDITED = ("LoadGen's performance verdict does not apply: it ran under TEST06's audit settings, 100 queries "
            "and no minimum duration")
+FEW_SAMPLES = 1000  # answered samples under which a projection from their rate is flagged as rough
 _CHANGE = re.compile(r"^(?P<label>.+?): (?P<value>.+?) \(mlperf\.conf: (?P<base>.*?)\) - (?P<why>.*)$")
 
 
@@ -74,11 +77,10 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 def settings_section(result: RunResult) -> list[str]:
     bench, ds = result.settings, result.dataset
-    head, *rows = bench.describe()
+    head = bench.describe()[0]
     changes = {m["label"]: m for m in map(_CHANGE.match, bench.changes) if m}
     table = []
-    for row in rows:
-        label, value = row.strip().split(": ", 1)
+    for label, value in figures.described(bench.describe()).items():
         change = changes.get(label)
         table.append([label, value, change["base"] if change else value, change["why"] if change else ""])
     name, checker = bench.benchmark.name, bench.spec.checker
@@ -121,7 +123,7 @@ def summary_section(result: RunResult, metrics: RunMetrics) -> list[str]:
     else:
         lines += ["LoadGen ran in accuracy mode: no performance result.", ""]
     lines += ["Latencies measured by the coordinator (issue to first token; time per output token after it), ms:", ""]
-    lines += _table(["", "queries", "p50", "p90", "p99", "max", "p99 limit", "p99"],
+    lines += _table(["", "queries", "p50", "p90", "p99", "max", "p99 limit", "p99 vs limit"],
                     [_latency_row("TTFT", s.ttft_s, metrics.ttft_limit_s),
                      _latency_row("TPOT", s.tpot_s, metrics.tpot_limit_s)])
     lines.append(f"Queries: {s.completed:,} answered, {s.failed} failed, {s.redispatched} re-dispatched; "
@@ -144,7 +146,8 @@ def agents_section(result: RunResult) -> list[str]:
                      f"{100 * a.queries_done / queries:.1f}%", f"{a.output_tokens:,}", f"{100 * a.output_tokens / tokens:.1f}%",
                      a.redispatched, a.losses])
     return ["## Work per agent", ""] + _table(
-        ["agent", "node", "device", "model", "precision", "queries", "share", "output tokens", "share", "re-dispatched", "lost"], rows)
+        ["agent", "node", "device", "model", "precision", "queries", "query share", "output tokens", "token share",
+         "re-dispatched", "lost"], rows)
 
 
 def failed_note(result: RunResult) -> str:
@@ -168,24 +171,33 @@ def compliance_section(result: RunResult) -> list[str]:
     return ["## Compliance", "", "```", *result.compliance_lines, "```", ""]
 
 
-def measured_rate(result: RunResult) -> float:
-    """Samples per second: LoadGen's figure, else answered samples over the LoadGen test's wall time."""
-    if result.summary.samples_per_s:
-        return result.summary.samples_per_s
-    seconds = result.timings_s.get("loadgen", 0.0)
-    return result.snapshot.completed / seconds if seconds > 0 else 0.0
+def projection_caveats(result: RunResult) -> list[str]:
+    """Why the measured rate may not hold over the full dataset."""
+    caveats = []
+    if result.snapshot.completed < FEW_SAMPLES:
+        caveats.append(f"it comes from only {result.snapshot.completed:,} samples, where the ramp-up and the last "
+                       "queries' tail weigh more than in a full run")
+    if result.dataset.references is None:
+        caveats.append("the prompts were synthetic (random token ids, lengths drawn from a fit to CNN/DailyMail's): "
+                       "the real articles' prompts, and outputs that stop at EOS, give another rate")
+    return caveats
 
 
 def projection_section(result: RunResult) -> list[str]:
-    rate = measured_rate(result)
+    rate = figures.measured_rate(result)
     lines = ["## Projection for the full dataset", ""]
     if rate <= 0:
         return lines + ["No samples were answered: no rate to project from.", ""]
     if result.snapshot.failed:
         return lines + [failed_note(result) + " No projection from this run.", ""]
     benchmark, arrival = result.settings.benchmark, result.settings.spec.arrival
-    lines.append(f"At the measured {rate:.2f} samples/s, the full {benchmark.samples:,}-sample CNN/DailyMail set "
-                 f"would take **{_duration(benchmark.samples / rate)}** of LoadGen test with these agents.")
+    lines.append(f"One pass over {benchmark.name}'s full {benchmark.samples:,}-sample CNN/DailyMail set at the "
+                 f"{rate:.2f} samples/s measured here, with these agents, would take "
+                 f"**{_duration(benchmark.samples / rate)}** of LoadGen test (not counting the agents' start, the "
+                 "dataset's loading or accuracy scoring).")
+    caveats = projection_caveats(result)
+    if caveats:
+        lines.append("**A rough estimate:** " + "; ".join(caveats) + ".")
     if arrival == scenarios.AT_RATE:
         lines.append("(Server scenario: the rate follows the target QPS, not what the agents could do at most.)")
     elif arrival == scenarios.ONE_AT_A_TIME:
@@ -194,22 +206,27 @@ def projection_section(result: RunResult) -> list[str]:
     return lines + [""]
 
 
-def wall_clock_section(result: RunResult, metrics: RunMetrics) -> list[str]:
-    total = time.monotonic() - metrics.job_started_at
-    rows = [[PHASES.get(name, name), f"{secs:.1f}", f"{100 * secs / total:.0f}%"] for name, secs in result.timings_s.items()]
-    rest = total - sum(result.timings_s.values())
-    rows.append(["other (settings, connections, summary, charts)", f"{max(rest, 0):.1f}", f"{100 * max(rest, 0) / total:.0f}%"])
+def wall_clock_section(result: RunResult, clock: dict[str, float]) -> list[str]:
+    total = clock[figures.TOTAL]
+    rows = [[PHASES.get(name, name), f"{secs:.1f}", f"{100 * secs / total:.0f}%"] for name, secs in clock.items()
+            if name != figures.TOTAL]
     rows.append(["**whole job**", f"**{total:.1f}**", "100%"])
     lines = ["## Wall-clock time", ""] + _table(["phase", "seconds", "share"], rows)
     done = result.snapshot.completed
-    lines.append(f"LoadGen measured {measured_rate(result):.2f} samples/s; over the whole job's wall clock that is "
+    lines.append(f"LoadGen measured {figures.measured_rate(result):.2f} samples/s; over the whole job's wall clock that is "
                  f"{done / total:.2f} samples/s ({done:,} samples in {_duration(total)}).")
     return lines + [""]
 
 
+def target_qps(result: RunResult) -> float | None:
+    """The rate queries arrive at (Server, Interactive); None where LoadGen sends them as fast as answered."""
+    bench = result.settings
+    return float(getattr(bench.test, bench.spec.rate_setting)) if bench.spec.arrival == scenarios.AT_RATE else None
+
+
 def charts_section(result: RunResult, metrics: RunMetrics, out: Path) -> tuple[list[str], dict[str, charts.Series]]:
     drawn = {
-        "throughput": charts.throughput(metrics.throughput(), out / CHART_FILES["throughput"]),
+        "throughput": charts.throughput(metrics.throughput(), out / CHART_FILES["throughput"], target_qps(result)),
         "latency": charts.latency(list(metrics.ttft), list(metrics.tpot), metrics.ttft_limit_s, metrics.tpot_limit_s,
                                   out / CHART_FILES["latency"]),
         "agents": charts.agent_load(list(result.snapshot.agents), out / CHART_FILES["agents"]),
@@ -221,14 +238,18 @@ def charts_section(result: RunResult, metrics: RunMetrics, out: Path) -> tuple[l
 
 
 def write_report(result: RunResult, metrics: RunMetrics, folder: Path) -> tuple[Path, dict[str, charts.Series]]:
-    """report.md and the charts in `folder`; returns its path and the charted series."""
+    """report.md, results.json (the same figures for scripts) and the charts in `folder`; returns
+    report.md's path and the charted series."""
     chart_lines, drawn = charts_section(result, metrics, folder)
+    clock = figures.wall_clock(result, metrics)
     bench = result.settings
     lines = [f"{REPORT_HEADER}: {bench.benchmark.name} {bench.scenario} {bench.mode}", "",
              f"{time.strftime('%Y-%m-%d %H:%M:%S')}, output `{result.output.resolve()}`", "",
              f"**Outcome: {outcome(result)}**", ""]
     lines += settings_section(result) + summary_section(result, metrics) + agents_section(result)
-    lines += accuracy_section(result) + compliance_section(result) + projection_section(result) + wall_clock_section(result, metrics) + chart_lines
+    lines += accuracy_section(result) + compliance_section(result) + projection_section(result)
+    lines += wall_clock_section(result, clock) + chart_lines
+    write_results(result, metrics, folder, clock, outcome(result))
     return write_text(folder / REPORT_FILE, "\n".join(lines)), drawn
 
 

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"  # report.md's figures for scripts (docs/results.md)
 CHART_FILES = {"throughput": "throughput.png", "latency": "latency.png", "agents": "agents.png"}
 ACCURACY_FILE = "accuracy.txt"
 VERIFY_FILE = "verify_accuracy.txt"  # MLPerf's TEST06 verdict
@@ -21,7 +22,7 @@ LOADGEN_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", ACCURACY_LOG
 UNFINISHED = ".llmbench-unfinished"  # hidden: a run's files until they are all whole
 AGENT_LOG = re.compile(r"agent-\d+\.log")  # `llmbench run`'s local agents
 AGENT_LOG_HEADER = "# llmbench run, local agent"  # their first line: a failed run's logs are still ours
-OWN_FILES = frozenset((REPORT_FILE, ACCURACY_FILE, VERIFY_FILE, *CHART_FILES.values(), *LOADGEN_FILES))
+OWN_FILES = frozenset((REPORT_FILE, RESULTS_FILE, ACCURACY_FILE, VERIFY_FILE, *CHART_FILES.values(), *LOADGEN_FILES))
 SHOWN = 8  # names listed in one line
 
 

@@ -1,20 +1,17 @@
 """report.md and its charts after a real short run (simulated agents on loopback, real LoadGen)."""
 from __future__ import annotations
 
-import argparse
-import asyncio
 import dataclasses
 import re
 import struct
 
 import pytest
 from matplotlib import image
+from short_run import server_run
 
-from llmbench.coordinator.report import markdown
-from llmbench.coordinator.commands import run_local
+from llmbench.coordinator.report import charts, markdown
 from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.run import outputs
-from llmbench.coordinator.run.session import CoordinatorConfig, run_benchmark
 from llmbench.coordinator.run.staging import Staging
 from llmbench.coordinator.run.written import OutputError
 from llmbench.coordinator.loadgen.summary import read_summary
@@ -25,16 +22,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One Server run: (result, metrics, report path, charted series)."""
-    folder = tmp_path_factory.mktemp("run")
-    args = argparse.Namespace(agents=2, engine="simulated", model="tiny", tokens_per_s=4000, agent_args="")
-    agents = run_local.start_agents(args, folder)
-    try:
-        metrics = RunMetrics()
-        cfg = CoordinatorConfig(agents=",".join(a.address for a in agents), output=folder / "out", scenario="Server",
-                                max_samples=40, target_qps=50, duration_s=3, progress_s=0)
-        result = asyncio.run(run_benchmark(cfg, metrics, say=lambda line: None))
-    finally:
-        run_local.stop_agents(agents)
+    result, metrics = server_run(tmp_path_factory.mktemp("run"))
     path, drawn = markdown.write_report(result, metrics, result.staging.folder)
     result.staging.publish()
     return result, metrics, result.output / path.name, drawn
@@ -80,8 +68,8 @@ def test_report_has_the_sections_and_the_numbers_of_the_run(finished_run):
     assert sum(shares) == pytest.approx(100, abs=0.2)
 
     projection = section(text, "Projection for the full dataset")
-    m = re.search(r"At the measured ([\d.]+) samples/s, the full 13,368-sample CNN/DailyMail set would take "
-                  r"\*\*(\d+) min (\d+) s\*\*", projection)
+    m = re.search(r"One pass over llama3.1-8b's full 13,368-sample CNN/DailyMail set at the ([\d.]+) samples/s "
+                  r"measured here, with these agents, would take \*\*(\d+) min (\d+) s\*\*", projection)
     assert m and float(m.group(1)) == pytest.approx(summary.samples_per_s, abs=0.01)
     assert int(m.group(2)) * 60 + int(m.group(3)) == pytest.approx(13368 / summary.samples_per_s, abs=1)
 
@@ -117,10 +105,11 @@ def test_charts_are_pngs_of_the_run_series(finished_run):
         assert image.imread(result.output / name).shape[:2] == (height, width)  # decodes as a whole
         assert f"]({name})" in path.read_text()
 
-    points = metrics.throughput()
+    points = charts.whole_bins(metrics.throughput())
     series = drawn["throughput"]
     assert len(points) >= 3 and series["elapsed_s"] == [p.elapsed_s for p in points]
     assert series["tokens_per_s"] == [p.tokens_per_s for p in points]
+    assert series["target_qps"] == [50.0]  # Server: queries arrive at the target rate
     steps = [b - a for a, b in zip([0.0] + series["elapsed_s"], series["elapsed_s"])]
     assert sum(r * dt for r, dt in zip(series["samples_per_s"], steps)) == pytest.approx(result.snapshot.completed)
 
