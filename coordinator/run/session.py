@@ -236,8 +236,8 @@ def load_dataset(cfg: CoordinatorConfig, checked: Checked, pool: Pool) -> Datase
 def evaluate_accuracy(cfg: CoordinatorConfig, folder: Path, dataset: Dataset,
                       benchmark: benchmarks.Benchmark) -> tuple[list[str], bool | None]:
     """MLPerf ROUGE over the accuracy log in `folder` when the dataset has references, by the benchmark's
-    targets: the table (also written to accuracy.txt beside LoadGen's logs) and PASS/FAIL; (why not, None)
-    when it cannot be scored."""
+    targets: the table (written to accuracy.txt beside LoadGen's logs, after MLPerf's lines) and PASS/FAIL;
+    (why not, None) when it cannot be scored."""
     if cfg.mode != "accuracy":
         return [], None
     if dataset.references is None:
@@ -247,7 +247,7 @@ def evaluate_accuracy(cfg: CoordinatorConfig, folder: Path, dataset: Dataset,
         return ["accuracy: not scored: give --tokenizer to decode the outputs (or run `llmbench accuracy` later)"], None
     from llmbench.coordinator.scoring import accuracy
     result = accuracy.evaluate(folder / outputs.ACCURACY_LOG, dataset, cfg.tokenizer, benchmark=benchmark)
-    written.write_text(folder / outputs.ACCURACY_FILE, result.table() + "\n")
+    written.write_text(folder / outputs.ACCURACY_FILE, result.accuracy_txt())
     return result.table().splitlines(), result.passed
 
 
