@@ -16,6 +16,7 @@ COMMANDS = {
     "agent": ("llmbench.agent.commands.agent", "serve a model over gRPC (a mesh node)"),
     "generate": ("llmbench.agent.commands.generate", "generate from JSONL prompts, in-process or via an agent"),
     "bench": ("llmbench.agent.commands.bench", "engine-only throughput benchmark (no gRPC)"),
+    "calibrate": ("llmbench.agent.commands.calibrate", "a calibrated FP8 checkpoint (static scales) from a float one"),
     "coordinator": ("llmbench.tui.front:Coordinator", "run MLPerf LoadGen against agents"),
     "run": ("llmbench.tui.front:Run", "start local agents and run the coordinator (the demo)"),
     "accuracy": ("llmbench.coordinator.commands.accuracy", "score an mlperf_log_accuracy.json with ROUGE"),

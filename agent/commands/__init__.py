@@ -1,4 +1,4 @@
-"""The agent's command lines: `llmbench agent`, `generate`, `bench`, and the kernel benchmarks.
+"""The agent's command lines: `llmbench agent`, `generate`, `bench`, `calibrate`, and the kernel benchmarks.
 """
 
-__all__ = ["agent", "bench", "bench_attention", "bench_kernels", "generate"]
+__all__ = ["agent", "bench", "bench_attention", "bench_kernels", "calibrate", "generate"]

@@ -163,10 +163,15 @@ def load_model_config(folder: str | Path) -> ModelConfig:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{folder}: no config.json (expected an HF model folder)")
+    return from_hf_dict(read_json_object(path))
+
+
+def read_json_object(path: Path) -> dict:
+    """A model folder's JSON file (config.json, hf_quant_config.json), which must hold an object."""
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: expected a JSON object")
-    return from_hf_dict(d)
+    return d

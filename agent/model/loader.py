@@ -13,6 +13,9 @@ from safetensors import SafetensorError, safe_open
 from llmbench.agent.attention import AttentionBackend
 from llmbench.agent.model.config import PRESETS, ModelConfig, load_model_config
 from llmbench.agent.model.fp8 import FP8, quantize_model
+from llmbench.agent.model.fp8_checkpoint import Fp8Checkpoint
+from llmbench.agent.model.fp8_scheme import read_scheme
+from llmbench.agent.model.hf_names import fused_into
 from llmbench.agent.model.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -88,18 +91,32 @@ def check_quantization(name: str, device: torch.device, dtype: torch.dtype) -> N
 def build_model(source: ModelSource, backend: AttentionBackend, device: torch.device,
                 dtype: torch.dtype, seed: int = 0, quantization: str = "none") -> LlamaForCausalLM:
     cfg = source.config
+    checkpoint = open_fp8_checkpoint(source, quantization)
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg, backend, device, dtype).to(dtype)
+        if checkpoint is not None:
+            checkpoint.prepare(model)
     model.to_empty(device=device)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     if source.path is None:
         _init_random(model, seed)
     else:
-        _load_safetensors(model, source.path)
-    if quantization == "fp8":
+        _load_safetensors(model, source.path, checkpoint)
+    if quantization == "fp8" and not (checkpoint and checkpoint.scheme.weights):
         quantize_model(model)
     return model.eval()
+
+
+def open_fp8_checkpoint(source: ModelSource, quantization: str) -> Fp8Checkpoint | None:
+    """The folder's FP8 scheme, ready to load; None for a preset or an unquantized checkpoint."""
+    scheme = read_scheme(source.path) if source.path is not None else None
+    if scheme is None:
+        return None
+    if scheme.weights and quantization != "fp8":
+        raise ValueError(f"{source.path} is an fp8 checkpoint ({scheme.describe()}): run it with --quantization fp8")
+    log.info("%s: pre-quantized checkpoint, %s", source.path, scheme.describe())
+    return Fp8Checkpoint(scheme, source.config)
 
 
 def _init_random(model: LlamaForCausalLM, seed: int) -> None:
@@ -135,20 +152,12 @@ def _target(cfg: ModelConfig, name: str) -> tuple[str, int] | None:
         return "norm.weight", 0
     if name == "lm_head.weight":
         return ("lm_head.weight", 0) if not cfg.tie_embeddings else None
-    m = re.fullmatch(r"model\.layers\.(\d+)\.(\w+)\.(\w+)\.weight", name) or \
-        re.fullmatch(r"model\.layers\.(\d+)\.()(\w+)\.weight", name)
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(\w+\.\w+|\w+)\.weight", name)
     if m is None:
         raise ValueError(f"unexpected tensor {name!r} in checkpoint")
-    layer, module, proj = m.groups()
-    fused = {
-        "q_proj": ("self_attn.qkv_proj", 0), "k_proj": ("self_attn.qkv_proj", cfg.q_size),
-        "v_proj": ("self_attn.qkv_proj", cfg.q_size + cfg.kv_size),
-        "gate_proj": ("mlp.gate_up_proj", 0), "up_proj": ("mlp.gate_up_proj", cfg.intermediate_size),
-    }
-    if proj in fused:
-        ours, offset = fused[proj]
-        return f"layers.{layer}.{ours}.weight", offset
-    return f"layers.{layer}.{module + '.' if module else ''}{proj}.weight", 0
+    layer, module = m.groups()
+    ours, offset = fused_into(cfg, module) or (module, 0)
+    return f"layers.{layer}.{ours}.weight", offset
 
 
 def _open_safetensors(file: Path, device: str) -> safe_open:
@@ -160,15 +169,16 @@ def _open_safetensors(file: Path, device: str) -> safe_open:
         raise ValueError(f"{file} is truncated or not a safetensors file: {e}") from None
 
 
-def _load_safetensors(model: LlamaForCausalLM, folder: Path) -> None:
+def _load_safetensors(model: LlamaForCausalLM, folder: Path, checkpoint: Fp8Checkpoint | None = None) -> None:
     params = dict(model.named_parameters())
+    params.update((name, b) for name, b in model.named_buffers() if name.endswith(".weight"))  # Fp8Linear's
     expected = {name: p.shape[0] for name, p in params.items()}
     filled: dict[str, int] = {}
     device = str(model.embed_tokens.weight.device)
     for file in _checkpoint_files(folder):
         with _open_safetensors(file, device) as f:
             for name in f.keys():
-                if IGNORED.match(name):
+                if IGNORED.match(name) or (checkpoint and checkpoint.take(name, lambda: f.get_tensor(name))):
                     continue
                 target = _target(model.cfg, name)
                 if target is None:
@@ -181,6 +191,7 @@ def _load_safetensors(model: LlamaForCausalLM, folder: Path) -> None:
                 if dest.shape != tensor.shape:
                     raise ValueError(f"{file.name}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                                      f"config.json implies {tuple(dest.shape)}")
+                _check_fp8(file, name, tensor.dtype, dest.dtype, checkpoint)
                 dest.copy_(tensor)
                 filled[ours] = filled.get(ours, 0) + tensor.shape[0]
     missing = [n for n, rows in expected.items() if filled.get(n, 0) != rows]
@@ -189,4 +200,29 @@ def _load_safetensors(model: LlamaForCausalLM, folder: Path) -> None:
     if missing:
         raise ValueError(f"{folder}: checkpoint lacks weights for {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}")
+    if checkpoint is not None:
+        checkpoint.apply(model)
     log.info("loaded %d tensors from %s", len(filled), folder)
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors checkpoint, by name, on the CPU (as stored)."""
+    tensors = {}
+    for file in _checkpoint_files(folder):
+        with _open_safetensors(file, "cpu") as f:
+            tensors.update((name, f.get_tensor(name)) for name in f.keys() if not IGNORED.match(name))
+    return tensors
+
+
+def _check_fp8(file: Path, name: str, got: torch.dtype, want: torch.dtype, checkpoint: Fp8Checkpoint | None) -> None:
+    """An e4m3 tensor goes only where the scheme keeps e4m3 (a copy would convert it silently, its
+    scale lost), and only e4m3 goes there."""
+    if (got == FP8) == (want == FP8):
+        return
+    if want == FP8:
+        assert checkpoint is not None  # only its scheme makes fp8 layers
+        raise ValueError(f"{file.name}: tensor {name!r} is {str(got).removeprefix('torch.')}, but the "
+                         f"{checkpoint.scheme.format} config says the decoder projections are float8_e4m3fn")
+    why = ("config.json has no FP8 quantization config" if checkpoint is None or not checkpoint.scheme.weights
+           else f"llmbench keeps {name} in {str(want).removeprefix('torch.')}: only the decoder projections run in fp8")
+    raise ValueError(f"{file.name}: tensor {name!r} is float8_e4m3fn, but {why}")
