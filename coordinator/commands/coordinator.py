@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator.run import exits, find_peak as peak_search, preflight
+from llmbench.coordinator.run import demo_rate, exits, find_peak as peak_search, preflight
 from llmbench.coordinator.observe import prometheus
 from llmbench.coordinator.loadgen import benchmarks, scenarios, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import LinkConfig
@@ -205,6 +205,7 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
             exporter = prometheus.exporter(metrics, args.metrics_host, args.metrics_port)
             note(f"Prometheus metrics on http://{args.metrics_host}:{exporter.start()}/metrics")
             stack.callback(exporter.stop)
+        cfg = demo_rate.sized(cfg, note, metrics.timings_s)
         if live is not None and wants_tui(args):
             return live(cfg, metrics)
         try:

@@ -17,6 +17,7 @@ import mlperf_loadgen as lg
 
 from llmbench.coordinator.loadgen import benchmarks, scenarios, user_conf as user_conf_lines
 from llmbench.coordinator.loadgen.benchmarks import Benchmark
+from llmbench.coordinator.loadgen.early_stopping import SERVER_QUERIES
 from llmbench.coordinator.loadgen.scenarios import Scenario
 
 MODES = {"performance": lg.TestMode.PerformanceOnly, "accuracy": lg.TestMode.AccuracyOnly}
@@ -24,6 +25,7 @@ OFFLINE_QUERY_SLACK = 1.1  # LoadGen sizes the Offline query as expected_qps * m
 SINGLE_STREAM_SLACK = 2.0  # LoadGen plans SingleStream queries for 2 * min_duration at the expected latency
 MAX_DURATION_S = 86_400.0  # a LoadGen test longer than a day is a mistake in the flags
 MAX_QPS = 1e6
+DEMO_LATENCY_QUERIES = 600  # a measured demo rate runs this many queries, above what early stopping needs
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class DemoScale:
     # Dataset size when none is given: LoadGen issues whole permutations of the performance set
     # (sample_concatenate_permutation), so a small set keeps the rounding small.
     samples: int = 100
+    # Server/Interactive: the rate measured for the agents at hand (run/demo_rate.py) in place of the
+    # scenario table's, with why; None keeps the table's.
+    target_qps: float | None = None
+    rate_why: str = ""
 
 
 DEMO = DemoScale()
@@ -143,6 +149,12 @@ def build(scenario: str, mode: str, *, sample_count: int, benchmark: str = bench
     if demo is not None:
         for override in spec.demo:
             set_(override.setting, override.value, override.why)
+        if demo.target_qps is not None and spec.latency_limits and spec.rate_setting is not None:
+            set_(spec.rate_setting, demo.target_qps, demo.rate_why)
+            seconds = max(t.min_duration_ms / 1000, DEMO_LATENCY_QUERIES / demo.target_qps)
+            set_("min_duration_ms", math.ceil(seconds) * 1000,
+                 f"demo: {DEMO_LATENCY_QUERIES} queries at that rate, enough for LoadGen's p99 early stopping "
+                 f"({SERVER_QUERIES} needed)")
     if user_conf is not None:
         if not Path(user_conf).is_file():
             raise FileNotFoundError(f"user.conf {user_conf} does not exist")

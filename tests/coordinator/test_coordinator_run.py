@@ -171,11 +171,14 @@ def test_llmbench_run_tiny_server_accuracy(tmp_path):
 
 @pytest.mark.slow
 def test_llmbench_run_demo_runs_end_to_end(tmp_path):
-    """The README's main command with no arguments (about 90 s and VALID on an idle 2-core box; on a busy
-    one it may come out INVALID, which its exit status then says)."""
-    r = subprocess.run([*CLI, "run"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    """The README's main command with no arguments: its rate measured on its agents (a short Offline probe),
+    so it is VALID on an idle box and a busy one alike; whether it is still depends on the box, and the exit
+    status must say which."""
+    r = subprocess.run([*CLI, "run"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert "Demo scale" in r.stdout and "Differs from MLPerf's settings" in r.stdout
-    assert "target_qps: 7 (mlperf.conf: 1) - demo:" in r.stdout
+    rate = re.search(r"^Demo rate: ([\d.]+) QPS, 0.4 of the ([\d.]+) samples/s these agents completed", r.stdout, re.M)
+    assert rate and float(rate[1]) == max(round(float(rate[2]) * 0.4, 2), 0.1), r.stdout
+    assert f"target_qps: {float(rate[1]):g} (mlperf.conf: 1) - demo: 0.4 of the" in r.stdout
     (out,) = (tmp_path / "results").iterdir()  # ./results/<timestamp>
     summary = read_summary(out)
     assert_exit_follows_result(r, summary)

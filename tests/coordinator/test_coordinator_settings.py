@@ -40,6 +40,18 @@ def test_demo_scale_is_listed_with_reasons_and_allows_early_stopping():
     assert s.expected_queries(settings.DEMO.samples) >= early_stopping.SERVER_QUERIES + 100
 
 
+def test_a_measured_demo_rate_replaces_the_tables_and_runs_long_enough_for_early_stopping():
+    measured = settings.DemoScale(target_qps=2.5, rate_why="demo: 0.4 of the 6.25 samples/s measured")
+    s = settings.build("Server", "performance", sample_count=100, demo=measured)
+    assert s.test.server_target_qps == 2.5 and s.test.min_duration_ms == 240_000  # 600 queries at 2.5 QPS
+    assert "target_qps: 2.5 (mlperf.conf: 1) - demo: 0.4 of the 6.25 samples/s measured" in s.changes
+    assert s.expected_queries(100) >= early_stopping.SERVER_QUERIES + 100
+    fast = settings.build("Interactive", "performance", sample_count=100, demo=settings.DemoScale(target_qps=40.0))
+    assert fast.test.min_duration_ms == 80_000  # the table's duration stands where the rate runs 600 in it
+    offline = settings.build("Offline", "performance", sample_count=100, demo=measured)
+    assert offline.test.offline_expected_qps == 50  # Offline keeps its table row: it has no latency limits
+
+
 def test_early_stopping_needs_what_loadgen_says():
     """459 queries at p99 with none over (Server); SingleStream's p90 estimate needs one query over it: LoadGen
     logs "Processed at least 64 queries", and for its p99 estimate "would need to process at least 662"."""
