@@ -33,7 +33,9 @@ def test_slow_agent_is_never_overcommitted(tmp_path):
                         "--max-samples", "600", "--output", str(tmp_path / "out"))
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
+        started = time.monotonic()
         code = c.finish()
+        elapsed = time.monotonic() - started
         done.set()
         watcher.join(5)
     finally:
@@ -47,8 +49,12 @@ def test_slow_agent_is_never_overcommitted(tmp_path):
     assert peak[0] > SLOW_BATCH // 2, "the slow agent was never used"
     assert all(n <= SLOW_BATCH + SLOW_WAITING and w <= SLOW_WAITING for n, _, w in seen), seen
     shares = dict(re.findall(r"(127\.0\.0\.1:\d+) (\d+)", c.text.split("Queries per agent: ")[1].splitlines()[0]))
-    print(f"queries: slow {shares[slow.address]}, fast {shares[fast.address]}")
-    assert int(shares[fast.address]) > 0.9 * 600
+    print(f"queries: slow {shares[slow.address]}, fast {shares[fast.address]} in {elapsed:.1f} s")
+    # The fast agent does the bulk: the slow one finished no more than its pace allows over the run's time
+    # (128 tokens a query at 400 tokens/s in all) plus what it held at the end. Not a fixed share: on a busy
+    # box the fast agent is slower and the run longer, so the slow one rightly does more.
+    assert int(shares[slow.address]) <= 400 * elapsed / 128 + SLOW_BATCH + SLOW_WAITING
+    assert int(shares[fast.address]) + int(shares[slow.address]) == 600
 
 
 @pytest.mark.slow
