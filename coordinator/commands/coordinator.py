@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
-from llmbench.coordinator.run import demo_rate, exits, find_peak as peak_search, preflight
+from llmbench.coordinator.run import demo_rate, exits, find_peak as peak_search, preflight, run_set
 from llmbench.coordinator.observe import prometheus
 from llmbench.coordinator.loadgen import benchmarks, scenarios, settings as lgsettings
 from llmbench.coordinator.mesh.agent_link import LinkConfig
@@ -77,6 +77,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="Server/Interactive: find the highest target QPS that holds the latency limits (short "
                         "bisecting runs from --target-qps, or from a short Offline run, then one confirming run "
                         "LoadGen must call VALID); each run in its own folder, the curve in find-peak.md")
+    p.add_argument("--submission-runs", action="store_true",
+                   help="every run a submission needs, one after another on the same agents: for Offline and "
+                        "--scenario (default Server; SingleStream for llama3.1-8b-edge) a performance, an accuracy "
+                        "and a TEST06 run, each in OUTPUT/<scenario>-<kind>; needs --dataset and --tokenizer; "
+                        "--target-qps is the latency-bound scenario's (Offline's from --user-conf)")
     p.add_argument("--peak-probe-duration", type=float, default=60.0,
                    help="seconds of each --find-peak probe (default: %(default)g)")
     p.add_argument("--peak-confirm-duration", type=float, default=300.0,
@@ -137,11 +142,16 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         progress_s=args.progress, no_agent_timeout_s=args.no_agent_timeout,
         link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
                         security=client_security(args)))
+    if getattr(args, "submission_runs", False):
+        if args.find_peak:
+            raise ValueError("--submission-runs and --find-peak are two jobs: run one, then the other")
+        run_set.check(cfg)
     return dataclasses.replace(cfg, checked=preflight.check(cfg))
 
 
-def report(result: RunResult) -> int:
-    """Print the outcome; the exit status (exits.EXIT_STATUSES)."""
+def report(result: RunResult, more_files: str = "") -> int:
+    """Print the outcome, and once where its files are (more_files: what else is there, e.g. agent logs);
+    the exit status (exits.EXIT_STATUSES)."""
     print()
     if result.compliance_passed is not None:
         print(f"{AUDITED}; the compliance verdict is TEST06's below.")
@@ -162,7 +172,7 @@ def report(result: RunResult) -> int:
                   f"last: {a.last_error}")
     if result.staging.earlier:
         print(f"replaced {len(result.staging.earlier)} files of an earlier llmbench run in {result.output}")
-    print(f"LoadGen logs: {result.output.resolve()}")
+    print(f"Results: {result.output.resolve()} (LoadGen logs{more_files})")
     print(f"Report: {(result.output / REPORT_FILE).resolve()}")
     if result.duplicates:
         print(f"ERROR: {result.duplicates} duplicate answers were refused (a coordinator bug)")
@@ -221,6 +231,20 @@ def run_front(cfg: CoordinatorConfig, args: argparse.Namespace, metrics: RunMetr
         return result
 
 
+def submission_runs(cfg: CoordinatorConfig, args: argparse.Namespace, say=print) -> int:
+    """--submission-runs: the set's runs one after another on the same agents, each reported as a run is;
+    the worst exit status, and the command that builds the submission from them."""
+    runs, statuses = run_set.plan(cfg), []
+    for i, run in enumerate(runs, 1):
+        run = dataclasses.replace(run, checked=preflight.check(run))
+        say(f"submission runs: {i} of {len(runs)}: {run.scenario} {run.compliance or run.mode}, in {run.output}")
+        statuses.append(report(run_front(run, args, RunMetrics(), say=say)))
+    print()
+    print(f"Submission runs: {len(runs)} in {Path(cfg.output).resolve()}, exit statuses {statuses}; build with:")
+    print(f"  {run_set.build_command(runs)}")
+    return max(statuses)
+
+
 def check_find_peak(args: argparse.Namespace) -> None:
     if not args.find_peak:
         return
@@ -263,6 +287,8 @@ def run(args: argparse.Namespace, live: LiveFront | None = None) -> int:
             cfg = config_from_args(args, args.agents, output)
             if args.find_peak:
                 return find_peak(cfg, args)
+            if args.submission_runs:
+                return submission_runs(cfg, args)
             result = run_front(cfg, args, metrics, live=live)
         except KeyboardInterrupt as exc:
             return exits.interrupted(exc, output, metrics, "coordinator")

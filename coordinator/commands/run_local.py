@@ -23,8 +23,8 @@ from pathlib import Path
 from llmbench.coordinator.commands import host_share
 from llmbench.coordinator.commands.agent_deaths import DeathWatch, exit_reason, last_line
 from llmbench.coordinator.run import abandon, exits
-from llmbench.coordinator.commands.coordinator import (LiveFront, add_run_arguments, check_find_peak, config_from_args, find_peak,
-                                      output_folder, report, run_front)
+from llmbench.coordinator.commands.coordinator import (LiveFront, add_run_arguments, check_find_peak, config_from_args,
+                                                       find_peak, output_folder, report, run_front, submission_runs)
 from llmbench.coordinator.run.gpus import SPEC_HELP, select_gpus
 from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.run.outputs import AGENT_LOG_HEADER
@@ -198,15 +198,14 @@ def run_with_agents(args: argparse.Namespace, live: LiveFront | None, metrics: R
     if cfg.demo is not None:
         print("Demo scale: LoadGen settings are scaled down so the run takes minutes on a CPU; "
               "the changes are listed below and in the summary.", flush=True)
-    if args.find_peak:
-        code = find_peak(cfg, args, say=lambda line: print(line, flush=True))
+    if args.find_peak or args.submission_runs:
+        code = (find_peak if args.find_peak else submission_runs)(cfg, args, say=lambda line: print(line, flush=True))
         stop_agents(agents)
         print(f"Wall time {time.monotonic() - started:.1f} s; results: {output.resolve()} (one folder per run)")
         return code
     result = run_front(cfg, args, metrics, say=lambda line: print(line, flush=True), live=live)
     stop_agents(agents)
-    code = report(result)
+    code = report(result, more_files=", agent-N.log")
     phases = ", ".join(f"{name} {secs:.1f} s" for name, secs in result.timings_s.items())
     print(f"Wall time {time.monotonic() - started:.1f} s ({phases}, agents stopped)")
-    print(f"Results: {output.resolve()} (LoadGen logs, agent-N.log)")
     return code
