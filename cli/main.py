@@ -31,9 +31,16 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line and where to read more, not the whole usage (20 lines for `run`)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser(command: str | None) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser | None]:
     """The top parser and the chosen subcommand's; only its module is imported (torch alone costs a second)."""
-    parser = argparse.ArgumentParser(prog="llmbench", description="MLPerf Llama-3.1-8B benchmark mesh")
+    parser = OneLineParser(prog="llmbench", description="MLPerf Llama-3.1-8B benchmark mesh")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     parser.add_argument("--version", action="version", version=f"llmbench {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         return int(args._module.run(args) or 0)
+    except BrokenPipeError:  # the reader left (`llmbench accuracy | head`): what it read is what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails silently
+        return 128 + 13  # as a process ended by SIGPIPE
     except KeyboardInterrupt:
         print("llmbench: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-KINDS = ("counter", "gauge", "summary")
+KINDS = ("counter", "gauge", "summary", "histogram")
 
 
 @dataclass

@@ -40,3 +40,17 @@ def value(samples: dict, name: str, **labels: str) -> float:
     found = [v for (n, ls), v in samples.items() if n == name and want <= set(ls)]
     assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
     return found[0]
+
+
+def histogram(samples: dict, name: str, **labels: str) -> tuple[list[tuple[float, float]], float, float]:
+    """(buckets as (le, cumulative count), sum, count) of one histogram series, checked as Prometheus
+    reads it: bounds increasing, counts never falling, the +Inf bucket equal to _count."""
+    want = set(labels.items())
+    buckets = sorted((float(dict(ls)["le"]), v) for (n, ls), v in samples.items()
+                     if n == name + "_bucket" and want <= set(ls) - {("le", dict(ls)["le"])})
+    assert buckets and buckets[-1][0] == float("inf"), f"{name}{labels}: no +Inf bucket"
+    counts = [n for _, n in buckets]
+    assert counts == sorted(counts), f"{name}{labels}: buckets not cumulative: {buckets}"
+    count = value(samples, name + "_count", **labels)
+    assert counts[-1] == count, f"{name}{labels}: +Inf bucket {counts[-1]} != _count {count}"
+    return buckets, value(samples, name + "_sum", **labels), count

@@ -1,6 +1,7 @@
 """`llmbench tui --connect HOST:PORT`: watch a coordinator's run (its --status-port) from anywhere.
 
-On a terminal it shows the same TUI as the coordinator's own; q only leaves (the run goes on).
+On a terminal it shows the same TUI as the coordinator's own; q only leaves (the run goes on), and it
+leaves by itself once the run is over unless --stay.
 Without a terminal it prints one progress line every few seconds until the run is over.
 """
 from __future__ import annotations
@@ -24,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the coordinator's status address (its --status-port, e.g. 127.0.0.1:50060)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between status messages (default 0.5)")
     p.add_argument("--no-tui", action="store_true", help="progress lines instead of the TUI (the default off a terminal)")
+    p.add_argument("--stay", action="store_true",
+                   help="keep the TUI on screen once the run is over, until q (default: it leaves on its own)")
     add_client_arguments(p, "the coordinator's")  # its --status-port's TLS and token
 
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     source = RemoteSource(args.connect, interval_ms=int(args.interval * 1000), security=client_security(args)).start()
     if not args.no_tui and sys.stdout.isatty() and sys.stderr.isatty():
         from llmbench.tui.app import RunApp
-        app = RunApp(source)
+        app = RunApp(source, stay=args.stay)
         app.run()
         status = app.run_view.status
     else:

@@ -82,11 +82,12 @@ def screen_logging() -> Iterator[None]:
             root.addHandler(h)
 
 
-def run_live(cfg: CoordinatorConfig, metrics: RunMetrics) -> RunResult:
-    """Run the benchmark with the TUI in front; the result once the user leaves the finished run.
-    An abort raises KeyboardInterrupt (after saying so), as Ctrl-C would; Terminated after SIGTERM."""
+def run_live(cfg: CoordinatorConfig, metrics: RunMetrics, stay: bool = False) -> RunResult:
+    """Run the benchmark with the TUI in front; the result once the run is over and the app has left
+    (on its own, or on q with stay). An abort raises KeyboardInterrupt (after saying so), as Ctrl-C
+    would; Terminated after SIGTERM."""
     runner = BenchmarkThread(replace(cfg, progress_s=0), metrics)
-    app = RunApp(LocalSource(metrics, runner))
+    app = RunApp(LocalSource(metrics, runner), stay=stay)
     terminated = threading.Event()
 
     def on_sigterm(signum, frame) -> None:

@@ -19,6 +19,7 @@ class RunView:
     status: pb.RunStatus | None = None
     tokens_per_s: deque = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
     samples_per_s: deque = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))
+    times: deque = field(default_factory=lambda: deque(maxlen=HISTORY_POINTS))  # each point's elapsed_s: the axis
     log: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     fresh_lines: list[str] = field(default_factory=list)  # for the log pane, taken by take_lines()
     _last_point_s: float = float("-inf")
@@ -33,6 +34,7 @@ class RunView:
                 self._last_point_s = p.elapsed_s
                 self.tokens_per_s.append(p.tokens_per_s)
                 self.samples_per_s.append(p.samples_per_s)
+                self.times.append(p.elapsed_s)
         for number, line in enumerate(msg.log_lines, start=msg.log_seq):
             if number > self._lines_seen:
                 self._lines_seen = number

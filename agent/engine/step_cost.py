@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from llmbench.agent.model.config import ModelConfig
+from llmbench.common.histogram import STEP_BOUNDS_S, Histogram
 
 if TYPE_CHECKING:  # the scheduler's Batch is only read here, never built
     from llmbench.agent.engine.scheduler import Batch
 
 DECODE_BATCHES = (1, 8, 32, 128, 256, 512, 1024, 2048)  # decode-only steps, bucketed by batch
 MIXED_TOKENS = (512, 1024, 2048, 4096, 8192, 16384)  # steps with prefill, bucketed by tokens
+STEP_KINDS = ("decode", "mixed")
 
 __all__ = ["Rates", "StepCosts", "StepShape", "floor_seconds"]
 
@@ -84,13 +86,17 @@ class _Sums:
 
 
 class StepCosts:
-    """Per (kind, bucket): step count and summed wall/device seconds (and floors, where rates are known).
-    Recorded on the engine thread, read from any other."""
+    """Per (kind, bucket): step count and summed wall/device seconds (and floors, where rates are known);
+    per kind, histograms of each step's wall and device seconds (Prometheus). Recorded on the engine
+    thread, read from any other."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sums: dict[tuple[str, int], _Sums] = {}
         self.floor = None  # StepShape -> seconds, set by whoever measured the device's rates
+        self.wall_seconds: dict[str, Histogram] = {}
+        self.device_seconds: dict[str, Histogram] = {}
+        self.clear()
 
     def record(self, shape: StepShape, wall_s: float, device_s: float) -> None:
         floor = self.floor(shape) if self.floor is not None else 0.0
@@ -101,6 +107,8 @@ class StepCosts:
             s.wall += wall_s
             s.device += device_s
             s.floor += floor
+        self.wall_seconds[shape.kind].observe(wall_s)
+        self.device_seconds[shape.kind].observe(device_s)
 
     def snapshot(self) -> dict[tuple[str, int], _Sums]:
         with self._lock:
@@ -109,6 +117,8 @@ class StepCosts:
     def clear(self) -> None:
         with self._lock:
             self._sums.clear()
+        self.wall_seconds = {kind: Histogram(STEP_BOUNDS_S) for kind in STEP_KINDS}
+        self.device_seconds = {kind: Histogram(STEP_BOUNDS_S) for kind in STEP_KINDS}
 
     def table(self) -> list[str]:
         """Markdown rows: one per (kind, bucket), then all steps; mean milliseconds per step."""

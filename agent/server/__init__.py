@@ -1,5 +1,5 @@
 """The agent process's gRPC face: the llmbench.v1 servicer, query screening, status reports,
-authentication, Prometheus metrics and systemd notifications.
+authentication, Prometheus metrics (and the query errors they count) and systemd notifications.
 """
 
-__all__ = ["grpc_server", "metrics", "screening", "sdnotify", "servicer", "status"]
+__all__ = ["grpc_server", "metrics", "query_errors", "screening", "sdnotify", "servicer", "status"]

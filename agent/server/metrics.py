@@ -1,9 +1,16 @@
-"""The agent's Prometheus metrics (`llmbench agent --metrics-port`), read from the engine at each scrape."""
+"""The agent's Prometheus metrics (`llmbench agent --metrics-port`), read from the engine at each scrape.
+
+Step times are histograms by step kind; names carry their unit and counters end in `_total`. The
+process's own metrics (CPU, memory, file descriptors) come with them, unprefixed, as usual.
+"""
 from __future__ import annotations
 
+from llmbench.agent.server import query_errors
 from llmbench.agent.server.status import StatusReporter, memory_info
 from llmbench.agent.engine.step_cost import StepCosts
 from llmbench.agent.engine.types import EngineStats
+from llmbench.common.histogram import add_histogram
+from llmbench.common.process_metrics import process_families
 from llmbench.common.prometheus import Family, MetricsServer
 
 PREFIX = "llmbench_agent_"
@@ -37,20 +44,28 @@ def collect(reporter: StatusReporter) -> list[Family]:
         family("memory_free_bytes", "gauge", "free device (cuda) or host memory", free, memory=kind),
         family("memory_total_bytes", "gauge", "device (cuda) or host memory in all", total, memory=kind),
         family("max_batch_queries", "gauge", "most queries running at once", info.max_batch),
+        errors_family(who),
         *step_families(reporter.engine.step_costs, who),
+        *process_families(),
     ]
 
 
+def errors_family(who: dict[str, str]) -> Family:
+    f = Family(PREFIX + "query_errors_total", "counter", "queries answered with an error, by code (invalid_query, "
+               "too_long, duplicate_id, internal)")
+    for code, n in query_errors.snapshot().items():
+        f.add(n, **who, code=code)
+    return f
+
+
 def step_families(costs: StepCosts, who: dict[str, str]) -> list[Family]:
-    """The step cost model: seconds per step kind and size bucket, wall and on the device."""
-    wall = Family(PREFIX + "step_seconds", "summary", "engine step wall time by kind (decode, mixed) and size "
-                  "bucket (decode: batch up to; mixed: tokens up to)")
-    device = Family(PREFIX + "step_device_seconds", "summary", "engine step time on the device (first kernel to "
-                    "last; CPU: the forward), by kind and size bucket")
-    for (kind, bucket), sums in costs.snapshot().items():
-        labels = dict(**who, kind=kind, size=str(bucket))
-        wall.add(sums.wall, "_sum", **labels).add(sums.steps, "_count", **labels)
-        device.add(sums.device, "_sum", **labels).add(sums.steps, "_count", **labels)
+    """Each engine step's seconds by kind (decode: decode rows only; mixed: with prefill), wall and on the device."""
+    wall = Family(PREFIX + "step_seconds", "histogram", "engine step wall time, by kind (decode, mixed)")
+    device = Family(PREFIX + "step_device_seconds", "histogram", "engine step time on the device (first kernel "
+                    "to last; CPU: the forward), by kind")
+    for family, histograms in ((wall, costs.wall_seconds), (device, costs.device_seconds)):
+        for kind, h in histograms.items():
+            add_histogram(family, h.snapshot(), **who, kind=kind)
     return [wall, device]
 
 

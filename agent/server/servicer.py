@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, Callable
 
 import grpc
 
+from llmbench.agent.server import query_errors
 from llmbench.agent.server.screening import screen, size_problem
 from llmbench.agent.server.status import StatusReporter
 from llmbench.agent.model.tokenizer import decode, encode
@@ -99,6 +100,7 @@ class AgentServicer(rpc.AgentServicer):
                 if isinstance(item, StepOutput):
                     open_ids.difference_update(i for i, _ in item.finished)
                     open_ids.difference_update(i for i, c, _ in item.errors if c != ErrorCode.DUPLICATE_ID)
+                    query_errors.count(item.errors)
                     yield step_result(item)
                     if closing and not open_ids:
                         return
@@ -169,6 +171,7 @@ class AgentServicer(rpc.AgentServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "GenerateRequest needs text or tokens")
         problem = size_problem(len(prompt), len(request.stop_token_ids), max_context)
         if problem is not None:
+            query_errors.count([(0, *problem)])
             await context.abort(_GRPC_CODE.get(problem[0], grpc.StatusCode.INVALID_ARGUMENT), problem[1])
         prompt = list(prompt)
         queue: asyncio.Queue = asyncio.Queue()
@@ -181,6 +184,7 @@ class AgentServicer(rpc.AgentServicer):
             while True:
                 out: StepOutput = await queue.get()
                 if out.errors:
+                    query_errors.count(out.errors)
                     _, code, message = out.errors[0]
                     await context.abort(_GRPC_CODE.get(code, grpc.StatusCode.INVALID_ARGUMENT), message)
                 output.extend(out.tokens)

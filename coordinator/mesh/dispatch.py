@@ -68,6 +68,7 @@ class Pool:
         self.failed = ""  # set by fail_all
         self.gave_up = ""  # set when the run gives up for want of agents (session.watch_agents)
         self._failures = 0
+        self._waited_ready = False  # wait_ready returned: the session has said which agents are ready
 
     # --- membership ----------------------------------------------------------------------------
     def add_agent(self, address: str) -> None:
@@ -134,8 +135,11 @@ class Pool:
         slot.counters.state = "draining" if slot.draining else "ready"
         slot.ready_event.set()
         self.router.changed(slot)
-        log.info("agent %s ready: %s (%s engine) on %s, %d KV tokens", link.address, status.model.name,
-                 status.model.engine, status.model.device, slot.capacity.kv_tokens_total)
+        # Before wait_ready returns the session names each ready agent; from then on (a late agent, one
+        # reconnected) only this line does.
+        log.log(logging.INFO if self._waited_ready else logging.DEBUG, "agent %s ready: %s (%s engine) on %s, "
+                "%d KV tokens", link.address, status.model.name, status.model.engine, status.model.device,
+                slot.capacity.kv_tokens_total)
         self._schedule_pump()
 
     def on_status(self, link: Link, status: pb.AgentStatus) -> None:
@@ -245,6 +249,7 @@ class Pool:
     def _pump(self) -> None:
         self._pump_scheduled = False
         fed: dict[str, AgentSlot] = {}
+        now = time.monotonic()
         while self.queue:
             job = self.queue[0]
             slot = self.router.pick(job)
@@ -253,6 +258,8 @@ class Pool:
             self.queue.popleft()
             self._next_wire_id += 1
             slot.take(job, self._next_wire_id)
+            if job.attempts == 1:  # first sends: the wait from LoadGen's issue to an agent
+                self.metrics.record_queue_wait(now - job.issued_at)
             self.router.changed(slot)
             fed[slot.address] = slot
         if not self.queue:
@@ -275,6 +282,7 @@ class Pool:
         while True:
             pending = [s for s in self.slots.values() if not s.ready_event.is_set() and s.address not in left_behind]
             if not pending and self.ready_agents():
+                self._waited_ready = True
                 return
             waited = time.monotonic() - start
             others_up = any(s.ready_event.is_set() or s.reached for s in self.slots.values())

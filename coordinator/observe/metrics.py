@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from llmbench.common.histogram import LATENCY_BOUNDS_S, TOKEN_BOUNDS_S, Histogram
 from llmbench.proto import pb
 
 RATE_WINDOW_S = 5.0
@@ -44,6 +45,7 @@ class AgentCounters:
     inflight: int = 0
     redispatched: int = 0  # queries moved away from this agent after it was lost
     losses: int = 0
+    failed: int = 0  # queries whose last attempt was here and that ended without a whole output
     last_error: str = ""
     est_free_tokens: int = 0  # the dispatcher's capacity estimate at the last decision
     status: pb.AgentStatus | None = None  # the agent's last report
@@ -124,6 +126,12 @@ class RunMetrics:
     # Every gap between a query's token messages (mesh/agent_slot.py appends them on the loop, unlocked:
     # read once the test is over). An array of doubles: a 600 s run has millions.
     itl: array = field(default_factory=lambda: array("d"))
+    # The same latencies bucketed for Prometheus (observe/prometheus.py), and each query's wait in the
+    # dispatcher's queue from LoadGen's issue to its first send to an agent (record_queue_wait).
+    ttft_histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))
+    tpot_histogram: Histogram = field(default_factory=lambda: Histogram(TOKEN_BOUNDS_S))
+    e2e_histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))
+    queue_wait_histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))
     # What the run is (set by the session) and how it ended (set by whoever ends it).
     run_id: str = field(default_factory=lambda: f"{os.getpid()}-{time.time():.3f}")
     scenario: str = ""
@@ -194,14 +202,21 @@ class RunMetrics:
             self.completed += 1
             if counters is not None:
                 counters.queries_done += 1
+                counters.failed += not ok
             if not ok:
                 self.failed += 1
             if ttft_s is not None:
                 self.ttft.append(ttft_s)
+                self.ttft_histogram.observe(ttft_s)
             if tpot_s is not None:
                 self.tpot.append(tpot_s)
+                self.tpot_histogram.observe(tpot_s)
             if e2e_s is not None:
                 self.e2e.append(e2e_s)
+                self.e2e_histogram.observe(e2e_s)
+
+    def record_queue_wait(self, seconds: float) -> None:
+        self.queue_wait_histogram.observe(seconds)  # a lock of its own: never waits on a snapshot
 
     def record_redispatched(self, counters: AgentCounters, n: int) -> None:
         with self._lock:

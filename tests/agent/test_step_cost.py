@@ -12,7 +12,7 @@ from llmbench.agent.engine.scheduler import Batch, Sequence
 from llmbench.agent.engine.step_cost import Rates, StepCosts, StepShape, floor_seconds
 from llmbench.agent.engine.types import EngineConfig, Request
 from llmbench.common.prometheus import render
-from prometheus_text import parse
+from prometheus_text import histogram, parse
 
 
 def seq(prompt_len: int, cached: int, generated: int = 0) -> Sequence:
@@ -62,13 +62,15 @@ def test_the_engine_records_every_step_with_device_time_within_wall_time():
         assert all(s.floor == 0 for s in steps.values())  # no rates were measured
         rows = engine.step_costs.table()
         assert rows[0].startswith("| step kind |") and rows[-1].startswith("| all |") and "n/a" in rows[-1]
-        # The agent exports the same sums for Prometheus, one summary sample pair per (kind, size).
-        _, samples = parse(render(step_families(engine.step_costs, {"agent": "a"})))
-        for (kind, bucket), sums in steps.items():
-            labels = frozenset({("agent", "a"), ("kind", kind), ("size", str(bucket))})
-            assert samples[("llmbench_agent_step_seconds_count", labels)] == sums.steps
-            assert samples[("llmbench_agent_step_seconds_sum", labels)] == pytest.approx(sums.wall)
-            assert samples[("llmbench_agent_step_device_seconds_sum", labels)] == pytest.approx(sums.device)
+        # The agent exports the same steps for Prometheus: a histogram per kind, wall and device seconds.
+        types, samples = parse(render(step_families(engine.step_costs, {"agent": "a"})))
+        assert types == {"llmbench_agent_step_seconds": "histogram", "llmbench_agent_step_device_seconds": "histogram"}
+        for kind in ("decode", "mixed"):
+            of_kind = [sums for (k, _), sums in steps.items() if k == kind]
+            _, wall, count = histogram(samples, "llmbench_agent_step_seconds", agent="a", kind=kind)
+            assert count == sum(s.steps for s in of_kind) and wall == pytest.approx(sum(s.wall for s in of_kind))
+            _, device, _ = histogram(samples, "llmbench_agent_step_device_seconds", agent="a", kind=kind)
+            assert device == pytest.approx(sum(s.device for s in of_kind))
     finally:
         engine.stop()
 

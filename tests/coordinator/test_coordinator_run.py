@@ -82,7 +82,7 @@ def test_offline_accuracy_answers_every_sample_once(sim_agents, tmp_path):
     r = llmbench("coordinator", "--agents", addresses(sim_agents), "--scenario", "Offline", "--mode", "accuracy",
                  "--max-samples", "40", "--output", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "LoadGen ran in accuracy mode" in r.stdout and f"LoadGen logs: {out}" in r.stdout
+    assert "LoadGen ran in accuracy mode" in r.stdout and f"Results: {out.resolve()} (LoadGen logs)" in r.stdout
     tokens = outputs_by_sample(accuracy_entries(out), 40)
     assert all(len(t) == 128 for t in tokens.values())  # the simulated engine never emits EOS
     ds = loaders.load("synthetic", max_samples=40, vocab_size=SIM_VOCAB)

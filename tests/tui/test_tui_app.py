@@ -8,7 +8,7 @@ import pytest
 from llmbench.proto import pb
 from llmbench.tui.app import CONFIRM_ABORT, RunApp
 
-SIZE = (140, 45)
+SIZE = (200, 50)  # wide: every column of the agents view fits
 
 
 class ScriptedSource:
@@ -37,7 +37,7 @@ class ScriptedSource:
 def agent(address: str, done: int, running: int = 3, tokens_per_s: float = 812.0) -> pb.AgentRunStatus:
     status = pb.AgentStatus(agent_id=address, node_name="gpu-node-1", ready=True,
                             model=pb.ModelInfo(name="llama3.1-8b", engine="paged", device="cuda:0", dtype="bfloat16"),
-                            kv_block_size=16, kv_blocks_total=1000, kv_tokens_available=9600,
+                            kv_block_size=16, kv_blocks_total=1000, kv_blocks_free=400, kv_tokens_available=9600,
                             memory_free_bytes=20 << 30, memory_total_bytes=141 << 30, memory_kind="cuda",
                             running=running, waiting=2, output_tokens_per_s=tokens_per_s)
     return pb.AgentRunStatus(address=address, state="ready", queries_done=done, inflight=running + 2, status=status)
@@ -60,6 +60,10 @@ def status(second: int, **overrides) -> pb.RunStatus:
 
 def text(app: RunApp, selector: str) -> str:
     return str(app.query_one(selector).render())
+
+
+def log_lines(app: RunApp) -> list[str]:
+    return [strip.text.rstrip() for strip in app.query_one("#log-pane").lines]
 
 
 def run(coro) -> None:
@@ -97,15 +101,18 @@ def test_widgets_show_the_latest_status_and_keep_history():
             assert latency.get_row("TPOT") == ["TPOT", "300", "11.0", "20.0", "140.0", "200.0", "100.0", "OVER"]
             full = app.query_one("#agents-full")
             assert full.get_row("10.0.0.1:50051") == ["10.0.0.1:50051", "ready", "gpu-node-1", "cuda:0",
-                                                      "llama3.1-8b (paged)", "20.0/141.0 GiB cuda", "9,600/16,000",
-                                                      "3/2", "812", "180", "5", "0"]
+                                                      "llama3.1-8b (paged)", "███░░  60%", "9,600/16,000",
+                                                      "████░  86%", "20.0/141.0 GiB cuda", "3/2", "812", "180",
+                                                      "5", "0"]
             assert app.query_one("#agents-compact").get_row("10.0.0.2:50051") == [
-                "10.0.0.2:50051", "ready", "9,600/16,000", "1/2", "812", "120", "3"]
+                "10.0.0.2:50051", "ready", "███░░  60%", "████░  86%", "1/2", "812", "120", "3"]
             assert list(app.query_one("#tokens-spark").data) == [1001.0, 1002.0, 1003.0]
             assert list(app.query_one("#samples-spark").data) == [7.0, 7.0, 7.0]
             assert "output tokens/s: 1,003.0 now, peak 1,003.0" in text(app, "#tokens-label")
-            assert app.query_one("#log-pane").lines == ["line 1", "line 2", "line 3"]
             assert not app.query_one("#banner").has_class("shown")
+            await pilot.press("3")  # the log pane draws its lines once it is shown
+            await pilot.pause(0.05)
+            assert log_lines(app) == ["line 1", "line 2", "line 3"]
     run(scenario())
 
 
@@ -115,7 +122,7 @@ def test_repeated_points_and_lines_are_kept_once_and_a_new_run_starts_afresh():
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1), status(2), status(2))  # a reconnected stream repeats itself
             assert list(app.run_view.tokens_per_s) == [1001.0, 1002.0]
-            assert app.query_one("#log-pane").lines == ["line 1", "line 2"]
+            assert list(app.run_view.log) == ["line 1", "line 2"]
             await deliver(pilot, app, status(1, run_id="run-2"))
             assert list(app.run_view.tokens_per_s) == [1001.0]  # only run-2's
             assert list(app.run_view.log) == ["line 1"]
@@ -140,7 +147,7 @@ def test_q_asks_before_aborting_the_run_and_leaves_once_it_ended():
     source = ScriptedSource()
 
     async def scenario():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1))
             await pilot.press("q")
@@ -165,7 +172,7 @@ def test_a_second_ctrl_c_aborts_and_an_open_question_goes_when_the_run_ends():
     source = ScriptedSource()
 
     async def scenario():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1))
             await pilot.press("ctrl+c")
@@ -184,7 +191,7 @@ def test_a_second_ctrl_c_aborts_and_an_open_question_goes_when_the_run_ends():
     source = ScriptedSource()
 
     async def twice():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1))
             await pilot.press("ctrl+c")
@@ -197,7 +204,7 @@ def test_attached_viewer_leaves_at_once_without_touching_the_run():
     source = ScriptedSource(controls_run=False)
 
     async def scenario():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1))
             await pilot.press("q")
@@ -217,7 +224,7 @@ def test_the_end_of_the_run_is_shown_and_q_then_leaves_without_asking(phase, out
     source = ScriptedSource()
 
     async def scenario():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1), status(6, phase=phase, finished=True, outcome=outcome))
             assert text(app, "#banner") == banner
@@ -233,7 +240,7 @@ def test_a_connection_problem_is_shown_until_it_clears():
     source = ScriptedSource(controls_run=False)
 
     async def scenario():
-        app = RunApp(source, refresh_s=0.05)
+        app = RunApp(source, refresh_s=0.05, stay=True)
         async with app.run_test(size=SIZE) as pilot:
             await deliver(pilot, app, status(1))
             source.problem = "connection to 10.0.0.9:50060 lost (UNAVAILABLE: Socket closed); retrying every 2 s"
@@ -243,3 +250,26 @@ def test_a_connection_problem_is_shown_until_it_clears():
             await ticks(pilot, app)
             assert not app.query_one("#banner").has_class("shown")
     run(scenario())
+
+
+@pytest.mark.parametrize("phase, outcome, how", [
+    ("done", "VALID (Server): 7.02 samples/s", "Run finished"),
+    ("failed", "the run could not go on: agent-1 exited: killed by SIGKILL", "Run FAILED"),  # abandoned
+])
+def test_without_stay_the_app_shows_the_end_and_leaves_on_its_own(phase, outcome, how):
+    source = ScriptedSource()
+    seen = []
+
+    async def scenario():
+        app = RunApp(source, refresh_s=0.05, leave_after_s=0.3)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await deliver(pilot, app, status(1), status(6, phase=phase, finished=True, outcome=outcome))
+            seen.append(text(app, "#banner"))
+            for _ in range(100):
+                if not app.is_running:
+                    break
+                await pilot.pause(0.05)
+            assert not app.is_running
+    run(scenario())
+    assert seen[0].startswith(f"{how}: {outcome}") and seen[0].endswith(". Leaving...")
+    assert source.aborts == 0 and source.closed

@@ -43,12 +43,12 @@ def test_attached_tui_follows_a_real_run_to_its_end(sim_agents, tmp_path):
                             scenario="Server", max_samples=40, target_qps=60, duration_s=2, progress_s=0)
     runner = BenchmarkThread(cfg, metrics)
     source = RemoteSource(f"127.0.0.1:{port}", interval_ms=200).start()
-    app = RunApp(source, refresh_s=0.1)
+    app = RunApp(source, refresh_s=0.1, stay=True)
     mid_run = []
 
     async def scenario():
         runner.start()
-        async with app.run_test(size=(140, 45)) as pilot:
+        async with app.run_test(size=(200, 50)) as pilot:
             def over() -> bool:
                 s = app.run_view.status
                 if s is not None and 0 < s.completed < s.expected:
@@ -61,7 +61,7 @@ def test_attached_tui_follows_a_real_run_to_its_end(sim_agents, tmp_path):
             assert s.completed == s.expected == metrics.expected and s.output_dir == str(tmp_path / "out")
             table = app.query_one("#agents-full")
             assert sorted(str(k.value) for k in table.rows) == sorted(a.address for a in sim_agents)
-            assert table.get_row(sim_agents[0].address)[4] == "simulated (simulated)"
+            assert table.get_row(sim_agents[0].address)[table.columns_shown.index("model")] == "simulated (simulated)"
             assert app.query_one("#latency").get_row("TTFT")[1] == str(s.expected)
             assert list(app.run_view.tokens_per_s) == [p.tokens_per_s for p in metrics.throughput()]
             assert any(line.startswith("report: ") for line in app.run_view.log)
@@ -91,7 +91,7 @@ def test_dropped_connection_is_shown_and_the_viewer_reconnects():
     server = StatusServer(metrics, "127.0.0.1", 0)
     port = server.start()
     source = RemoteSource(f"127.0.0.1:{port}", interval_ms=100, retry_s=0.2).start()
-    app = RunApp(source, refresh_s=0.05)
+    app = RunApp(source, refresh_s=0.05, stay=True)
 
     async def scenario():
         async with app.run_test(size=(140, 45)) as pilot:

@@ -1,8 +1,8 @@
 """The TUI in front of real runs: simulated agents on loopback, real gRPC, real LoadGen.
 
 In process (Textual's pilot, the benchmark on its worker thread) and as `llmbench run` on a pseudo
-terminal: the TUI shows itself on a TTY, q + y aborts the run cleanly, q after the end leaves and
-the summary follows.
+terminal: the TUI shows itself on a TTY, q + y aborts the run cleanly, the TUI leaves at the end (with
+--stay: on q) and the summary follows.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import pytest
 from llmbench.coordinator.commands import run_local
 from llmbench.coordinator.observe.metrics import RunMetrics
 from llmbench.coordinator.run.session import CoordinatorConfig
-from llmbench.tui.app import RunApp
+from llmbench.tui.app import LEAVE_AFTER_S, RunApp
 from llmbench.tui.live import BenchmarkThread
 from llmbench.tui.source import LocalSource
 
@@ -40,12 +40,12 @@ def test_pilot_follows_a_real_run_to_its_end(sim_agents, tmp_path):
     cfg = CoordinatorConfig(agents=",".join(a.address for a in sim_agents), output=tmp_path / "out",
                             scenario="Server", max_samples=40, target_qps=60, duration_s=2, progress_s=0)
     runner = BenchmarkThread(cfg, metrics)
-    app = RunApp(LocalSource(metrics, runner), refresh_s=0.1)
+    app = RunApp(LocalSource(metrics, runner), refresh_s=0.1, stay=True)
     seen_running = []
 
     async def scenario():
         runner.start()  # as run_live does: the run first, then the app in front of it
-        async with app.run_test(size=(140, 45)) as pilot:
+        async with app.run_test(size=(200, 50)) as pilot:
             deadline = time.monotonic() + 60
             while not app.query_one("#banner").has_class("shown") and time.monotonic() < deadline:
                 await pilot.pause(0.1)
@@ -59,7 +59,7 @@ def test_pilot_follows_a_real_run_to_its_end(sim_agents, tmp_path):
             assert str(app.query_one("#progress-text").render()).startswith(f"{s.expected}/{s.expected} samples")
             rows = app.query_one("#agents-full")
             assert sorted(str(k.value) for k in rows.rows) == sorted(a.address for a in sim_agents)
-            done = [int(rows.get_row(a.address)[9].replace(",", "")) for a in sim_agents]
+            done = [int(rows.get_row(a.address)[rows.columns_shown.index("done")].replace(",", "")) for a in sim_agents]
             assert sum(done) == s.expected and min(done) > 0
             assert app.query_one("#latency").get_row("TTFT")[1] == str(s.expected)
             assert app.query_one("#latency").get_row("TTFT")[6] == "2000.0"  # Server's limit
@@ -154,14 +154,20 @@ def test_llmbench_run_on_a_terminal_shows_the_tui_and_stops_cleanly(tmp_path, ho
 
 
 @pytest.mark.slow
-def test_llmbench_run_on_a_terminal_waits_for_q_after_the_end_then_prints_the_summary(tmp_path):
+@pytest.mark.parametrize("stay", [False, True])
+def test_llmbench_run_on_a_terminal_leaves_the_tui_at_the_end_then_prints_the_summary(tmp_path, stay):
     out = tmp_path / "out"
     term = Terminal([*CLI, "run", "--engine", "simulated", "--tokens-per-s", "20000", "--scenario", "Offline",
-                     "--duration", "1", "--max-samples", "40", "--output", str(out)], tmp_path)
+                     "--duration", "1", "--max-samples", "40", "--output", str(out)] + ["--stay"] * stay, tmp_path)
     try:
         assert term.read_until("Run finished: ", 40), term.screen[-2000:]
-        assert term.proc.poll() is None  # the finished run stays on screen
-        term.type("q")
+        if stay:
+            assert term.read_until("Press q to leave", 5)
+            time.sleep(3 * LEAVE_AFTER_S)
+            assert term.proc.poll() is None  # the finished run stays on screen until q
+            term.type("q")
+        else:
+            assert term.read_until("Leaving...", 5)  # and it goes without a key
         valid = "Result is : VALID" in (out / "mlperf_log_summary.txt").read_text()
         assert term.wait(30) == (0 if valid else 1)  # INVALID (exit 1) when the run ends within its 1 s min_duration
         assert term.read_until("Result is : ", 1) and f"Report: {(out / 'report.md').resolve()}" in term.screen
