@@ -57,7 +57,8 @@ AGENT_RULES: dict[str, Rule] = {
 # Engine flags default to None ("not given"), so `generate --agent` can tell which ones were passed.
 ENGINE_FLAGS = ("model", "engine", "tokens_per_s", "dtype", "device", "memory_fraction", "max_batch",
                 "max_step_tokens", "tpot_headroom", "num_kv_blocks", "block_size", "attention", "quantization", "kv_cache_dtype",
-                "overlap")
+                "overlap", "url", "api_key_file", "served_model")
+ENDPOINT_FLAGS = ("url", "api_key_file", "served_model")
 
 
 def check_flags(args: argparse.Namespace, rules: dict[str, Rule]) -> None:
@@ -78,9 +79,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     d = EngineConfig()
     p.add_argument("--model", help=f"HF model folder or preset ({', '.join(PRESETS)}); "
                                    "not needed with --engine simulated")
-    p.add_argument("--engine", choices=["paged", "simulated"],
-                   help=f"paged: the real engine; simulated: fake tokens at --tokens-per-s, no model "
-                        f"(default: {d.engine})")
+    p.add_argument("--engine", choices=["paged", "simulated", "openai"],
+                   help=f"paged: the real engine; simulated: fake tokens at --tokens-per-s, no model; openai: an "
+                        f"OpenAI-compatible server at --url (vLLM, SGLang, TensorRT-LLM, llama.cpp) (default: {d.engine})")
     p.add_argument("--tokens-per-s", type=float,
                    help=f"simulated engine: output tokens per second of the whole engine (default: {d.tokens_per_s:g})")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
@@ -102,6 +103,15 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                         f"else triton (head_dim a power of two >= 16), else torch (default: {d.attention})")
     add_precision_arguments(p)
     add_overlap_argument(p)
+    add_endpoint_arguments(p)
+
+
+def add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="openai engine: the server's OpenAI base URL, http://HOST:PORT/v1")
+    p.add_argument("--api-key-file", help="openai engine: a file whose one line is the server's API key "
+                                          "(sent as a bearer token)")
+    p.add_argument("--served-model", help="openai engine: the model name to ask the server for "
+                                          "(default: the first one it lists)")
 
 
 def add_headroom_argument(p: argparse.ArgumentParser) -> None:
@@ -139,7 +149,10 @@ def engine_config(args: argparse.Namespace, command_rules: dict[str, Rule] | Non
                          f"KV needs it), got {cfg.block_size}")
     if cfg.engine == "paged" and not args.model:
         raise ValueError(f"--model is required: an HF model folder or a preset ({', '.join(PRESETS)})")
-    cfg.model = "simulated" if cfg.engine == "simulated" else args.model
+    endpoint_flags = [f"--{dest.replace('_', '-')}" for dest in ENDPOINT_FLAGS if getattr(args, dest) is not None]
+    if cfg.engine != "openai" and endpoint_flags:
+        raise ValueError(f"{', '.join(endpoint_flags)} need --engine openai")
+    cfg.model = {"simulated": "simulated", "openai": cfg.served_model or cfg.url}.get(cfg.engine, args.model)
     return cfg
 
 

@@ -3,4 +3,4 @@ runner, CUDA graphs, step costs) and the simulated one, with the typed Engine in
 (inbox, registry, sinks, stats) they share.
 """
 
-__all__ = ["block_manager", "cuda_graphs", "factory", "front", "in_process", "paged", "runner", "scheduler", "simulated", "slots", "step_cost", "types", "validation", "watch"]
+__all__ = ["block_manager", "cuda_graphs", "factory", "front", "in_process", "openai_engine", "openai_http", "openai_load", "openai_wire", "paged", "runner", "scheduler", "simulated", "slots", "step_cost", "types", "validation", "watch"]

@@ -8,4 +8,7 @@ def create_engine(cfg: EngineConfig) -> Engine:
     if cfg.engine == "paged":
         from llmbench.agent.engine.paged import PagedEngine
         return PagedEngine(cfg)
-    raise ValueError(f"unknown engine {cfg.engine!r}: use 'paged' or 'simulated'")
+    if cfg.engine == "openai":
+        from llmbench.agent.engine.openai_engine import EndpointEngine
+        return EndpointEngine(cfg)
+    raise ValueError(f"unknown engine {cfg.engine!r}: use 'paged', 'simulated' or 'openai'")

@@ -78,7 +78,7 @@ class EngineInfo:
     max_context: int
     eos_ids: tuple[int, ...]
     parameters: int
-    engine: str  # "paged" or "simulated"
+    engine: str  # "paged", "simulated" or "openai"
     max_batch: int
     max_step_tokens: int
     kv_block_size: int
@@ -101,12 +101,13 @@ class EngineStats:
     queries_finished_total: int
     step_running_s: float = 0.0  # how long the step under way has run; 0 between steps
     slowest_step_s: float = 0.0  # the longest step finished so far, warm-up included
+    unavailable: str = ""  # why the engine cannot serve now (an endpoint's server is down); '' while it can
 
 
 @dataclass
 class EngineConfig:
     model: str = "tiny"  # HF folder or preset name ("tiny", "llama3.1-8b")
-    engine: str = "paged"  # "paged" or "simulated"
+    engine: str = "paged"  # "paged", "simulated" or "openai"
     dtype: str = "auto"  # float32 | bfloat16 | float16 | auto (float32 on CPU, bfloat16 on GPU)
     device: str = "auto"  # cpu | cuda | cuda:N | auto
     memory_fraction: float = 0.9  # share of device memory the agent may use in all (weights + KV)
@@ -126,6 +127,9 @@ class EngineConfig:
     overlap: bool = True
     seed: int = 0
     tokens_per_s: float = 2000.0  # simulated engine only: output tokens/s of the whole engine
+    url: str = ""  # openai engine only: the server's http://HOST:PORT/v1
+    api_key_file: str = ""  # openai engine only: a file holding its API key
+    served_model: str = ""  # openai engine only: the model name to ask for ('': the one it serves)
 
 
 class Engine(Protocol):

@@ -29,7 +29,7 @@ async def watch_engine(engine: Engine, stall_s: float, on_change: Callable[[bool
         now = time.monotonic()
         if s.steps_total != steps or not (s.running or s.waiting):
             steps, since = s.steps_total, now
-        why = hung(now - since, s.step_running_s, s.slowest_step_s, stall_s)
+        why = s.unavailable or hung(now - since, s.step_running_s, s.slowest_step_s, stall_s)
         if (why is None) != healthy:
             healthy = not healthy
             if healthy:
