@@ -106,7 +106,7 @@ class StatusRequest(_message.Message):
     def __init__(self, interval_ms: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "dtype", "device", "vocab_size", "max_context", "eos_token_ids", "parameters", "engine", "quantization", "kv_cache_dtype")
+    __slots__ = ("name", "dtype", "device", "vocab_size", "max_context", "eos_token_ids", "parameters", "engine", "quantization", "kv_cache_dtype", "weight_scales", "activation_scales", "kv_scales")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,9 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
     KV_CACHE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_SCALES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_SCALES_FIELD_NUMBER: _ClassVar[int]
+    KV_SCALES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     device: str
@@ -127,7 +130,10 @@ class ModelInfo(_message.Message):
     engine: str
     quantization: str
     kv_cache_dtype: str
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., parameters: _Optional[int] = ..., engine: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ...) -> None: ...
+    weight_scales: str
+    activation_scales: str
+    kv_scales: str
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_context: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., parameters: _Optional[int] = ..., engine: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., weight_scales: _Optional[str] = ..., activation_scales: _Optional[str] = ..., kv_scales: _Optional[str] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
     __slots__ = ("agent_id", "node_name", "model", "ready", "kv_block_size", "kv_blocks_total", "kv_blocks_free", "kv_tokens_available", "memory_free_bytes", "memory_total_bytes", "memory_kind", "running", "waiting", "output_tokens_per_s", "prompt_tokens_per_s", "steps_total", "output_tokens_total", "queries_received_total", "queries_finished_total", "max_batch", "max_step_tokens", "timestamp", "step_running_s", "slowest_step_s")

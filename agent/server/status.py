@@ -4,10 +4,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import psutil
 
-from llmbench.agent.engine.types import Engine, EngineStats
+from llmbench.agent.engine.types import Engine, EngineInfo, EngineStats
+from llmbench.agent.model.fp8_scheme import read_scheme
 from llmbench.proto import pb
 
 RATE_WINDOW_S = 5.0
@@ -21,6 +24,18 @@ def memory_info(device: str) -> tuple[int, int, str]:
         return free, total, "cuda"
     mem = psutil.virtual_memory()
     return mem.available, mem.total, "host"
+
+
+def scales(info: EngineInfo) -> tuple[str, str, str]:
+    """(weight, activation, KV) scales as ModelInfo names them: a pre-quantized checkpoint's, else
+    --quantization fp8's own (per-channel weights, per-token activations); empty where there are none."""
+    scheme = read_scheme(Path(info.model_path)) if info.model_path else None
+    kv = "checkpoint" if scheme and scheme.kv_scales else ""
+    if info.quantization != "fp8":
+        return "", "", kv
+    if scheme and scheme.weights:
+        return scheme.weights, scheme.activations or "", kv
+    return "channel", "dynamic", kv
 
 
 class RateWindow:
@@ -51,11 +66,17 @@ class StatusReporter:
     def __post_init__(self) -> None:
         self._rates = RateWindow()
 
+    @cached_property
+    def _scales(self) -> tuple[str, str, str]:
+        return scales(self.engine.info)  # read once: the checkpoint's config does not change under a running agent
+
     def model_info(self) -> pb.ModelInfo:
         i = self.engine.info
+        weights, activations, kv = self._scales
         return pb.ModelInfo(name=i.name, dtype=i.dtype, device=i.device, vocab_size=i.vocab_size,
                             max_context=i.max_context, eos_token_ids=list(i.eos_ids), parameters=i.parameters,
-                            engine=i.engine, quantization=i.quantization, kv_cache_dtype=i.kv_cache_dtype)
+                            engine=i.engine, quantization=i.quantization, kv_cache_dtype=i.kv_cache_dtype,
+                            weight_scales=weights, activation_scales=activations, kv_scales=kv)
 
     def status(self) -> pb.AgentStatus:
         info = self.engine.info

@@ -1,14 +1,16 @@
 """`llmbench accuracy`: score an mlperf_log_accuracy.json with MLPerf's ROUGE evaluation.
 
-Prints the table beside the 99% targets of the benchmark's reference; exit status 0 on PASS, 1 on FAIL."""
+Prints the table beside the 99% targets of the benchmark's reference; exit status 0 on PASS, 1 on FAIL.
+With --baseline, also each score as a share of that run's (MLPerf's rule with the baseline in the
+reference's place) and the two runs' token agreement; the exit status is then that verdict's."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from llmbench.coordinator.scoring import accuracy
-from llmbench.coordinator.data import loaders
+from llmbench.coordinator.scoring import accuracy, baseline
+from llmbench.coordinator.data import loaders, prompt
 from llmbench.coordinator.data.dataset import Dataset
 from llmbench.coordinator.loadgen import benchmarks
 from llmbench.coordinator.loadgen.benchmarks import Benchmark
@@ -30,8 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="as given to the run: the dataset's first N samples")
     parser.add_argument("--max-prompt-tokens", type=int, default=None,
                         help="as given to the run (default 2540): longer prompts were refused")
+    parser.add_argument("--baseline", metavar="OTHER_LOG", default=None,
+                        help="another run's mlperf_log_accuracy.json of the same samples (e.g. float32 for a bf16 "
+                             "or fp8 run): judge the log against its scores (each ROUGE >= 99 %% of the baseline's, "
+                             "gen_len 90-110 %%) and count the outputs that agree token by token; the exit status "
+                             "is then this verdict")
     parser.add_argument("--json", metavar="OUT", default=None,
-                        help='write {"rouge1","rouge2","rougeL","rougeLsum","gen_len","gen_num"} here')
+                        help='write {"rouge1","rouge2","rougeL","rougeLsum","gen_len","gen_num"} here (with '
+                             '--baseline, also "baseline": its scores, "share", "passed" and the agreement)')
 
 
 def benchmark_of(args: argparse.Namespace, dataset: Dataset) -> Benchmark:
@@ -50,9 +58,18 @@ def run(args: argparse.Namespace) -> int:
                             max_prompt_tokens=args.max_prompt_tokens)
     for note in dataset.notes:
         print(f"note: {note}")
-    result = accuracy.evaluate(args.log, dataset, args.tokenizer, benchmark=benchmark_of(args, dataset))
+    tokenizer = prompt.load_tokenizer(args.tokenizer)
+    bench = benchmark_of(args, dataset)
+    result = accuracy.evaluate(args.log, dataset, tokenizer, benchmark=bench)
     print(result.table())
+    out, passed = result.to_json(), result.passed
+    if args.baseline:
+        base = accuracy.evaluate(args.baseline, dataset, tokenizer, benchmark=bench)
+        comparison = baseline.BaselineComparison(result, base, args.baseline,
+                                                 baseline.agreement(result.tokens, base.tokens))
+        print(comparison.table())
+        out["baseline"], passed = comparison.to_json(), comparison.passed
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 0 if result.passed else 1
+    return 0 if passed else 1

@@ -38,12 +38,16 @@ log = logging.getLogger("llmbench.coordinator")
 
 
 def precision(model: pb.ModelInfo) -> str:
-    """An agent's number formats in a few words, e.g. "bfloat16, fp8 GEMMs, KV float8_e4m3fn"."""
+    """An agent's number formats in a few words, e.g. "bfloat16, fp8 GEMMs (per-tensor weights, static
+    activations), KV float8_e4m3fn (checkpoint scales)"."""
     parts = [model.dtype or "?"]
     if model.quantization and model.quantization != "none":
-        parts.append(f"{model.quantization} GEMMs")
-    if model.kv_cache_dtype and model.kv_cache_dtype != model.dtype:
-        parts.append(f"KV {model.kv_cache_dtype}")
+        scales = [f"per-{model.weight_scales} weights" if model.weight_scales else "",
+                  f"{model.activation_scales} activations" if model.activation_scales else ""]
+        parts.append(f"{model.quantization} GEMMs" + (f" ({', '.join(filter(None, scales))})" if any(scales) else ""))
+    kv_scales = " (checkpoint scales)" if model.kv_scales == "checkpoint" else ""
+    if model.kv_cache_dtype and (model.kv_cache_dtype != model.dtype or kv_scales):
+        parts.append(f"KV {model.kv_cache_dtype}{kv_scales}")
     return ", ".join(parts)
 
 

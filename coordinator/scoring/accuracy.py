@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ class AccuracyResult:
     gen_num: int
     splitter: str  # which sentence splitter was used
     benchmark: Benchmark = LLAMA3_1_8B  # whose reference scores the targets are
+    # each sample's output ids by qsl_idx, in log order, as its log holds them (empty when scored from text)
+    tokens: dict[int, list[int]] = dataclass_field(default_factory=dict, repr=False, compare=False)
 
     def gen_len_window(self) -> tuple[float, float]:
         expected = self.benchmark.reference.gen_len * self.gen_num / self.benchmark.samples
@@ -176,12 +179,14 @@ def evaluate(log_path: str | Path, dataset: Dataset, tokenizer: prompt.Tokenizer
     entries = read_log(log_path)
     if not entries:
         raise ValueError(f"accuracy log {log_path} has no entries (was the run in accuracy mode?)")
-    predictions, references = [], []
+    tokens, references = {}, []
     for i, entry in unique_by_sample(entries):
         idx = entry["qsl_idx"]
         if idx >= len(dataset.references):
             raise ValueError(f"accuracy log {log_path} entry {i} has qsl_idx {idx} but dataset {dataset.name} has "
                              f"{len(dataset.references)} samples: not the dataset (or --max-samples) of the run")
-        predictions.append(tok.decode(decode_tokens(log_path, i, entry).tolist()))
+        tokens[idx] = decode_tokens(log_path, i, entry).tolist()
         references.append(dataset.references[idx])
-    return score(predictions, references, splitter, benchmark)
+    result = score([tok.decode(ids) for ids in tokens.values()], references, splitter, benchmark)
+    result.tokens = tokens
+    return result

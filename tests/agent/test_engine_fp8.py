@@ -108,7 +108,7 @@ def test_fp8_kv_cache_engine_generates_and_reports_its_formats():
         assert all(len(r.tokens) == 12 and r.error is None for r in results.values())
         info = StatusReporter(engine, "a", "n").model_info()
         assert (info.quantization, info.kv_cache_dtype, info.dtype) == ("fp8", "float8_e4m3fn", "float32")
-        assert precision(info) == "float32, fp8 GEMMs, KV float8_e4m3fn"
+        assert precision(info) == "float32, fp8 GEMMs (per-channel weights, dynamic activations), KV float8_e4m3fn"
     finally:
         engine.stop()
 
