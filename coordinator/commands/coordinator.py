@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from llmbench.common.auth import add_client_arguments, client_security, server_security
+from llmbench.common.stall import HUNG_FACTOR
 from llmbench.coordinator.run import demo_rate, exits, find_peak as peak_search, preflight, run_set
 from llmbench.coordinator.observe import prometheus
 from llmbench.coordinator.loadgen import benchmarks, scenarios, settings as lgsettings
@@ -96,6 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for an agent to answer")
     p.add_argument("--ready-timeout", type=float, default=900.0,
                    help="seconds to wait for an answering agent to finish loading its model")
+    p.add_argument("--stall-timeout", type=float, default=LinkConfig.stall_s,
+                   help="seconds an agent holding our queries may go without a step before they continue on other "
+                        f"agents (a step under way counts until it has run {HUNG_FACTOR:g}x the slowest; default: "
+                        "%(default)g)")
     p.add_argument("--agent-timeout", type=float, default=LinkConfig.agent_timeout_s,
                    help="seconds an agent may send no status (nor answer keepalive pings) before it counts as "
                         "lost and its queries continue on other agents")
@@ -141,6 +146,7 @@ def config_from_args(args: argparse.Namespace, agents: str, output: Path) -> Coo
         connect_timeout_s=getattr(args, "connect_timeout", 10.0), ready_timeout_s=getattr(args, "ready_timeout", 900.0),
         progress_s=args.progress, no_agent_timeout_s=args.no_agent_timeout,
         link=LinkConfig(agent_timeout_s=getattr(args, "agent_timeout", LinkConfig.agent_timeout_s),
+                        stall_s=getattr(args, "stall_timeout", LinkConfig.stall_s),
                         security=client_security(args)))
     if getattr(args, "submission_runs", False):
         if args.find_peak:

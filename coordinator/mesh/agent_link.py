@@ -50,7 +50,7 @@ class LinkConfig:
         if not (math.isfinite(self.agent_timeout_s) and 0 < self.agent_timeout_s <= 3600):
             raise ValueError(f"--agent-timeout must be > 0 and <= 3600, got {self.agent_timeout_s:g}")
         if not (math.isfinite(self.stall_s) and self.stall_s > 0):
-            raise ValueError(f"the stall timeout must be a positive number of seconds, got {self.stall_s:g}")
+            raise ValueError(f"--stall-timeout must be a positive number of seconds, got {self.stall_s:g}")
 
     def channel_options(self) -> list[tuple[str, int]]:
         # HTTP/2 pings notice a vanished host or a cut network even while no status is due.

@@ -69,8 +69,11 @@ def test_backend_killed_mid_run_is_redispatched(tmp_path):
     try:
         n = 4
         out = tmp_path / "out"
+        # The agent holds a dead backend's queries in case it comes back; the coordinator moves them on
+        # after --stall-timeout without a step (60 s by default).
         c = Coordinator("--agents", ",".join(a.address for a in agents), "--mode", "accuracy", "--max-samples",
-                        str(n), "--output", str(out), "--progress", "1", "--no-tui", "--scenario", "Offline")
+                        str(n), "--output", str(out), "--progress", "1", "--no-tui", "--scenario", "Offline",
+                        "--stall-timeout", "8")
         c.wait_for("^LoadGen settings", 120)
         time.sleep(5)  # both hold queries part done
         servers[0].kill()
