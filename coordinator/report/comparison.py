@@ -4,13 +4,12 @@ this llmbench reads; what differs between them (host, device, versions) is liste
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from llmbench.coordinator.report import figures
-from llmbench.coordinator.report.results import SCHEMA, SCHEMA_VERSION
+from llmbench.coordinator.report.results import read_results
 from llmbench.coordinator.run.outputs import RESULTS_FILE
 
 LATENCIES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "inter-token", "e2e": "end-to-end"}
@@ -38,25 +37,7 @@ class Row:
 
 def load_run(folder: Path) -> Run:
     """The run's results.json; ValueError naming the folder for anything that is not one this llmbench reads."""
-    path = folder / RESULTS_FILE
-    if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder")
-    if not path.is_file():
-        raise ValueError(f"{folder} has no {RESULTS_FILE}: not an llmbench run folder, or a run that did not "
-                         "finish (or ran before llmbench wrote it)")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read it ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path} is not an llmbench results file (no \"schema\": \"{SCHEMA}\")")
-    version = doc.get("schema_version")
-    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema version {version!r}; this llmbench reads 1 to {SCHEMA_VERSION}: "
-                         "compare it with a newer llmbench")
-    return Run(folder, doc)
+    return Run(folder, read_results(folder, "compare"))
 
 
 def _get(doc: dict, *keys: str | int) -> object:

@@ -92,3 +92,27 @@ def write_results(result: RunResult, metrics: RunMetrics, folder: Path, clock: d
                   outcome: str) -> Path:
     text = json.dumps(build(result, metrics, folder, clock, outcome), indent=1, allow_nan=False)
     return write_text(folder / RESULTS_FILE, text + "\n")
+
+
+def read_results(folder: Path, use: str) -> dict:
+    """A run folder's results.json, checked to be one of a schema version this llmbench reads; ValueError
+    naming the folder otherwise (`use`: what the caller does with it, for the hint to a newer llmbench)."""
+    path = folder / RESULTS_FILE
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    if not path.is_file():
+        raise ValueError(f"{folder} has no {RESULTS_FILE}: not an llmbench run folder, or a run that did not "
+                         "finish (or ran before llmbench wrote it)")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not JSON: {exc.msg} at line {exc.lineno}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path} is not an llmbench results file (no \"schema\": \"{SCHEMA}\")")
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema version {version!r}; this llmbench reads 1 to {SCHEMA_VERSION}: "
+                         f"{use} it with a newer llmbench")
+    return doc

@@ -3,7 +3,6 @@ settings, agents and host), LoadGen's logs, and what kind of run it was (perform
 A folder that lacks what a submission needs is refused with what is missing."""
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from llmbench.coordinator.loadgen import benchmarks, scenarios
 from llmbench.coordinator.loadgen.detail_log import DETAIL_FILE, records
 from llmbench.coordinator.loadgen.summary import SUMMARY_FILE
+from llmbench.coordinator.report.results import read_results
 from llmbench.coordinator.run.outputs import ACCURACY_FILE, ACCURACY_LOG, RESULTS_FILE, VERIFY_FILE
 
 PERFORMANCE, ACCURACY, TEST06 = "performance", "accuracy", "TEST06"
@@ -126,12 +126,8 @@ def read(path: Path) -> RunFolder:
     if not path.is_dir():
         raise ValueError(f"{path} is not a run folder (no such folder)")
     _need(path, [SUMMARY_FILE, DETAIL_FILE], "not a finished llmbench run: LoadGen's logs are missing")
-    _need(path, [RESULTS_FILE], "made before llmbench wrote results.json: rerun it with this llmbench")
-    try:
-        results = json.loads((path / RESULTS_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path / RESULTS_FILE} cannot be read: {exc}") from None
-    missing = [k for k in RESULTS_KEYS if not isinstance(results, dict) or k not in results]
+    results = read_results(path, "build from")
+    missing = [k for k in RESULTS_KEYS if k not in results]
     if missing:
         raise ValueError(f"{path / RESULTS_FILE} is no llmbench results.json this llmbench reads: no "
                          f"{', '.join(missing)}")
